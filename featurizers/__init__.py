@@ -1,0 +1,31 @@
+"""Featurizers: raw inputs (SMILES, tables, images) to tensors. No training code here.
+
+This package never imports :mod:`molwm` (a test enforces it).
+"""
+
+from featurizers.errors import FeaturizationError, Reject, count_reject_codes, read_rejects, write_rejects
+from featurizers.molecule import (
+    GRAPH_SPEC,
+    GraphArrays,
+    MolGraph,
+    featurize_arrays,
+    featurize_smiles,
+    mol_to_graph,
+)
+from featurizers.spec import CategoricalFeature, GraphSpec
+
+__all__ = [
+    "GRAPH_SPEC",
+    "CategoricalFeature",
+    "FeaturizationError",
+    "GraphArrays",
+    "GraphSpec",
+    "MolGraph",
+    "Reject",
+    "count_reject_codes",
+    "featurize_arrays",
+    "featurize_smiles",
+    "mol_to_graph",
+    "read_rejects",
+    "write_rejects",
+]

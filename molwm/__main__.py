@@ -1,0 +1,5 @@
+import sys
+
+from molwm.cli import main
+
+sys.exit(main())

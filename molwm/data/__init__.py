@@ -1,0 +1,1 @@
+"""Data: dataset cards, sources, featurization caches and splits."""

