@@ -125,9 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_data_show)
 
-    p = dsub.add_parser("prepare", help="featurize and cache a dataset (Python: molwm.data.prepare.prepare_dataset)")
+    p = dsub.add_parser(
+        "prepare",
+        help="featurize and cache a dataset (Python: molwm.data.prepare.prepare_dataset)",
+        epilog="Any PrepareConfig key can also be set as key=value, e.g. shard_size=50000.",
+    )
     p.add_argument("name", help="card name or path to a card YAML")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. shard_size=50000")
     p.add_argument("--limit", type=int, default=None, help="featurize only the first N rows")
     p.add_argument("--n-jobs", dest="n_jobs", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--shard-size", dest="shard_size", type=int, default=None)
@@ -142,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _takes_overrides(args) -> bool:
+    return args.func in (cmd_data_prepare,)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``molwm`` console script."""
     from molwm.config import ConfigError
@@ -149,7 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from molwm.data.splits import SplitError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value config overrides may sit anywhere among the flags
+    args.overrides = [tok for tok in extra if "=" in tok and not tok.startswith("-")]
+    unknown = [tok for tok in extra if tok not in args.overrides]
+    if unknown or (args.overrides and not _takes_overrides(args)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DatasetError, SplitError, FileNotFoundError) as err:

@@ -78,7 +78,7 @@ def _locate_package_file(card: DatasetCard, ref: FileRef) -> Path:
 def _locate_local_file(card: DatasetCard, ref: FileRef) -> Path:
     path = Path(os.path.expandvars(os.path.expanduser(ref.path)))
     if not path.is_absolute() and card.card_path:
-        path = Path(card.card_path).parent / path
+        path = (Path(card.card_path).parent / path).resolve()
     if not path.is_file():
         raise DatasetError(f"dataset '{card.name}': file not found: {path} (from the card's source.files)")
     return path
