@@ -84,16 +84,16 @@ def cmd_data_prepare(args) -> int:
     from molwm.data.prepare import PrepareConfig, prepare_dataset
     from molwm.tracking import make_tracker
 
-    base = {"dataset": args.name}
+    flags = {"dataset": args.name}
     for key in ("limit", "n_jobs", "cache_dir", "shard_size", "max_smiles_length", "experiment"):
         value = getattr(args, key)
         if value is not None:
-            base[key] = value
+            flags[key] = value
     if args.force:
-        base["force"] = True
+        flags["force"] = True
     if args.no_progress:
-        base["progress"] = False
-    config = load_config(PrepareConfig, args.config, args.overrides, base=base)
+        flags["progress"] = False
+    config = load_config(PrepareConfig, args.config, args.overrides, flags=flags)
     tracker = make_tracker(not args.no_track, experiment=config.experiment)
     result = prepare_dataset(config, tracker, tuple(args.cards))
     print(result.summary())

@@ -232,14 +232,24 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), base: Mapping | None = None) -> T:
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    base: Mapping | None = None,
+    flags: Mapping | None = None,
+) -> T:
     """Load a config of type ``cls`` from YAML plus overrides.
+
+    Precedence, lowest first: schema defaults, ``base``, the file, ``flags``,
+    ``overrides``.
 
     Args:
         cls: The schema dataclass.
-        path: YAML file, or None to start from ``base`` / the defaults.
-        overrides: ``key=value`` strings applied after the file.
-        base: Values applied before the file (e.g. from CLI flags).
+        path: YAML file, or None.
+        overrides: ``key=value`` strings (dotted keys), applied last.
+        base: Values applied before the file.
+        flags: Top-level values applied after the file (e.g. explicit CLI flags).
 
     Raises:
         ConfigError: Naming the file and the dotted key on any problem.
@@ -247,6 +257,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     data = _deep_copy(dict(base or {}))
     if path is not None:
         data.update(read_yaml(path))
+    data.update(flags or {})
     data = apply_overrides(data, overrides)
     try:
         return from_dict(cls, data)

