@@ -33,9 +33,10 @@ MOLWM := $(DEMO_ENV) $(BIN)/molwm
 demo: setup
 	@echo "== datasets molwm knows"
 	$(MOLWM) data list
-	@echo "== featurize and cache the labelled sets and the query set"
+	@echo "== featurize and cache the labelled sets and the query set (salts stripped too, for queries)"
 	for name in b3db_classification solubility freesolv chembl_drugs; do \
 	  $(MOLWM) data prepare $$name --no-progress || exit 1; done
+	$(MOLWM) data prepare chembl_drugs largest_fragment=true --no-progress
 	@echo "== a MOSES subset for pretraining (configs/data/moses_subset.yaml)"
 	$(MOLWM) data prepare moses --config configs/data/moses_subset.yaml
 	@echo "== one card in full, with its caches"

@@ -396,6 +396,7 @@ def featurize_arrays(
     smiles: Sequence,
     offset: int = 0,
     max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH,
+    largest_fragment: bool = False,
 ) -> tuple[GraphArrays, list[Reject]]:
     """Featurize SMILES into compact arrays, in one process.
 
@@ -404,6 +405,9 @@ def featurize_arrays(
             string becomes a :class:`Reject`.
         offset: Added to each position to form ``index`` (for chunked calls).
         max_smiles_length: Longer strings are rejected as ``too_long``.
+        largest_fragment: For multi-fragment SMILES (salts, solvates), keep
+            only the fragment with the most heavy atoms; otherwise the graph
+            holds every fragment as a disconnected component.
 
     Returns:
         The arrays of the accepted molecules (input order) and the rejects.
@@ -420,6 +424,8 @@ def featurize_arrays(
                 if mol is None:
                     problem = _diagnose(s)
                 else:
+                    if largest_fragment and "." in s:
+                        mol = _largest_fragment(mol)
                     code = acc.add(mol, s, offset + k)
                     if code == "no_atoms":
                         problem = ("no_atoms", "SMILES describes no atoms")
@@ -430,12 +436,20 @@ def featurize_arrays(
     return acc.finish(), rejects
 
 
-def mol_to_graph(smiles: str, max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH) -> MolGraph:
+def _largest_fragment(mol):
+    frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+    return max(frags, key=lambda m: (m.GetNumHeavyAtoms(), m.GetNumAtoms()))
+
+
+def mol_to_graph(
+    smiles: str, max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH, largest_fragment: bool = False
+) -> MolGraph:
     """Featurize one SMILES.
 
     Args:
         smiles: A single-molecule SMILES string.
         max_smiles_length: Longer strings are refused.
+        largest_fragment: Keep only the largest fragment of a salt or mixture.
 
     Returns:
         The molecule's graph, with ``index == 0``.
@@ -444,15 +458,16 @@ def mol_to_graph(smiles: str, max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH
         FeaturizationError: With a readable ``reason`` and a ``code``, for any
             input that is not a valid molecule.
     """
-    arrays, rejects = featurize_arrays([smiles], max_smiles_length=max_smiles_length)
+    arrays, rejects = featurize_arrays([smiles], max_smiles_length=max_smiles_length,
+                                       largest_fragment=largest_fragment)
     if rejects:
         raise FeaturizationError(rejects[0].reason, rejects[0].code)
     return arrays.to_graphs([smiles.strip()])[0]
 
 
 def _worker(args) -> tuple[GraphArrays, list[Reject]]:
-    chunk, offset, max_len = args
-    return featurize_arrays(chunk, offset, max_len)
+    chunk, offset, max_len, largest = args
+    return featurize_arrays(chunk, offset, max_len, largest)
 
 
 def resolve_n_jobs(n_jobs: int) -> int:
@@ -471,6 +486,7 @@ def iter_featurized_chunks(
     chunk_size: int = 2000,
     max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH,
     offset: int = 0,
+    largest_fragment: bool = False,
 ) -> Iterator[tuple[int, int, GraphArrays, list[Reject]]]:
     """Featurize in chunks, in order, optionally over a process pool.
 
@@ -483,7 +499,7 @@ def iter_featurized_chunks(
     """
     n_jobs = resolve_n_jobs(n_jobs)
     bounds = [(i, min(i + chunk_size, len(smiles))) for i in range(0, len(smiles), chunk_size)]
-    tasks = ((list(smiles[a:b]), offset + a, max_smiles_length) for a, b in bounds)
+    tasks = ((list(smiles[a:b]), offset + a, max_smiles_length, largest_fragment) for a, b in bounds)
     if n_jobs == 1 or len(bounds) <= 1:
         for (a, b), task in zip(bounds, tasks):
             yield (a, b, *_worker(task))
@@ -500,6 +516,7 @@ def featurize_smiles(
     progress: bool = False,
     max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH,
     chunk_size: int = 2000,
+    largest_fragment: bool = False,
 ) -> tuple[list[MolGraph], list[Reject]]:
     """Featurize many SMILES into graphs; bad inputs become rejects, never exceptions.
 
@@ -509,6 +526,7 @@ def featurize_smiles(
         progress: Show a progress bar.
         max_smiles_length: Longer strings are rejected as ``too_long``.
         chunk_size: Molecules per unit of work.
+        largest_fragment: Keep only the largest fragment of salts and mixtures.
 
     Returns:
         ``(graphs, rejects)``: graphs in input order, each with ``.index`` (its
@@ -520,7 +538,9 @@ def featurize_smiles(
     graphs: list[MolGraph] = []
     rejects: list[Reject] = []
     bar = tqdm(total=len(smiles), desc="featurize", unit="mol", disable=not progress)
-    for _, _, arrays, rej in iter_featurized_chunks(smiles, n_jobs, chunk_size, max_smiles_length):
+    for _, _, arrays, rej in iter_featurized_chunks(
+        smiles, n_jobs, chunk_size, max_smiles_length, largest_fragment=largest_fragment
+    ):
         texts = [smiles[i].strip() for i in arrays.index.tolist()]
         graphs.extend(arrays.to_graphs(texts))
         rejects.extend(rej)

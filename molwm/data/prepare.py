@@ -29,6 +29,7 @@ class PrepareConfig:
         chunk_size: Molecules per unit of parallel work.
         shard_size: Molecules per on-disk shard.
         max_smiles_length: Longer SMILES are rejected.
+        largest_fragment: Keep only the largest fragment of salts and mixtures.
         cache_dir: Cache root; default ``$MOLWM_CACHE`` or ``~/.cache/molwm``.
         force: Rebuild even if a complete cache exists.
         verify_checksums: Check source files against the card's SHA-256.
@@ -42,6 +43,7 @@ class PrepareConfig:
     chunk_size: int = 2000
     shard_size: int = 100_000
     max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH
+    largest_fragment: bool = False
     cache_dir: str | None = None
     force: bool = False
     verify_checksums: bool = True
@@ -122,7 +124,8 @@ def prepare_dataset(config: PrepareConfig, tracker: Tracker | None = None,
     start = time.perf_counter()
     card = get_card(config.dataset, extra_card_dirs)
     table = load_table(card, limit=config.limit, verify=config.verify_checksums)
-    key = cache_key(table.digest, config.limit, GRAPH_SPEC, max_smiles_length=config.max_smiles_length)
+    key = cache_key(table.digest, config.limit, GRAPH_SPEC, max_smiles_length=config.max_smiles_length,
+                    largest_fragment=config.largest_fragment)
     directory = cache_root(config.cache_dir) / card.name / key
     tags = {"molwm.stage": "data.prepare", "dataset": card.name, "cache_key": key}
     with tracker.run(f"prepare-{card.name}", tags=tags):
@@ -186,7 +189,8 @@ def _build(config: PrepareConfig, card: DatasetCard, table, key: str, directory:
     bar = tqdm(total=len(smiles), desc=f"featurize {card.name}", unit="mol", disable=not config.progress,
                mininterval=1.0)
     for _, _, arrays, rej in iter_featurized_chunks(
-        smiles, config.n_jobs, config.chunk_size, config.max_smiles_length
+        smiles, config.n_jobs, config.chunk_size, config.max_smiles_length,
+        largest_fragment=config.largest_fragment,
     ):
         writer.add(arrays)
         rejects.extend(rej)
@@ -203,6 +207,7 @@ def _build(config: PrepareConfig, card: DatasetCard, table, key: str, directory:
         "source_files": [str(p) for p in table.files],
         "limit": config.limit,
         "max_smiles_length": config.max_smiles_length,
+        "largest_fragment": config.largest_fragment,
         "spec": GRAPH_SPEC.to_dict(),
         "spec_digest": GRAPH_SPEC.digest(),
         "targets": card.columns.target_names,

@@ -211,3 +211,13 @@ def test_graph_arrays_roundtrip(tmp_path):
 
 def test_empty_input():
     assert featurize_smiles([]) == ([], [])
+
+
+def test_largest_fragment_strips_salts_only_when_asked():
+    whole = mol_to_graph("CC(N)Cc1ccc(O)cc1.Br")
+    parent = mol_to_graph("CC(N)Cc1ccc(O)cc1.Br", largest_fragment=True)
+    assert whole.num_nodes == 12 and parent.num_nodes == 11
+    assert 35 not in parent.x[:, 0].tolist()
+    assert torch.equal(parent.x, mol_to_graph("CC(N)Cc1ccc(O)cc1").x)
+    graphs, _ = featurize_smiles(["[Na+].[Cl-]", "CCO"], largest_fragment=True, n_jobs=2, chunk_size=1)
+    assert graphs[0].num_nodes == 1 and graphs[1].num_nodes == 3

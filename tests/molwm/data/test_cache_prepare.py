@@ -108,3 +108,13 @@ def test_moses_subset_from_the_package(tmp_path):
     assert result.n_ok >= 2990
     meta = result.cache.meta()
     assert meta["index"].is_monotonic_increasing and len(meta) == result.n_ok
+
+
+def test_largest_fragment_is_part_of_the_cache_key(tmp_path):
+    base = dict(dataset="chembl_drugs", limit=50, cache_dir=str(tmp_path / "c"), progress=False, n_jobs=1)
+    whole = prepare_dataset(PrepareConfig(**base))
+    parent = prepare_dataset(PrepareConfig(**base, largest_fragment=True))
+    assert whole.cache.path != parent.cache.path
+    g_whole, g_parent = whole.cache.graphs()[0], parent.cache.graphs()[0]
+    assert g_whole.smiles == g_parent.smiles == "Br.CC(N)Cc1ccc(O)cc1"
+    assert g_whole.num_nodes == g_parent.num_nodes + 1
