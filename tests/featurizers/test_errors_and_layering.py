@@ -23,31 +23,25 @@ def test_rejects_report_roundtrip(tmp_path):
     assert count_reject_codes(rejects) == {"empty": 1, "parse_error": 1}
 
 
+def _imports(path: Path) -> list[str]:
+    """Top-level module names imported anywhere in a file."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return [n.split(".")[0] for n in names]
+
+
 def test_featurizers_never_import_molwm():
-    offenders = []
-    for path in (ROOT / "featurizers").rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n == "molwm" or n.startswith("molwm.")]
+    offenders = [p.name for p in (ROOT / "featurizers").rglob("*.py") if "molwm" in _imports(p)]
     assert not offenders, offenders
 
 
-def test_no_library_module_below_tracking_imports_mlflow():
-    allowed = {"tracking.py"}
-    offenders = []
-    for path in (ROOT / "molwm").rglob("*.py"):
-        if path.name in allowed:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "mlflow"]
+def test_only_tracking_imports_mlflow():
+    offenders = [
+        str(p.relative_to(ROOT)) for p in (ROOT / "molwm").rglob("*.py")
+        if p.name != "tracking.py" and "mlflow" in _imports(p)
+    ]
     assert not offenders, offenders
