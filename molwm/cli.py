@@ -103,6 +103,49 @@ def cmd_data_prepare(args) -> int:
     return 0
 
 
+def _print_chain(run_id, model_uri) -> None:
+    # on lines of their own, so scripts can chain pretrain -> finetune -> query
+    print(f"run_id: {run_id}")
+    print(f"model_uri: {model_uri}")
+
+
+def cmd_pretrain(args) -> int:
+    from molwm.config import load_config
+    from molwm.tracking import make_tracker
+    from molwm.train.pretrain import PretrainConfig, run_pretrain
+
+    config = load_config(PretrainConfig, args.config, args.overrides)
+    tracker = make_tracker(not args.no_track, experiment=config.experiment)
+    result = run_pretrain(config, tracker, resume=args.resume, progress=not args.no_progress)
+    print(f"pretrained {result.steps} steps, final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
+    _print_chain(result.run_id, result.model_uri)
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from molwm.config import load_config
+    from molwm.tracking import make_tracker
+    from molwm.train.finetune import FinetuneConfig, run_finetune
+
+    flags = {}
+    if args.from_model:
+        flags["from_model"] = args.from_model
+    if args.seeds:
+        flags["seeds"] = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.register:
+        flags["register_name"] = args.register
+    config = load_config(FinetuneConfig, args.config, args.overrides, flags=flags)
+    tracker = make_tracker(not args.no_track, experiment=config.experiment)
+    result = run_finetune(config, tracker, progress=not args.no_progress)
+    for key, value in result.summary.items():
+        if key.startswith("test_") and key.endswith("_mean"):
+            name = key[: -len("_mean")]
+            print(f"{name}: {value:.4f} ± {result.summary[name + '_std']:.4f} over seeds {config.seeds}")
+    print(f"split file: {result.split_file}")
+    _print_chain(result.run_id, result.model_uri)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="molwm", description="Multimodal world models for drug discovery.")
     parser.add_argument("--version", action="version", version=f"molwm {__version__}")
@@ -142,11 +185,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     common(p)
     p.set_defaults(func=cmd_data_prepare)
+
+    p = sub.add_parser("pretrain", help="JEPA pretraining (Python: molwm.train.pretrain.run_pretrain)",
+                       epilog="Any PretrainConfig key can be set as key=value, e.g. model.encoder.dim=64.")
+    p.add_argument("--config", default=None, help="YAML, e.g. configs/pretrain/graph_jepa.yaml")
+    p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its checkpoint")
+    p.add_argument("--no-track", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune property predictors (Python: molwm.train.finetune.run_finetune)",
+                       epilog="Any FinetuneConfig key can be set as key=value, e.g. mode=linear_probe.")
+    p.add_argument("--config", default=None, help="YAML, e.g. configs/finetune/solubility.yaml")
+    p.add_argument("--from", dest="from_model", default=None, metavar="MODEL_URI",
+                   help="pretrained checkpoint or MLflow model URI")
+    p.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--register", default=None, metavar="NAME", help="register the model under NAME")
+    p.add_argument("--no-track", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 
 def _takes_overrides(args) -> bool:
-    return args.func in (cmd_data_prepare,)
+    return args.func in (cmd_data_prepare, cmd_pretrain, cmd_finetune)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from molwm.config import ConfigError
     from molwm.data.registry import DatasetError
     from molwm.data.splits import SplitError
+    from molwm.train.common import CheckpointError, TrainingDiverged
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -164,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DatasetError, SplitError, FileNotFoundError) as err:
+    except (ConfigError, DatasetError, SplitError, FileNotFoundError, CheckpointError, TrainingDiverged) as err:
         print(f"molwm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -50,9 +51,19 @@ class Tracker:
     run_id: str | None = None
 
     @contextlib.contextmanager
-    def run(self, name: str | None = None, tags: Mapping[str, str] | None = None, nested: bool = False) -> Iterator[str | None]:
-        """Open a run (nested under the active one if ``nested``); yields its id."""
+    def run(self, name: str | None = None, tags: Mapping[str, str] | None = None, nested: bool = False,
+            run_id: str | None = None) -> Iterator[str | None]:
+        """Open a run (nested under the active one if ``nested``), or reopen ``run_id``; yields its id."""
         yield None
+
+    def log_model(self, checkpoint: str | Path, name: str = "model", registered_name: str | None = None,
+                  alias: str | None = None) -> str | None:
+        """Log a molwm checkpoint as an MLflow pyfunc model; returns its model URI."""
+        return None
+
+    def last_step(self, key: str) -> int:
+        """Highest step already logged for metric ``key`` in the active run (-1 if none)."""
+        return -1
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters (nested dicts are flattened to dotted keys)."""
@@ -89,9 +100,13 @@ class NullTracker(Tracker):
         self.tags: dict[str, str] = {}
 
     @contextlib.contextmanager
-    def run(self, name=None, tags=None, nested=False):
+    def run(self, name=None, tags=None, nested=False, run_id=None):
         self.tags.update(tags or {})
-        yield None
+        yield run_id
+
+    def log_model(self, checkpoint, name="model", registered_name=None, alias=None):
+        self.artifacts.append(str(checkpoint))
+        return str(Path(checkpoint).resolve())
 
     def log_params(self, params):
         self.params.update(flatten(params))
@@ -137,11 +152,12 @@ class MLflowTracker(Tracker):
         self.run_id = None
 
     @contextlib.contextmanager
-    def run(self, name=None, tags=None, nested=False):
+    def run(self, name=None, tags=None, nested=False, run_id=None):
         mlflow = self._mlflow
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_experiment(self.experiment)
-        with mlflow.start_run(run_name=name, tags=dict(tags or {}), nested=nested) as active:
+        kwargs = {"run_id": run_id} if run_id else {"run_name": name, "tags": dict(tags or {})}
+        with mlflow.start_run(nested=nested, **kwargs) as active:
             previous, self.run_id = self.run_id, active.info.run_id
             try:
                 yield self.run_id
@@ -185,6 +201,55 @@ class MLflowTracker(Tracker):
 
     def set_tags(self, tags):
         self._mlflow.set_tags(dict(tags))
+
+    def last_step(self, key):
+        from mlflow.tracking import MlflowClient
+
+        if not self.run_id:
+            return -1
+        history = MlflowClient(self.tracking_uri).get_metric_history(self.run_id, key)
+        return max((m.step for m in history), default=-1)
+
+    def log_model(self, checkpoint, name="model", registered_name=None, alias=None):
+        import logging
+
+        import mlflow.pyfunc
+
+        from molwm import __version__
+        from molwm.serving import MolwmPyfunc
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=MolwmPyfunc(),
+            artifacts={"checkpoint": str(checkpoint)},
+            pip_requirements=[f"molwm=={__version__}"],
+            registered_model_name=registered_name,
+        )
+        if registered_name and alias:
+            client = mlflow.MlflowClient(self.tracking_uri)
+            version = info.registered_model_version
+            client.set_registered_model_alias(registered_name, alias, str(version))
+        return info.model_uri
+
+
+def resolve_model_path(uri: str | Path) -> Path:
+    """A local molwm checkpoint for ``uri``: a file path, or an MLflow model URI
+    (``runs:/...``, ``models:/name@alias``, ``models:/name/version``) downloaded from the store.
+    """
+    text = str(uri)
+    if "://" not in text and not text.startswith(("runs:/", "models:/")):
+        return Path(text)
+    import mlflow.artifacts
+
+    mlflow.set_tracking_uri(default_tracking_uri())
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+    if local.is_file():
+        return local
+    found = sorted(local.rglob("*.pt"))
+    if not found:
+        raise FileNotFoundError(f"no molwm checkpoint (*.pt) inside the model at {text}")
+    return found[0]
 
 
 def make_tracker(track: bool = True, experiment: str = "molwm", tracking_uri: str | None = None) -> Tracker:

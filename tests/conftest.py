@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
+
+# tests are tiny; one thread avoids oversubscribing a 2-core machine
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,172 @@
+"""Molecular-graph encoder: GINE message passing over categorical atom/bond features.
+
+Built from the featurizer's :class:`~featurizers.spec.GraphSpec` (one embedding
+table per declared column), with a structural positional code per atom
+(random-walk return probabilities + Laplacian eigenvectors) so that a JEPA
+predictor can say *which* hidden atoms it is predicting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GINEConv
+from torch_geometric.utils import subgraph, to_dense_adj, to_dense_batch
+
+from featurizers.spec import GraphSpec
+from molwm.encoders.tokens import Tokens
+
+
+@dataclass
+class GraphEncoderConfig:
+    """Size of the graph encoder.
+
+    Attributes:
+        dim: Token width ``D``.
+        layers: Message-passing layers.
+        dropout: Dropout inside each layer's MLP.
+        rw_steps: Random-walk steps in the positional code.
+        lap_k: Laplacian eigenvectors in the positional code.
+    """
+
+    dim: int = 128
+    layers: int = 4
+    dropout: float = 0.0
+    rw_steps: int = 8
+    lap_k: int = 8
+
+    @property
+    def pe_dim(self) -> int:
+        return self.rw_steps + self.lap_k
+
+
+def structural_pe(edge_index: Tensor, batch: Tensor, num_graphs: int, rw_steps: int = 8, lap_k: int = 8,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Per-atom positional code: random-walk return probabilities and Laplacian eigenvectors.
+
+    Computed on dense per-molecule blocks (molecules are small), batched.
+
+    Args:
+        edge_index: ``[2, E]`` both directions of every bond.
+        batch: ``[N]`` molecule id of each atom.
+        num_graphs: ``B``.
+        rw_steps: ``k`` in ``diag(P^1..P^k)`` with ``P = D^-1 A``.
+        lap_k: Eigenvectors of the normalised Laplacian after the trivial one;
+            zero-padded for molecules with fewer atoms.
+        generator: If given, each eigenvector's sign is flipped at random
+            (eigenvectors are defined up to sign; training sees both).
+
+    Shapes:
+        Returns ``[N, rw_steps + lap_k]`` float.
+    """
+    adj = to_dense_adj(edge_index, batch, batch_size=num_graphs)  # [B, M, M]
+    _, mask = to_dense_batch(torch.zeros_like(batch), batch, batch_size=num_graphs)  # [B, M]
+    adj = (adj > 0).to(torch.float32)
+    deg = adj.sum(-1)  # [B, M]
+    parts = []
+    if rw_steps:
+        walk = adj / deg.clamp(min=1).unsqueeze(-1)  # [B, M, M] row-stochastic
+        power = walk
+        diags = []
+        for _ in range(rw_steps):
+            diags.append(torch.diagonal(power, dim1=-2, dim2=-1))
+            power = power @ walk
+        parts.append(torch.stack(diags, -1))  # [B, M, rw_steps]
+    if lap_k:
+        b, m = mask.shape
+        inv_sqrt = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), torch.zeros_like(deg))
+        lap = torch.eye(m).expand(b, m, m) - inv_sqrt.unsqueeze(-1) * adj * inv_sqrt.unsqueeze(-2)
+        # padding rows get eigenvalue 2 (the spectrum's top) so they sort last
+        lap = lap + torch.diag_embed((~mask).to(torch.float32))
+        _, vecs = torch.linalg.eigh(lap)  # [B, M, M], ascending eigenvalues
+        vecs = vecs[:, :, 1 : lap_k + 1]
+        if vecs.shape[-1] < lap_k:
+            vecs = torch.nn.functional.pad(vecs, (0, lap_k - vecs.shape[-1]))
+        if generator is not None:
+            signs = torch.randint(0, 2, (b, 1, lap_k), generator=generator).to(vecs.dtype) * 2 - 1
+            vecs = vecs * signs
+        parts.append(vecs * mask.unsqueeze(-1))
+    dense = torch.cat(parts, -1)  # [B, M, P]
+    return dense[mask]  # [N, P]
+
+
+class CategoricalEmbedding(nn.Module):
+    """Sum of one embedding table per categorical column.
+
+    Shapes:
+        ``[N, C]`` long -> ``[N, dim]``.
+    """
+
+    def __init__(self, sizes: list[int], dim: int):
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(size, dim) for size in sizes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.tables[0](x[:, 0])
+        for j in range(1, len(self.tables)):
+            out = out + self.tables[j](x[:, j])
+        return out
+
+
+class GraphEncoder(nn.Module):
+    """GINE encoder with pre-norm residual layers; atoms are tokens.
+
+    Args:
+        spec: The featurizer's spec (categorical sizes of atom and bond columns).
+        config: Sizes.
+
+    Shapes:
+        ``forward`` returns node embeddings ``[N', D]`` and their molecule ids
+        ``[N']`` (``N'`` = kept atoms); ``tokens`` returns :class:`Tokens`.
+    """
+
+    def __init__(self, spec: GraphSpec, config: GraphEncoderConfig | None = None):
+        super().__init__()
+        self.config = config = config or GraphEncoderConfig()
+        d = config.dim
+        self.atom_embed = CategoricalEmbedding(spec.atom_sizes, d)
+        self.bond_embed = CategoricalEmbedding(spec.bond_sizes, d)
+        self.pe_proj = nn.Linear(config.pe_dim, d) if config.pe_dim else None
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for _ in range(config.layers):
+            mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(2 * d, d))
+            self.convs.append(GINEConv(mlp, train_eps=True, edge_dim=d))
+            self.norms.append(nn.LayerNorm(d))
+        self.out_norm = nn.LayerNorm(d)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def forward(self, batch, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Encode a PyG batch; ``keep`` ([N] bool) restricts to a subgraph (the JEPA context)."""
+        h = self.atom_embed(batch.x)  # [N, D]
+        if self.pe_proj is not None:
+            h = h + self.pe_proj(batch.pe)
+        e = self.bond_embed(batch.edge_attr)  # [E, D]
+        edge_index, mol = batch.edge_index, batch.batch
+        if keep is not None:
+            edge_index, e = subgraph(keep, edge_index, e, relabel_nodes=True, num_nodes=h.shape[0])
+            h, mol = h[keep], mol[keep]
+        for conv, norm in zip(self.convs, self.norms):
+            h = h + conv(norm(h), edge_index, e)
+        return self.out_norm(h), mol
+
+    def tokens(self, batch, keep: Tensor | None = None) -> Tokens:
+        """Atoms as padded tokens ``Tokens(x [B,T,D], pad [B,T], pos [B,T,P])``."""
+        h, mol = self.forward(batch, keep)
+        pe = batch.pe if keep is None else batch.pe[keep]
+        x, real = to_dense_batch(h, mol, batch_size=batch.num_graphs)  # [B, T, D]
+        pos, _ = to_dense_batch(pe, mol, batch_size=batch.num_graphs)  # [B, T, P]
+        return Tokens(x=x, pad=~real, pos=pos)
+
+    def embed(self, batch) -> Tensor:
+        """Molecule embedding: mean of atom embeddings, ``[B, D]``."""
+        h, mol = self.forward(batch)
+        out = torch.zeros(batch.num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
+        out.index_add_(0, mol, h)
+        counts = torch.bincount(mol, minlength=batch.num_graphs).clamp(min=1).unsqueeze(1)
+        return out / counts

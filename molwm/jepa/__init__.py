@@ -1,0 +1,1 @@
+"""Joint-embedding predictive architecture: masks, predictor, EMA target, losses, health."""

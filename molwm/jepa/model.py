@@ -1,0 +1,182 @@
+"""Graph JEPA: context encoder, EMA target encoder, predictor, loss.
+
+The context encoder sees only the context atoms (hidden atoms and their bonds
+are removed from the graph). The target encoder, an exponential moving
+average of the context encoder, sees the whole molecule without gradients;
+its atom embeddings, layer-normalised, are the targets. The predictor gets
+the context tokens plus one mask token per hidden atom carrying that atom's
+positional code, and regresses the hidden atoms' target embeddings.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.utils import to_dense_batch
+
+from featurizers.spec import GraphSpec
+from molwm.data.batch import GraphBatch
+from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
+from molwm.encoders.tokens import Tokens
+from molwm.jepa.losses import prediction_loss, sigreg_regulariser, vicreg_regulariser
+from molwm.jepa.masking import GraphMasks
+
+
+@dataclass
+class PredictorConfig:
+    """A narrow transformer.
+
+    Attributes:
+        dim: Width inside the predictor (narrower than the encoder).
+        layers: Transformer layers.
+        heads: Attention heads.
+    """
+
+    dim: int = 96
+    layers: int = 2
+    heads: int = 4
+
+
+@dataclass
+class JEPAConfig:
+    """The model and its objective.
+
+    Attributes:
+        encoder: Graph encoder sizes.
+        predictor: Predictor sizes.
+        loss: ``smooth_l1`` or ``l2`` between predicted and target embeddings.
+        anti_collapse: ``vicreg``, ``sigreg`` or ``none``, applied to the pooled
+            context embeddings.
+        anti_collapse_weight: Its weight in the total loss.
+        ema_start: EMA momentum at step 0 (rises linearly to ``ema_end``).
+        ema_end: EMA momentum at the last step.
+    """
+
+    encoder: GraphEncoderConfig = field(default_factory=GraphEncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    loss: Literal["smooth_l1", "l2"] = "smooth_l1"
+    anti_collapse: Literal["vicreg", "sigreg", "none"] = "vicreg"
+    anti_collapse_weight: float = 0.05
+    ema_start: float = 0.996
+    ema_end: float = 1.0
+
+
+@dataclass
+class JEPAOutput:
+    """What one forward pass returns.
+
+    Attributes:
+        loss: Total loss (prediction + weighted anti-collapse).
+        pred_loss: Prediction loss alone.
+        reg: Anti-collapse term (unweighted).
+        pred: ``[Nt, D]`` predicted target embeddings.
+        target: ``[Nt, D]`` target embeddings (no gradient).
+        context_embedding: ``[B, D]`` pooled context tokens.
+    """
+
+    loss: Tensor
+    pred_loss: Tensor
+    reg: Tensor
+    pred: Tensor
+    target: Tensor
+    context_embedding: Tensor
+
+
+class GraphPredictor(nn.Module):
+    """Transformer over ``[context tokens, mask tokens]`` per molecule.
+
+    Args:
+        enc_dim: Encoder width ``D`` (input and output).
+        pe_dim: Positional code width ``P``.
+        config: Predictor sizes.
+    """
+
+    def __init__(self, enc_dim: int, pe_dim: int, config: PredictorConfig):
+        super().__init__()
+        d = config.dim
+        self.inp = nn.Linear(enc_dim, d)
+        self.pos = nn.Linear(pe_dim, d)
+        self.mask_token = nn.Parameter(torch.zeros(d))
+        nn.init.normal_(self.mask_token, std=0.02)
+        layer = nn.TransformerEncoderLayer(d, config.heads, 2 * d, dropout=0.0, batch_first=True, norm_first=True,
+                                           activation="gelu")
+        self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, enc_dim)
+
+    def forward(self, context: Tokens, target_pos: Tensor, target_pad: Tensor) -> Tensor:
+        """Predict hidden tokens' embeddings.
+
+        Shapes:
+            context: ``x [B, Tc, D]``, ``pad [B, Tc]``, ``pos [B, Tc, P]``;
+            target_pos: ``[B, Tm, P]``; target_pad: ``[B, Tm]``; returns ``[B, Tm, D]``.
+        """
+        c = self.inp(context.x) + self.pos(context.pos)  # [B, Tc, d]
+        m = self.mask_token + self.pos(target_pos)  # [B, Tm, d]
+        seq = torch.cat([c, m], dim=1)  # [B, Tc+Tm, d]
+        pad = torch.cat([context.pad, target_pad], dim=1)  # [B, Tc+Tm]
+        h = self.blocks(seq, src_key_padding_mask=pad)
+        return self.out(self.norm(h[:, c.shape[1] :]))  # [B, Tm, D]
+
+
+class GraphJEPA(nn.Module):
+    """Context encoder + EMA target encoder + predictor.
+
+    Args:
+        spec: Featurizer spec the encoders embed.
+        config: Model and objective.
+    """
+
+    def __init__(self, spec: GraphSpec, config: JEPAConfig | None = None):
+        super().__init__()
+        self.config = config = config or JEPAConfig()
+        self.context_encoder = GraphEncoder(spec, config.encoder)
+        self.target_encoder = copy.deepcopy(self.context_encoder)
+        for p in self.target_encoder.parameters():
+            p.requires_grad_(False)
+        self.predictor = GraphPredictor(config.encoder.dim, config.encoder.pe_dim, config.predictor)
+
+    def forward(self, batch: GraphBatch, masks: GraphMasks, generator: torch.Generator | None = None) -> JEPAOutput:
+        """One JEPA pass; masks come from the collate step."""
+        d = self.config.encoder.dim
+        with torch.no_grad():
+            self.target_encoder.eval()
+            h_full, _ = self.target_encoder(batch)  # [N, D]
+            target = F.layer_norm(h_full, (d,))[masks.target_idx]  # [Nt, D]
+        context = self.context_encoder.tokens(batch, keep=masks.keep)
+        # hidden atoms grouped by molecule (masks list them molecule by molecule)
+        t_pos, t_real = to_dense_batch(batch.pe[masks.target_idx], masks.target_mol,
+                                       batch_size=batch.num_graphs)  # [B, Tm, P]
+        pred = self.predictor(context, t_pos, ~t_real)[t_real]  # [Nt, D]
+        pred_loss = prediction_loss(pred, target, self.config.loss)
+        z = context.pooled()  # [B, D]
+        if self.config.anti_collapse == "vicreg":
+            reg = vicreg_regulariser(z)
+        elif self.config.anti_collapse == "sigreg":
+            reg = sigreg_regulariser(z, generator=generator)
+        else:
+            reg = z.sum() * 0.0
+        loss = pred_loss + self.config.anti_collapse_weight * reg
+        return JEPAOutput(loss, pred_loss, reg, pred, target, z)
+
+    @torch.no_grad()
+    def ema_update(self, momentum: float) -> None:
+        """``target <- momentum * target + (1 - momentum) * context``."""
+        for t, c in zip(self.target_encoder.parameters(), self.context_encoder.parameters()):
+            t.mul_(momentum).add_(c.detach(), alpha=1.0 - momentum)
+
+    @torch.no_grad()
+    def embed(self, batch: GraphBatch) -> Tensor:
+        """Molecule embeddings from the target encoder, ``[B, D]``."""
+        self.target_encoder.eval()
+        return self.target_encoder.embed(batch)
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """EMA momentum schedule: linear from ``ema_start`` to ``ema_end``."""
+        frac = min(1.0, step / max(1, total_steps))
+        return self.config.ema_start + frac * (self.config.ema_end - self.config.ema_start)

@@ -1,0 +1,1 @@
+"""Property prediction: heads, metrics, plots."""

@@ -1,0 +1,327 @@
+"""JEPA pretraining on cached molecules: small named functions, exact resume.
+
+Everything random is a pure function of ``(seed, step)``: the data order (one
+permutation per epoch), the masks, the eigenvector sign flips and dropout. A
+run resumed from a checkpoint at step ``s`` therefore continues exactly as the
+uninterrupted run would have. Metrics are buffered and written to the tracker
+right after each checkpoint (the pending buffer is stored inside it), so a run
+killed at any moment and resumed has no duplicated and no missing steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featurizers.molecule import GRAPH_SPEC
+from molwm.config import from_dict, to_dict
+from molwm.data.batch import CachedGraphs, GraphBatch
+from molwm.data.prepare import PrepareConfig, prepare_dataset
+from molwm.encoders.graph import structural_pe
+from molwm.jepa.health import embedding_health
+from molwm.jepa.masking import MaskConfig, sample_graph_masks
+from molwm.jepa.model import GraphJEPA, JEPAConfig
+from molwm.tracking import NullTracker, Tracker
+from molwm.train.common import (
+    TrainingDiverged,
+    all_finite,
+    load_checkpoint,
+    lr_at,
+    plot_curves,
+    save_checkpoint,
+)
+
+
+@dataclass
+class PretrainConfig:
+    """A pretraining run.
+
+    Attributes:
+        dataset: Card to pretrain on (prepared on first use).
+        limit: First N molecules of it (None: all).
+        cache_dir: Featurization cache root.
+        model: Encoder, predictor and objective.
+        mask: Target blocks.
+        batch_size: Molecules per step.
+        epochs: Passes over the data (ignored when ``max_steps`` is set).
+        max_steps: Stop after this many steps (for budgets and tests).
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warmup.
+        grad_clip: Max gradient norm.
+        seed: Seeds data order, masks, init and dropout.
+        log_every: Steps between metric points.
+        health_every: Steps between embedding-health points.
+        checkpoint_every: Steps between checkpoints.
+        out_dir: Where checkpoints go.
+        threads: torch intra-op threads (0: leave torch's default).
+        experiment: MLflow experiment.
+        run_name: MLflow run name.
+        register_name: If set, register the final encoder under this name.
+    """
+
+    dataset: str = "moses"
+    limit: int | None = 100_000
+    cache_dir: str | None = None
+    model: JEPAConfig = field(default_factory=JEPAConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    batch_size: int = 256
+    epochs: int = 1
+    max_steps: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    health_every: int = 50
+    checkpoint_every: int = 200
+    out_dir: str = "outputs/pretrain"
+    threads: int = 0
+    experiment: str = "molwm-pretrain"
+    run_name: str | None = None
+    register_name: str | None = None
+
+    def validate(self) -> None:
+        from molwm.config import ConfigError
+
+        for name in ("batch_size", "epochs", "log_every", "health_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class PretrainResult:
+    """What a pretraining run left behind."""
+
+    run_id: str | None
+    model_uri: str | None
+    checkpoint: Path
+    steps: int
+    final_loss: float
+    history: dict[str, list[tuple[int, float]]]
+
+
+class PretrainData:
+    """Deterministic batches: step ``s`` always yields the same molecules, masks and codes."""
+
+    def __init__(self, graphs: CachedGraphs, config: PretrainConfig):
+        self.graphs = graphs
+        self.config = config
+        self.steps_per_epoch = max(1, len(graphs) // config.batch_size)
+        self._perm_epoch, self._perm = -1, None
+
+    def total_steps(self) -> int:
+        return self.config.max_steps or self.config.epochs * self.steps_per_epoch
+
+    def rows(self, step: int) -> np.ndarray:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.graphs))
+            self._perm_epoch = epoch
+        bs = self.config.batch_size
+        return self._perm[pos * bs : (pos + 1) * bs]
+
+    def batch(self, step: int):
+        """``(GraphBatch with pe, GraphMasks)`` for ``step``."""
+        enc = self.config.model.encoder
+        batch = self.graphs.batch(self.rows(step))
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        batch.pe = structural_pe(batch.edge_index, batch.batch, batch.num_graphs, enc.rw_steps, enc.lap_k, gen)
+        masks = sample_graph_masks(batch, self.config.mask, np.random.default_rng([self.config.seed, 1, step]))
+        return batch, masks
+
+
+def build(config: PretrainConfig) -> tuple[GraphJEPA, torch.optim.Optimizer]:
+    """Model and optimizer, initialised from ``config.seed``."""
+    torch.manual_seed(config.seed)
+    model = GraphJEPA(GRAPH_SPEC, config.model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    return model, optimizer
+
+
+def train_step(model: GraphJEPA, optimizer, batch: GraphBatch, masks, config: PretrainConfig, step: int,
+               total_steps: int, check_grads: bool = False) -> dict[str, float]:
+    """Forward, backward, clip, optimizer step and EMA update for one batch.
+
+    Raises:
+        TrainingDiverged: If the loss or the gradient norm is not finite (the
+            weights are left as they were before this step).
+        RuntimeError: With ``check_grads``, if an optimised parameter got no gradient.
+    """
+    model.train()
+    torch.manual_seed(config.seed * 7919 + step)  # dropout depends on (seed, step) only
+    lr = lr_at(step, config.lr, config.warmup_steps, total_steps)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    out = model(batch, masks, generator=torch.Generator().manual_seed(step))
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if check_grads:
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        if missing:
+            raise RuntimeError(f"parameters without gradient on step {step}: {missing[:5]}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    if not all_finite(out.loss.detach(), grad_norm):
+        raise TrainingDiverged(f"loss {out.loss.item()} / gradient norm {grad_norm.item()} at step {step}")
+    optimizer.step()
+    model.ema_update(model.momentum_at(step, total_steps))
+    return {
+        "loss": float(out.loss.detach()),
+        "pred_loss": float(out.pred_loss.detach()),
+        "anti_collapse": float(out.reg.detach()),
+        "grad_norm": float(grad_norm),
+        "lr": lr,
+    }
+
+
+@torch.no_grad()
+def evaluate_health(model: GraphJEPA, batch: GraphBatch, masks) -> dict[str, float]:
+    """Embedding health on one batch: target-encoder std, effective rank, pred/target cosine."""
+    model.eval()
+    out = model(batch, masks)
+    z = model.embed(batch)
+    return embedding_health(z, out.pred, out.target)
+
+
+def _state(model, optimizer, config, step, run_id, history, pending) -> dict:
+    return {
+        "kind": "graph_jepa",
+        "config": to_dict(config),
+        "spec": GRAPH_SPEC.to_dict(),
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "run_id": run_id or "",
+        "history": {k: [list(p) for p in v] for k, v in history.items()},
+        "pending": [[k, float(v), int(s)] for k, v, s in pending],
+    }
+
+
+def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume: str | Path | None = None,
+                 progress: bool = True, stop_after: int | None = None) -> PretrainResult:
+    """Pretrain a graph JEPA; returns where the run and the model are.
+
+    Args:
+        config: The run (ignored when resuming: the checkpoint's config wins).
+        tracker: Where to log; default logs nothing.
+        resume: A checkpoint to continue from (same MLflow run, same data order).
+        progress: Show a progress bar.
+        stop_after: Stop (as if interrupted) once this global step is reached,
+            without the end-of-run outputs; used to test resumption.
+    """
+    from tqdm.auto import tqdm
+
+    tracker = tracker or NullTracker()
+    state = None
+    if resume is not None:
+        state = load_checkpoint(resume)
+        config = from_dict(PretrainConfig, state["config"])
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    prep = prepare_dataset(PrepareConfig(dataset=config.dataset, limit=config.limit, cache_dir=config.cache_dir,
+                                         progress=progress))
+    data = PretrainData(CachedGraphs(prep.cache, with_labels=False), config)
+    total = data.total_steps()
+    model, optimizer = build(config)
+    history: dict[str, list[tuple[int, float]]] = {}
+    pending: list[tuple[str, float, int]] = []
+    start_step = 0
+    run_id = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = int(state["step"])
+        run_id = state["run_id"] or None
+        history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
+        pending = [(k, v, int(s)) for k, v, s in state["pending"]]
+    out_dir = Path(config.out_dir)
+    ckpt_path = out_dir / "last.pt"
+    tags = {"molwm.stage": "pretrain", "dataset": config.dataset, "objective": "jepa"}
+    with tracker.run(config.run_name or f"pretrain-{config.dataset}", tags=tags, run_id=run_id) as active_id:
+        run_id = active_id
+        if state is None:
+            tracker.log_config(config)
+            tracker.log_params({"data.n_molecules": len(data.graphs), "data.cache_key": prep.cache.manifest["key"],
+                                "steps_total": total, "params_encoder": _count(model.context_encoder),
+                                "params_predictor": _count(model.predictor)})
+        # a checkpoint's pending metrics may already have been written just before an interruption
+        last = {k: tracker.last_step(k) for k in {k for k, _, _ in pending}}
+        pending[:] = [(k, v, st) for k, v, st in pending if st > last[k]]
+        _flush(tracker, pending)
+        bar = tqdm(total=total, initial=start_step, desc="pretrain", unit="step", disable=not progress)
+        t_last, last_loss = time.perf_counter(), float("nan")
+        for step in range(start_step, total):
+            if stop_after is not None and step >= stop_after:
+                bar.close()
+                return PretrainResult(run_id, None, ckpt_path, step, last_loss, history)
+            batch, masks = data.batch(step)
+            try:
+                metrics = train_step(model, optimizer, batch, masks, config, step, total, check_grads=step == 0)
+            except TrainingDiverged as err:
+                good = ckpt_path if ckpt_path.is_file() else None
+                raise TrainingDiverged(
+                    f"training diverged: {err}. Last good checkpoint: {good or 'none (no checkpoint written yet)'}; "
+                    "lower lr or raise warmup_steps, then resume from it."
+                ) from None
+            last_loss = metrics["loss"]
+            if (step + 1) % config.log_every == 0 or step + 1 == total:
+                now = time.perf_counter()
+                metrics["graphs_per_s"] = config.batch_size * config.log_every / max(now - t_last, 1e-9)
+                t_last = now
+                _record(history, pending, metrics, step)
+            if (step + 1) % config.health_every == 0 or step + 1 == total:
+                _record(history, pending, evaluate_health(model, batch, masks), step)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:
+                save_checkpoint(_state(model, optimizer, config, step + 1, run_id, history, pending), ckpt_path)
+                _flush(tracker, pending)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+        bar.close()
+        model_uri = _log_outputs(tracker, history, ckpt_path, config)
+    return PretrainResult(run_id, model_uri, ckpt_path, total, last_loss, history)
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _record(history, pending, metrics: dict[str, float], step: int) -> None:
+    for k, v in metrics.items():
+        history.setdefault(k, []).append((step, float(v)))
+        pending.append((k, float(v), step))
+
+
+def _flush(tracker: Tracker, pending: list) -> None:
+    by_step: dict[int, dict[str, float]] = {}
+    for k, v, s in pending:
+        by_step.setdefault(s, {})[k] = v
+    for s in sorted(by_step):
+        tracker.log_metrics(by_step[s], step=s)
+    pending.clear()
+
+
+def _log_outputs(tracker: Tracker, history, ckpt_path: Path, config: PretrainConfig) -> str | None:
+    from molwm.tracking import temporary_artifact_dir
+
+    with temporary_artifact_dir() as d:
+        for name, keys, log_y in [
+            ("loss_curve.png", ["loss", "pred_loss", "anti_collapse"], True),
+            ("embedding_health.png", ["health.std_mean", "health.std_min", "health.rankme",
+                                      "health.pred_target_cos"], False),
+        ]:
+            path = plot_curves(history, keys, d / name, f"{config.dataset} JEPA pretraining", log_y)
+            if path is not None:
+                tracker.log_artifact(path, "plots")
+    return tracker.log_model(ckpt_path, name="encoder", registered_name=config.register_name)

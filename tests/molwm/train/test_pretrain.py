@@ -1,0 +1,99 @@
+"""Pretraining loop: exact resume, MLflow history without duplicates, NaN guard, bad checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from molwm.config import load_config
+from molwm.train.common import CheckpointError, TrainingDiverged, load_checkpoint, lr_at, save_checkpoint
+from molwm.train.pretrain import PretrainConfig, run_pretrain
+
+pytestmark = pytest.mark.integration
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "pretrain", "tiny.yaml")
+
+
+def _cfg(tmp_path, name, **over):
+    items = [f"out_dir={tmp_path / name}", f"cache_dir={tmp_path / 'cache'}"] + [f"{k}={v}" for k, v in over.items()]
+    return load_config(PretrainConfig, CONFIG, items)
+
+
+def test_resume_gives_the_same_weights_and_no_duplicate_metrics(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from molwm.tracking import MLflowTracker
+
+    full = run_pretrain(_cfg(tmp_path, "full"), progress=False)
+    tracker = MLflowTracker("resume-test")
+    # interrupted after step 4: the last checkpoint is at step 3, steps 3 is redone on resume
+    first = run_pretrain(_cfg(tmp_path, "part"), tracker, progress=False, stop_after=4)
+    assert load_checkpoint(first.checkpoint)["step"] == 3
+    resumed = run_pretrain(_cfg(tmp_path, "ignored"), tracker, resume=first.checkpoint, progress=False)
+    assert resumed.run_id == first.run_id
+    a = load_checkpoint(full.checkpoint)["model"]
+    b = load_checkpoint(resumed.checkpoint)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    history = MlflowClient(tracker.tracking_uri).get_metric_history(first.run_id, "loss")
+    steps = [m.step for m in history]
+    assert steps == sorted(set(steps)) == [1, 3, 5]
+
+
+def test_first_step_checks_every_gradient_and_logs_health(tmp_path):
+    result = run_pretrain(_cfg(tmp_path, "h"), progress=False)
+    assert "health.rankme" in result.history and "health.std_min" in result.history
+    assert result.history["loss"][-1][1] == pytest.approx(result.final_loss, rel=1e-5)
+
+
+def test_nan_guard_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import molwm.train.pretrain as pre
+
+    real = pre.train_step
+
+    def poisoned(model, opt, batch, masks, config, step, total, check_grads=False):
+        if step == 4:
+            raise TrainingDiverged("loss nan / gradient norm nan at step 4")
+        return real(model, opt, batch, masks, config, step, total, check_grads)
+
+    monkeypatch.setattr(pre, "train_step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"Last good checkpoint: .*last\.pt"):
+        run_pretrain(_cfg(tmp_path, "nan"), progress=False)
+
+
+def test_real_nan_loss_is_caught(tmp_path):
+    from molwm.train.pretrain import PretrainData, build, train_step
+    from molwm.data.batch import CachedGraphs
+    from molwm.data.prepare import PrepareConfig, prepare_dataset
+
+    cfg = _cfg(tmp_path, "n2")
+    prep = prepare_dataset(PrepareConfig(dataset="moses", limit=256, cache_dir=str(tmp_path / "cache"),
+                                         progress=False))
+    data = PretrainData(CachedGraphs(prep.cache, with_labels=False), cfg)
+    model, opt = build(cfg)
+    with torch.no_grad():
+        next(model.context_encoder.parameters()).fill_(float("nan"))
+    batch, masks = data.batch(0)
+    with pytest.raises(TrainingDiverged, match="at step 0"):
+        train_step(model, opt, batch, masks, cfg, 0, 6)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = save_checkpoint({"x": torch.zeros(3)}, tmp_path / "c.pt")
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    torch.save({"a": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a molwm checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_lr_schedule():
+    assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert lr_at(100, 1.0, 10, 100) == pytest.approx(0.01)
