@@ -41,6 +41,13 @@ demo: setup
 	$(MOLWM) data prepare moses --config configs/data/moses_subset.yaml
 	@echo "== one card in full, with its caches"
 	$(MOLWM) data show moses
+	@echo "== pretrain a small graph JEPA on MOSES (configs/pretrain/small.yaml; the benchmark one is graph_jepa.yaml)"
+	mkdir -p .cache && $(MOLWM) pretrain --config configs/pretrain/small.yaml --no-progress > .cache/demo-pretrain.txt \
+	  && cat .cache/demo-pretrain.txt
+	@echo "== fine-tune it on solubility, scaffold split, 3 seeds; register as molwm-solubility@champion"
+	$(MOLWM) finetune --config configs/finetune/solubility.yaml \
+	  --from $$(sed -n 's/^model_uri: //p' .cache/demo-pretrain.txt) \
+	  --register molwm-solubility alias=champion epochs=30 --no-progress
 	@echo "== done; browse the runs: $(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}"
 
 test: setup
