@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra folder of dataset cards (repeatable; also $MOLWM_DATASETS)")
         p.add_argument("--cache-dir", default=None, help="cache root (default $MOLWM_CACHE or ~/.cache/molwm)")
 
+    def quiet(p):
+        p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     p = dsub.add_parser("list", help="list known datasets (Python: molwm.data.info.list_datasets)")
     common(p)
     p.set_defaults(func=cmd_data_list)
@@ -181,8 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML with PrepareConfig keys")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default molwm-data)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
-    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    quiet(p)
     common(p)
     p.set_defaults(func=cmd_data_prepare)
 
@@ -190,8 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="Any PretrainConfig key can be set as key=value, e.g. model.encoder.dim=64.")
     p.add_argument("--config", default=None, help="YAML, e.g. configs/pretrain/graph_jepa.yaml")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its checkpoint")
-    p.add_argument("--no-track", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    quiet(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune property predictors (Python: molwm.train.finetune.run_finetune)",
@@ -201,8 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained checkpoint or MLflow model URI")
     p.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1,2")
     p.add_argument("--register", default=None, metavar="NAME", help="register the model under NAME")
-    p.add_argument("--no-track", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    quiet(p)
     p.set_defaults(func=cmd_finetune)
     return parser
 

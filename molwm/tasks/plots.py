@@ -16,6 +16,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def parity_plot(y: np.ndarray, pred: np.ndarray, path: str | Path, title: str, names: list[str]) -> Path:
     """Predicted vs measured, one panel per task, with the identity line and RMSE."""
     plt = _plt()
@@ -31,11 +39,7 @@ def parity_plot(y: np.ndarray, pred: np.ndarray, path: str | Path, title: str, n
         ax.set_xlabel("measured")
         ax.set_ylabel("predicted")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def roc_plot(y: np.ndarray, prob: np.ndarray, path: str | Path, title: str, names: list[str]) -> Path:
@@ -55,8 +59,4 @@ def roc_plot(y: np.ndarray, prob: np.ndarray, path: str | Path, title: str, name
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -188,7 +188,7 @@ def _predict(model: PropertyModel, data: _Labelled, rows: np.ndarray, task: str,
 
 
 def _train_one(config: FinetuneConfig, data: _Labelled, split, task: str, n_tasks: int, seed: int,
-               pretrained: GraphEncoder | None, tracker: Tracker, names: list[str]):
+               pretrained: GraphEncoder | None, tracker: Tracker, names: list[str], progress: bool = True):
     from tqdm.auto import tqdm
 
     train, val, test = split
@@ -226,7 +226,7 @@ def _train_one(config: FinetuneConfig, data: _Labelled, split, task: str, n_task
     curves: dict[str, list[tuple[int, float]]] = {}
     rng = np.random.default_rng([seed, 17])
     gen = torch.Generator().manual_seed(seed)
-    bar = tqdm(range(config.epochs), desc=f"seed {seed}", unit="epoch", leave=False)
+    bar = tqdm(range(config.epochs), desc=f"seed {seed}", unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
         model.train()
         if frozen:
@@ -309,7 +309,7 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
                 tracker.log_params({"seed": seed, "n_train": len(split[0]), "n_val": len(split[1]),
                                     "n_test": len(split[2])})
                 model, metrics, scaler = _train_one(config, data, split, task, len(names), seed, pretrained,
-                                                    tracker, names)
+                                                    tracker, names, progress)
             members.append(model.state_dict())
             per_seed.append(metrics)
             scalers.append(scaler)
