@@ -92,6 +92,10 @@ def structural_pe(edge_index: Tensor, batch: Tensor, num_graphs: int, rw_steps: 
     return dense[mask]  # [N, P]
 
 
+SUM_POOL_SCALE = 20.0
+"""Sum pooling is divided by this (about a drug-sized molecule's atom count) to keep unit scale."""
+
+
 class CategoricalEmbedding(nn.Module):
     """Sum of one embedding table per categorical column.
 
@@ -163,10 +167,22 @@ class GraphEncoder(nn.Module):
         pos, _ = to_dense_batch(pe, mol, batch_size=batch.num_graphs)  # [B, T, P]
         return Tokens(x=x, pad=~real, pos=pos)
 
-    def embed(self, batch) -> Tensor:
-        """Molecule embedding: mean of atom embeddings, ``[B, D]``."""
+    def embed(self, batch, pooling: str = "mean") -> Tensor:
+        """Molecule embedding from atom embeddings.
+
+        Args:
+            pooling: ``mean`` (``[B, D]``), ``sum`` (sum / 20, ``[B, D]``; keeps
+                molecule size, which extensive properties need) or ``mean_sum``
+                (both, ``[B, 2D]``).
+        """
         h, mol = self.forward(batch)
-        out = torch.zeros(batch.num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
-        out.index_add_(0, mol, h)
+        total = torch.zeros(batch.num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
+        total.index_add_(0, mol, h)
         counts = torch.bincount(mol, minlength=batch.num_graphs).clamp(min=1).unsqueeze(1)
-        return out / counts
+        if pooling == "mean":
+            return total / counts
+        if pooling == "sum":
+            return total / SUM_POOL_SCALE
+        if pooling == "mean_sum":
+            return torch.cat([total / counts, total / SUM_POOL_SCALE], dim=1)
+        raise ValueError(f"unknown pooling '{pooling}' (expected mean, sum or mean_sum)")

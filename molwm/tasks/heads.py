@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,11 +20,15 @@ class HeadConfig:
         hidden: Hidden width of the MLP (ignored when ``layers == 1``).
         layers: 1 is a linear head; 2 or more an MLP.
         dropout: Dropout before each hidden layer.
+        pooling: How atom embeddings become a molecule embedding: ``mean``,
+            ``sum`` or ``mean_sum`` (both; size-dependent properties such as
+            solubility need the sum).
     """
 
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.1
+    pooling: Literal["mean", "sum", "mean_sum"] = "mean_sum"
 
 
 def make_head(in_dim: int, out_dim: int, config: HeadConfig) -> nn.Module:
@@ -40,7 +45,7 @@ def make_head(in_dim: int, out_dim: int, config: HeadConfig) -> nn.Module:
 
 
 class PropertyModel(nn.Module):
-    """Encoder -> mean-pooled molecule embedding -> head.
+    """Encoder -> pooled molecule embedding -> head.
 
     Shapes:
         ``forward(batch)`` returns ``[B, n_tasks]`` (scaled regression values or logits).
@@ -49,11 +54,13 @@ class PropertyModel(nn.Module):
     def __init__(self, encoder: GraphEncoder, n_tasks: int, head: HeadConfig):
         super().__init__()
         self.encoder = encoder
-        self.head = make_head(encoder.dim, n_tasks, head)
+        self.pooling = head.pooling
+        width = encoder.dim * (2 if head.pooling == "mean_sum" else 1)
+        self.head = make_head(width, n_tasks, head)
 
     def forward(self, batch: GraphBatch) -> Tensor:
-        return self.head(self.encoder.embed(batch))
+        return self.head(self.encoder.embed(batch, self.pooling))
 
     @torch.no_grad()
     def embed(self, batch: GraphBatch) -> Tensor:
-        return self.encoder.embed(batch)
+        return self.encoder.embed(batch, self.pooling)

@@ -202,7 +202,7 @@ def _train_one(config: FinetuneConfig, data: _Labelled, split, task: str, n_task
     y_scaled = torch.from_numpy(((y - mean) / std).astype(np.float32))
     torch.manual_seed(seed)
     encoder = copy.deepcopy(pretrained) if pretrained is not None else GraphEncoder(GRAPH_SPEC, config.encoder)
-    head_cfg = HeadConfig(layers=1) if config.mode == "linear_probe" else config.head
+    head_cfg = _head_config(config)
     model = PropertyModel(encoder, n_tasks, head_cfg)
     frozen = config.mode == "linear_probe"
     cached = None
@@ -212,8 +212,12 @@ def _train_one(config: FinetuneConfig, data: _Labelled, split, task: str, n_task
         model.encoder.eval()
         with torch.no_grad():
             all_rows = np.arange(len(data.graphs))
-            cached = torch.cat([model.encoder.embed(data.batch(all_rows[i : i + 256]))
+            cached = torch.cat([model.embed(data.batch(all_rows[i : i + 256]))
                                 for i in range(0, len(all_rows), 256)])
+        # standardise the frozen features with train statistics; folded into the head after training
+        feat_mean = cached[train].mean(0)
+        feat_std = cached[train].std(0).clamp(min=1e-6)
+        cached = (cached - feat_mean) / feat_std
         groups = [{"params": model.head.parameters(), "lr": config.lr}]
     elif config.mode == "full":
         groups = [{"params": model.head.parameters(), "lr": config.lr},
@@ -265,6 +269,8 @@ def _train_one(config: FinetuneConfig, data: _Labelled, split, task: str, n_task
     metrics = {f"test_{k}": v for k, v in task_metrics(task, y[test], test_pred).items()}
     metrics.update({f"val_{k}": v for k, v in task_metrics(task, y[val], val_pred).items()})
     metrics["best_epoch"] = best_epoch
+    if frozen:
+        _fold_standardisation(model.head, feat_mean, feat_std)
     tracker.log_metrics(metrics)
     with temporary_artifact_dir() as d:
         from molwm.tasks.plots import parity_plot, roc_plot
@@ -277,6 +283,20 @@ def _train_one(config: FinetuneConfig, data: _Labelled, split, task: str, n_task
         if curve:
             tracker.log_artifact(curve, "plots")
     return model, metrics, (mean, std)
+
+
+def _head_config(config: FinetuneConfig) -> HeadConfig:
+    """The head actually trained: a linear one for a linear probe."""
+    if config.mode == "linear_probe":
+        return HeadConfig(layers=1, pooling=config.head.pooling)
+    return config.head
+
+
+@torch.no_grad()
+def _fold_standardisation(head: torch.nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Make ``head(x)`` equal the trained ``head((x - mean) / std)``, so the saved model takes raw embeddings."""
+    head.bias.sub_(head.weight @ (mean / std))
+    head.weight.div_(std)
 
 
 def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progress: bool = True) -> FinetuneResult:
@@ -326,7 +346,7 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
             "config": to_dict(config),
             "spec": GRAPH_SPEC.to_dict(),
             "encoder_config": to_dict(enc_cfg),
-            "head_config": to_dict(HeadConfig(layers=1) if config.mode == "linear_probe" else config.head),
+            "head_config": to_dict(_head_config(config)),
             "task": task,
             "targets": names,
             "seeds": list(config.seeds),
