@@ -95,3 +95,16 @@ def test_jepa_on_64_molecules_learns_without_collapse():
     health = embedding_health(model.embed(_batch(smiles)))
     assert health["health.std_min"] > 0.01 and health["health.std_mean"] > 0.05
     assert health["health.rankme"] > 4.0
+
+
+def test_pooling_options():
+    from molwm.encoders.graph import SUM_POOL_SCALE
+
+    b = _batch(["CCO", "c1ccccc1CCCC"])
+    enc = GraphEncoder(GRAPH_SPEC, TINY.encoder).eval()
+    mean, total, both = enc.embed(b, "mean"), enc.embed(b, "sum"), enc.embed(b, "mean_sum")
+    counts = torch.tensor([[3.0], [10.0]])
+    assert torch.allclose(total * SUM_POOL_SCALE, mean * counts, atol=1e-5)
+    assert both.shape == (2, 64) and torch.allclose(both[:, :32], mean)
+    with pytest.raises(ValueError, match="unknown pooling"):
+        enc.embed(b, "max")

@@ -119,3 +119,16 @@ def test_random_forest_baselines_on_a_real_split():
     m1 = random_forest(fp, y, split, "regression", seed=0, n_trees=50, n_jobs=1)
     m2 = random_forest(desc, y, split, "regression", seed=0, n_trees=50, n_jobs=1)
     assert 0 < m1["test_rmse"] < 10 and 0 < m2["test_rmse"] < 10
+
+
+@pytest.mark.unit
+def test_probe_standardisation_folds_into_the_head():
+    from molwm.train.finetune import _fold_standardisation
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(5, 2)
+    x = torch.randn(7, 5) * 3 + 1
+    mean, std = x.mean(0), x.std(0)
+    expected = head((x - mean) / std)
+    _fold_standardisation(head, mean, std)
+    assert torch.allclose(head(x), expected, atol=1e-5)
