@@ -86,11 +86,21 @@ class WorldModel:
 
     @torch.no_grad()
     def embed(self, smiles: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """Embeddings ``[N, D]`` (NaN rows for rejected inputs) and a status per input."""
+        """Embeddings (NaN rows for rejected inputs) and a status per input.
+
+        A pretrained encoder gives mean-pooled ``[N, D]``; a fine-tuned model
+        gives the pooled features its heads read (``[N, 2D]`` for ``mean_sum``).
+        """
         batches, status = self._batches(smiles)
-        emb = np.full((len(smiles), self.encoder.dim), np.nan, dtype=np.float32)
+        embed = self.members[0].embed if self.members else self.encoder.embed
+        emb = None
         for pos, b in batches:
-            emb[pos] = self.encoder.embed(b).numpy()
+            out = embed(b).numpy()
+            if emb is None:
+                emb = np.full((len(smiles), out.shape[1]), np.nan, dtype=np.float32)
+            emb[pos] = out
+        if emb is None:
+            emb = np.full((len(smiles), self.encoder.dim), np.nan, dtype=np.float32)
         return emb, status
 
     @torch.no_grad()

@@ -161,7 +161,11 @@ def _splits(config: FinetuneConfig, cache, graphs: CachedGraphs, y: np.ndarray) 
             raise ConfigError(f"split.file has {len(loaded)} entries for {len(config.seeds)} seeds")
         out = []
         for part in (loaded * len(config.seeds))[: len(config.seeds)]:
-            out.append(tuple(np.array([pos_of[int(r)] for r in p if int(r) in pos_of], dtype=np.int64) for p in part))
+            kept = tuple(np.array([pos_of[int(r)] for r in p if int(r) in pos_of], dtype=np.int64) for p in part)
+            dropped = sum(len(p) for p in part) - sum(len(k) for k in kept)
+            if dropped:
+                print(f"split.file: {dropped} rows are not featurized (see the rejects report) and were left out")
+            out.append(kept)
         return out
     smiles = cache.meta()["smiles"].tolist()
     labels = y[:, 0] if y is not None else None
