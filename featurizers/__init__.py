@@ -4,10 +4,9 @@ This package never imports :mod:`molwm` (a test enforces it).
 """
 
 from featurizers.errors import FeaturizationError, Reject, count_reject_codes, read_rejects, write_rejects
+from featurizers.graphs import GraphArrays, MolGraph
 from featurizers.molecule import (
     GRAPH_SPEC,
-    GraphArrays,
-    MolGraph,
     featurize_arrays,
     featurize_smiles,
     mol_to_graph,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from featurizers.molecule import GraphArrays
+from featurizers.graphs import GraphArrays
 
 
 @dataclass

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from featurizers.molecule import GRAPH_SPEC, GraphArrays, MolGraph
+from featurizers.graphs import GraphArrays, MolGraph
+from featurizers.molecule import GRAPH_SPEC
 from featurizers.spec import GraphSpec
 
 CACHE_FORMAT = 1
