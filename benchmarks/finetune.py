@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--pretrained", default=None, help="JEPA checkpoint or MLflow model URI")
     parser.add_argument("--chemprop", default=None, help="chemprop executable (default: on PATH)")
     parser.add_argument("--methods", default="rf_morgan,rf_descriptors,scratch,linear_probe,full,chemprop")
+    parser.add_argument("--split-file", default=None,
+                        help="reuse this split.json (source rows per seed) instead of the scratch run's; "
+                             "needed when scratch is not among --methods")
     parser.add_argument("--out", default="outputs/benchmark_finetune.json")
     parser.add_argument("--experiment", default="molwm-benchmark")
     parser.add_argument("overrides", nargs="*", help="FinetuneConfig overrides for the GNN runs, e.g. epochs=30")
@@ -111,11 +114,15 @@ def main() -> None:
         smiles = prep.cache.meta()["smiles"].tolist()
         task = "classification" if "classification" in prep.card.task.type else "regression"
         metric, _ = primary_metric(task)
-        # 1. the GNN from scratch fixes the split for everyone
-        scratch, secs = _gnn(dataset, "scratch", seeds, None, None, work, tracker, args.overrides)
-        split_file = scratch.split_file
-        res["scratch"] = {"per_seed": scratch.per_seed, "seconds": secs}
-        print(f"{dataset} scratch: {scratch.summary[f'test_{metric}_mean']:.3f}", flush=True)
+        # 1. the GNN from scratch fixes the split for everyone (unless one is given)
+        split_file = args.split_file
+        if "scratch" in methods:
+            scratch, secs = _gnn(dataset, "scratch", seeds, None, split_file, work, tracker, args.overrides)
+            split_file = scratch.split_file
+            res["scratch"] = {"per_seed": scratch.per_seed, "seconds": secs}
+            print(f"{dataset} scratch: {scratch.summary[f'test_{metric}_mean']:.3f}", flush=True)
+        elif split_file is None:
+            parser.error("without the scratch method, give --split-file")
         pos_of = {int(r): i for i, r in enumerate(graphs.source_index)}
         splits_pos = [tuple(np.array([pos_of[int(r)] for r in part]) for part in s) for s in load_splits(split_file)]
         for mode in ("linear_probe", "full"):

@@ -1,5 +1,10 @@
 """Molecular-graph encoder: GINE message passing over categorical atom/bond features.
 
+Layers are ``gine`` (local message passing only) or ``gps`` (GraphGPS-style:
+the same local GINE update plus multi-head attention across all atoms of the
+molecule, then a feed-forward block); chosen by measurement, see
+``docs/benchmarks.md``.
+
 Built from the featurizer's :class:`~featurizers.spec.GraphSpec` (one embedding
 table per declared column), with a structural positional code per atom
 (random-walk return probabilities + Laplacian eigenvectors) so that a JEPA
@@ -9,6 +14,7 @@ predictor can say *which* hidden atoms it is predicting.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +22,7 @@ from torch_geometric.nn import GINEConv
 from torch_geometric.utils import subgraph, to_dense_adj, to_dense_batch
 
 from featurizers.spec import GraphSpec
+from molwm.config import ConfigError
 from molwm.encoders.tokens import Tokens
 
 
@@ -29,6 +36,8 @@ class GraphEncoderConfig:
         dropout: Dropout inside each layer's MLP.
         rw_steps: Random-walk steps in the positional code.
         lap_k: Laplacian eigenvectors in the positional code.
+        layer: ``gine`` or ``gps`` (local GINE + global attention per molecule).
+        heads: Attention heads of ``gps`` layers.
     """
 
     dim: int = 128
@@ -36,6 +45,13 @@ class GraphEncoderConfig:
     dropout: float = 0.0
     rw_steps: int = 8
     lap_k: int = 8
+    layer: Literal["gine", "gps"] = "gine"
+    heads: int = 4
+
+    def validate(self) -> None:
+        """Called by the config loader: attention needs ``dim`` divisible by ``heads``."""
+        if self.layer == "gps" and self.dim % self.heads:
+            raise ConfigError(f"'dim' {self.dim} is not divisible by 'heads' {self.heads} (gps layers)")
 
     @property
     def pe_dim(self) -> int:
@@ -114,8 +130,26 @@ class CategoricalEmbedding(nn.Module):
         return out
 
 
+class GlobalAttention(nn.Module):
+    """The global half of a GPS layer: attention among the atoms of each molecule, then an MLP.
+
+    Shapes:
+        ``forward(h [N, D], mol [N], num_graphs)`` returns the update ``[N, D]``.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+
+    def forward(self, h: Tensor, mol: Tensor, num_graphs: int) -> Tensor:
+        dense, real = to_dense_batch(self.norm(h), mol, batch_size=num_graphs)  # [B, T, D]
+        out, _ = self.attn(dense, dense, dense, key_padding_mask=~real, need_weights=False)
+        return out[real]
+
+
 class GraphEncoder(nn.Module):
-    """GINE encoder with pre-norm residual layers; atoms are tokens.
+    """GINE or GPS encoder with pre-norm residual layers; atoms are tokens.
 
     Args:
         spec: The featurizer's spec (categorical sizes of atom and bond columns).
@@ -135,10 +169,16 @@ class GraphEncoder(nn.Module):
         self.pe_proj = nn.Linear(config.pe_dim, d) if config.pe_dim else None
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
+        self.attns = nn.ModuleList()
+        self.ffns = nn.ModuleList()
         for _ in range(config.layers):
             mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(2 * d, d))
             self.convs.append(GINEConv(mlp, train_eps=True, edge_dim=d))
             self.norms.append(nn.LayerNorm(d))
+            if config.layer == "gps":
+                self.attns.append(GlobalAttention(d, config.heads, config.dropout))
+                self.ffns.append(nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(),
+                                               nn.Dropout(config.dropout), nn.Linear(2 * d, d)))
         self.out_norm = nn.LayerNorm(d)
 
     @property
@@ -155,8 +195,12 @@ class GraphEncoder(nn.Module):
         if keep is not None:
             edge_index, e = subgraph(keep, edge_index, e, relabel_nodes=True, num_nodes=h.shape[0])
             h, mol = h[keep], mol[keep]
-        for conv, norm in zip(self.convs, self.norms):
-            h = h + conv(norm(h), edge_index, e)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            if self.attns:
+                h = h + conv(norm(h), edge_index, e) + self.attns[i](h, mol, batch.num_graphs)
+                h = h + self.ffns[i](h)
+            else:
+                h = h + conv(norm(h), edge_index, e)
         return self.out_norm(h), mol
 
     def tokens(self, batch, keep: Tensor | None = None) -> Tokens:

@@ -177,13 +177,16 @@ def train_step(model: GraphJEPA, optimizer, batch: GraphBatch, masks, config: Pr
         raise TrainingDiverged(f"loss {out.loss.item()} / gradient norm {grad_norm.item()} at step {step}")
     optimizer.step()
     model.ema_update(model.momentum_at(step, total_steps))
-    return {
+    metrics = {
         "loss": float(out.loss.detach()),
         "pred_loss": float(out.pred_loss.detach()),
         "anti_collapse": float(out.reg.detach()),
         "grad_norm": float(grad_norm),
         "lr": lr,
     }
+    if out.graph_loss is not None:
+        metrics["graph_loss"] = float(out.graph_loss.detach())
+    return metrics
 
 
 @torch.no_grad()
@@ -317,7 +320,7 @@ def _log_outputs(tracker: Tracker, history, ckpt_path: Path, config: PretrainCon
 
     with temporary_artifact_dir() as d:
         for name, keys, log_y in [
-            ("loss_curve.png", ["loss", "pred_loss", "anti_collapse"], True),
+            ("loss_curve.png", ["loss", "pred_loss", "graph_loss", "anti_collapse"], True),
             ("embedding_health.png", ["health.std_mean", "health.std_min", "health.rankme",
                                       "health.pred_target_cos"], False),
         ]:

@@ -108,3 +108,43 @@ def test_pooling_options():
     assert both.shape == (2, 64) and torch.allclose(both[:, :32], mean)
     with pytest.raises(ValueError, match="unknown pooling"):
         enc.embed(b, "max")
+
+
+def test_gps_layer_attends_within_each_molecule_only():
+    torch.manual_seed(0)
+    cfg = GraphEncoderConfig(dim=32, layers=2, rw_steps=4, lap_k=4, layer="gps", heads=4)
+    enc = GraphEncoder(GRAPH_SPEC, cfg).eval()
+    alone = enc.embed(_batch(["CCO"], cfg))
+    together = enc.embed(_batch(["CCO", "c1ccccc1CCCC", "CCN(CC)CC"], cfg))
+    # padding and other molecules in the batch must not leak into a molecule's embedding
+    assert torch.allclose(alone[0], together[0], atol=1e-5)
+    enc.train()
+    enc.embed(_batch(["CCO", "c1ccccc1"], cfg)).sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())
+
+
+def test_gps_config_checks_heads_divide_dim():
+    from molwm.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="not divisible by 'heads'"):
+        from_dict(GraphEncoderConfig, {"layer": "gps", "dim": 30, "heads": 4}, "encoder")
+
+
+def test_graph_level_target_is_predicted_and_trained():
+    from dataclasses import replace
+
+    from molwm.train.pretrain import PretrainConfig, build, train_step
+
+    smiles = load_table(get_card("moses"), limit=16).frame["smiles"].tolist()
+    cfg = PretrainConfig(model=replace(TINY, graph_target_weight=1.0), batch_size=16, seed=0)
+    model, opt = build(cfg)
+    assert model.predictor.graph_token is not None
+    assert GraphJEPA(GRAPH_SPEC, TINY).predictor.graph_token is None
+    b = _batch(smiles, seed=0)
+    m = sample_graph_masks(b, cfg.mask, np.random.default_rng(0))
+    # check_grads raises if any optimised parameter (graph token included) got no gradient
+    metrics = train_step(model, opt, b, m, cfg, 0, 10, check_grads=True)
+    assert metrics["graph_loss"] > 0
+    out = model(b, m)
+    assert out.loss.item() == pytest.approx(
+        (out.pred_loss + TINY.anti_collapse_weight * out.reg + out.graph_loss).item(), rel=1e-5)
