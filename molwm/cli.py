@@ -146,6 +146,29 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_query(args) -> int:
+    from molwm.query_files import run_query
+
+    what = [w.strip() for w in args.what.split(",") if w.strip()] if args.what else None
+    result = run_query(args.model, args.output, smiles=args.smiles, input_path=args.input,
+                       smiles_column=args.smiles_column, what=what, reference=args.reference, k=args.k,
+                       plot=args.plot, chunk_size=args.chunk_size, progress=not args.no_progress)
+    print(result.summary())
+    for path in result.plots:
+        print(f"plot: {path}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from molwm.serving import serve, serve_command
+
+    where = f"http://{args.host}:{args.port}/invocations"
+    print(f"serving {args.model} at {where} (limits: {args.max_molecules} molecules per request, "
+          f"{args.max_smiles_length} characters per SMILES); Ctrl-C stops it", flush=True)
+    print("runs: " + " ".join(serve_command(args.model, args.host, args.port, args.workers)), flush=True)
+    return serve(args.model, args.host, args.port, args.max_molecules, args.max_smiles_length, args.workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="molwm", description="Multimodal world models for drug discovery.")
     parser.add_argument("--version", action="version", version=f"molwm {__version__}")
@@ -205,6 +228,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", default=None, metavar="NAME", help="register the model under NAME")
     quiet(p)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("query", help="embeddings, properties and neighbours for candidates "
+                                     "(Python: molwm.query.WorldModel, molwm.query_files.run_query)")
+    p.add_argument("--model", required=True, metavar="URI",
+                   help="checkpoint or MLflow model URI (runs:/..., models:/name@alias, models:/name/version)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--smiles", nargs="+", metavar="S", help="SMILES given on the command line")
+    src.add_argument("--input", metavar="FILE", help=".csv, .tsv, .smi, .sdf (optionally .gz) or .parquet")
+    p.add_argument("--smiles-column", default=None, help="SMILES column of a table (default: guessed)")
+    p.add_argument("--output", required=True, metavar="OUT", help=".csv or .parquet; one row per input")
+    p.add_argument("--what", default=None, help="comma-separated: embed, predict, neighbours "
+                                                "(default: predict for a fine-tuned model, else embed)")
+    p.add_argument("--reference", default=None, metavar="NAME",
+                   help="dataset name or file for neighbours and the embedding map "
+                        "(default: the model's fine-tuning dataset)")
+    p.add_argument("-k", type=int, default=5, help="neighbours per candidate (default 5)")
+    p.add_argument("--plot", action="store_true",
+                   help="also write an embedding map and per-property histograms next to the output")
+    p.add_argument("--chunk-size", type=int, default=10_000, help="candidates per chunk (memory is flat)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("serve", help="REST: mlflow models serve for a molwm model (Python: molwm.serving.serve)")
+    p.add_argument("--model", required=True, metavar="URI", help="MLflow model URI, e.g. models:/NAME@champion")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=None, help="server worker processes")
+    p.add_argument("--max-molecules", type=int, default=1000, help="molecules per request (default 1000)")
+    p.add_argument("--max-smiles-length", type=int, default=1000, help="characters per SMILES (default 1000)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -215,6 +268,7 @@ def _takes_overrides(args) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``molwm`` console script."""
     from molwm.config import ConfigError
+    from molwm.data.candidates import CandidateError
     from molwm.data.registry import DatasetError
     from molwm.data.splits import SplitError
     from molwm.train.common import CheckpointError, TrainingDiverged
@@ -228,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DatasetError, SplitError, FileNotFoundError, CheckpointError, TrainingDiverged) as err:
+    except (ConfigError, DatasetError, SplitError, FileNotFoundError, CheckpointError, TrainingDiverged,
+            CandidateError) as err:
         print(f"molwm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,25 +5,58 @@
 method takes SMILES lists of any length, batches internally, keeps input
 order, and returns one row per input with a ``status`` column (``ok`` or the
 reject reason): a bad SMILES never fails the batch.
+
+Example::
+
+    from molwm.query import WorldModel
+
+    model = WorldModel.load("models:/solubility@champion")
+    model.predict(["CCO", "c1ccccc1O", "not a smiles"])     # properties ± ensemble std
+    model.embed(["CCO"])                                     # [1, D] array
+    model.neighbours(["CCO"], reference="chembl_drugs", k=5)
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from featurizers.molecule import GRAPH_SPEC, featurize_arrays
+from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, GRAPH_SPEC, featurize_arrays
 from molwm.config import from_dict
 from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
 from molwm.tasks.heads import HeadConfig, PropertyModel
 from molwm.tracking import resolve_model_path
-from molwm.train.common import load_checkpoint
+from molwm.train.common import CheckpointError, load_checkpoint
+
+WHAT = ("embed", "predict", "neighbours")
+"""What a query can compute per molecule."""
+
+
+@dataclass
+class ReferenceSet:
+    """Compounds to search in embedding space.
+
+    Attributes:
+        name: Where they came from (dataset name or file).
+        smiles: ``[R]`` SMILES of the reference compounds that featurized.
+        ids: ``[R]`` their identifiers (source row, or the file's id column).
+        unit: ``[R, D]`` L2-normalised embeddings (cosine similarity is a dot product).
+    """
+
+    name: str
+    smiles: np.ndarray
+    ids: np.ndarray
+    unit: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.smiles)
 
 
 @dataclass
@@ -37,6 +70,11 @@ class WorldModel:
         targets: Property names.
         scalers: Per member ``(mean, std)`` to undo target scaling.
         source: Where it was loaded from.
+        batch_size: Molecules per forward pass.
+        train_targets: ``[n, T]`` training labels (for plots), if the checkpoint has them.
+        dataset: The dataset it was fine-tuned on, if any.
+        max_smiles_length: Longer SMILES are rejected (``too_long``).
+        digest: Checksum of the checkpoint file (keys cached reference embeddings).
     """
 
     encoder: GraphEncoder
@@ -46,19 +84,27 @@ class WorldModel:
     scalers: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     source: str = ""
     batch_size: int = 512
+    train_targets: np.ndarray | None = None
+    dataset: str | None = None
+    max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH
+    digest: str = ""
 
     @classmethod
     def load(cls, uri: str | Path) -> "WorldModel":
         """Load from a checkpoint path or an MLflow model URI."""
         path = resolve_model_path(uri)
+        if not path.is_file():
+            raise FileNotFoundError(f"no model at {uri} (expected a checkpoint file or an MLflow model URI)")
+        digest = _file_digest(path)
         state = load_checkpoint(path)
         kind = state.get("kind")
         if kind == "graph_jepa":
             from molwm.train.finetune import load_pretrained_encoder
 
-            return cls(encoder=load_pretrained_encoder(str(path)).eval(), source=str(uri))
+            return cls(encoder=load_pretrained_encoder(str(path)).eval(), source=str(uri), digest=digest,
+                       dataset=state.get("config", {}).get("dataset"))
         if kind != "property_model":
-            raise ValueError(f"{uri}: unknown model kind {kind!r}")
+            raise CheckpointError(f"{uri}: not a molwm model (checkpoint kind {kind!r})")
         enc_cfg = from_dict(GraphEncoderConfig, state["encoder_config"])
         head_cfg = from_dict(HeadConfig, state["head_config"])
         members = []
@@ -67,54 +113,88 @@ class WorldModel:
             m.load_state_dict(weights)
             members.append(m.eval())
         scalers = [(np.asarray(a), np.asarray(b)) for a, b in state["scalers"]]
-        return cls(members[0].encoder, members, state["task"], list(state["targets"]), scalers, str(uri))
+        train = state.get("train_targets")
+        train = None if train is None else np.asarray(train, dtype=np.float64).reshape(len(train), -1)
+        return cls(members[0].encoder, members, state["task"], list(state["targets"]), scalers, str(uri),
+                   train_targets=train, dataset=state.get("config", {}).get("dataset"), digest=digest)
 
-    def _batches(self, smiles: Sequence[str]):
-        """Yield ``(positions, GraphBatch)`` for the valid SMILES; return statuses for all."""
+    # ------------------------------------------------------------------ core
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of :meth:`embed` rows (a fine-tuned model's pooled head input, e.g. ``2D`` for mean_sum)."""
+        if self.members:
+            pooling = self.members[0].pooling
+            return self.encoder.dim * (2 if pooling == "mean_sum" else 1)
+        return self.encoder.dim
+
+    def _featurize(self, smiles: Sequence) -> tuple[object, list[str]]:
         status = ["ok"] * len(smiles)
-        arrays, rejects = featurize_arrays(list(smiles))
+        arrays, rejects = featurize_arrays(list(smiles), max_smiles_length=self.max_smiles_length)
         for r in rejects:
             status[r.index] = r.reason
+        return arrays, status
+
+    def _batches(self, arrays) -> Iterable[tuple[np.ndarray, GraphBatch]]:
         cfg = self.encoder.config
-        out = []
+        index = np.asarray(arrays.index)
         for i in range(0, len(arrays), self.batch_size):
             rows = np.arange(i, min(i + self.batch_size, len(arrays)))
             b = GraphBatch.from_arrays(arrays, rows)
             b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, cfg.rw_steps, cfg.lap_k)
-            out.append((np.asarray(arrays.index)[rows], b))
-        return out, status
+            yield index[rows], b
 
-    @torch.no_grad()
-    def embed(self, smiles: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """Embeddings (NaN rows for rejected inputs) and a status per input.
+    @torch.inference_mode()
+    def compute(self, smiles: Sequence, embed: bool = True, predict: bool = False
+                ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+        """Featurize once, then embeddings and/or ensemble predictions for every input.
+
+        Returns:
+            ``(embeddings [N, E] or None, predictions [M, N, T] or None, status)``;
+            rejected rows are NaN.
+        """
+        if predict and not self.members:
+            raise ValueError("this model has no property heads (it is a pretrained encoder): use embed()")
+        arrays, status = self._featurize(smiles)
+        n = len(smiles)
+        emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32) if embed else None
+        preds = np.full((len(self.members), n, len(self.targets)), np.nan) if predict else None
+        embed_fn = self.members[0].embed if self.members else self.encoder.embed
+        for pos, b in self._batches(arrays):
+            if embed:
+                emb[pos] = embed_fn(b).numpy()
+            if predict:
+                for k, (m, (mean, std)) in enumerate(zip(self.members, self.scalers)):
+                    out = m(b).double().numpy()
+                    preds[k, pos] = 1 / (1 + np.exp(-out)) if self.task == "classification" else out * std + mean
+        return emb, preds, status
+
+    # ------------------------------------------------------------- public API
+
+    def embed(self, smiles: Sequence[str], with_status: bool = False):
+        """Embeddings ``[N, E]``, NaN rows for rejected inputs.
 
         A pretrained encoder gives mean-pooled ``[N, D]``; a fine-tuned model
         gives the pooled features its heads read (``[N, 2D]`` for ``mean_sum``).
-        """
-        batches, status = self._batches(smiles)
-        embed = self.members[0].embed if self.members else self.encoder.embed
-        emb = None
-        for pos, b in batches:
-            out = embed(b).numpy()
-            if emb is None:
-                emb = np.full((len(smiles), out.shape[1]), np.nan, dtype=np.float32)
-            emb[pos] = out
-        if emb is None:
-            emb = np.full((len(smiles), self.encoder.dim), np.nan, dtype=np.float32)
-        return emb, status
 
-    @torch.no_grad()
+        Args:
+            with_status: Also return the status per input (``ok`` or the reject reason).
+        """
+        emb, _, status = self.compute(smiles, embed=True)
+        return (emb, status) if with_status else emb
+
     def predict(self, smiles: Sequence[str]) -> pd.DataFrame:
-        """Every property with the ensemble mean and std (``<name>_std``), plus ``status``."""
-        if not self.members:
-            raise ValueError("this model has no property heads (it is a pretrained encoder): use embed()")
-        batches, status = self._batches(smiles)
-        preds = np.full((len(self.members), len(smiles), len(self.targets)), np.nan)
-        for pos, b in batches:
-            for k, (m, (mean, std)) in enumerate(zip(self.members, self.scalers)):
-                out = m(b).numpy()
-                preds[k, pos] = 1 / (1 + np.exp(-out)) if self.task == "classification" else out * std + mean
-        frame = pd.DataFrame({"smiles": list(smiles)})
+        """Every property with the ensemble mean and std (``<name>_std``), plus ``status``.
+
+        Classification properties are probabilities of the positive class. The
+        ``uncertainty`` column states the method: the standard deviation across
+        the deep ensemble of fine-tuned seeds.
+        """
+        _, preds, status = self.compute(smiles, embed=False, predict=True)
+        return self._prediction_frame(list(smiles), preds, status)
+
+    def _prediction_frame(self, smiles: list, preds: np.ndarray, status: list[str]) -> pd.DataFrame:
+        frame = pd.DataFrame({"smiles": smiles})
         for j, name in enumerate(self.targets):
             frame[name] = preds[:, :, j].mean(0)
             frame[f"{name}_std"] = preds[:, :, j].std(0)
@@ -122,13 +202,121 @@ class WorldModel:
         frame["status"] = status
         return frame
 
-    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """For serving: a frame with a ``smiles`` column in, properties or embeddings out."""
+    def reference(self, reference: "str | Path | Sequence[str] | ReferenceSet", cache_dir: str | Path | None = None,
+                  progress: bool = False) -> ReferenceSet:
+        """Embed a reference set once: a dataset name, a candidates file, or a SMILES list.
+
+        Embeddings of dataset and file references are cached on disk under the
+        molwm cache, keyed by the model's checksum and the reference's content.
+        """
+        if isinstance(reference, ReferenceSet):
+            return reference
+        from molwm.data.candidates import load_reference_smiles
+
+        name, smiles, ids, content_key = load_reference_smiles(reference, cache_dir, progress)
+        cache_file = None
+        if content_key and self.digest:
+            from molwm.data.cache import cache_root
+
+            cache_file = cache_root(cache_dir) / "embeddings" / f"{self.digest[:16]}-{content_key[:16]}.npz"
+            if cache_file.is_file():
+                saved = np.load(cache_file, allow_pickle=False)
+                return ReferenceSet(name, saved["smiles"], saved["ids"], saved["unit"])
+        emb, status = [], []
+        for i in range(0, len(smiles), 20_000):
+            e, _, s = self.compute(smiles[i : i + 20_000], embed=True)
+            emb.append(e)
+            status.extend(s)
+        ok = np.array([s == "ok" for s in status], dtype=bool)
+        unit = _normalise(np.concatenate(emb)[ok]) if emb else np.zeros((0, self.embedding_dim), np.float32)
+        ref = ReferenceSet(name, np.asarray(smiles, dtype=str)[ok], np.asarray(ids, dtype=str)[ok], unit)
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
+            np.savez(tmp, smiles=ref.smiles, ids=ref.ids, unit=ref.unit)
+            tmp.replace(cache_file)
+        return ref
+
+    def neighbours(self, smiles: Sequence[str], reference, k: int = 5) -> pd.DataFrame:
+        """The ``k`` nearest reference compounds of each input by cosine similarity of embeddings.
+
+        Args:
+            smiles: Candidates.
+            reference: A dataset name (``chembl_drugs``), a candidates file
+                (.csv/.smi/.sdf/.parquet), a list of SMILES, or a :class:`ReferenceSet`.
+            k: Neighbours per input.
+
+        Returns:
+            One row per input: ``smiles``, ``neighbour_1`` .. ``neighbour_k`` (SMILES),
+            ``neighbour_j_id`` and ``similarity_j``, and ``status``.
+        """
+        ref = self.reference(reference)
+        emb, _, status = self.compute(smiles, embed=True)
+        return neighbour_frame(list(smiles), emb, status, ref, k)
+
+    def predict_frame(self, frame: pd.DataFrame, what: str = "auto") -> pd.DataFrame:
+        """For serving: a frame with a ``smiles`` column in; properties (``predict``) or embeddings out.
+
+        ``auto`` predicts properties when the model has heads and embeds otherwise.
+        """
         smiles = frame["smiles"].tolist()
-        if self.members:
+        if what == "auto":
+            what = "predict" if self.members else "embed"
+        if what == "predict":
             return self.predict(smiles)
-        emb, status = self.embed(smiles)
-        out = pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(emb.shape[1])])
-        out.insert(0, "smiles", smiles)
-        out["status"] = status
-        return out
+        if what != "embed":
+            raise ValueError(f"unknown 'what' {what!r} (expected auto, predict or embed)")
+        emb, status = self.embed(smiles, with_status=True)
+        return embedding_frame(smiles, emb, status)
+
+
+def embedding_frame(smiles: list, emb: np.ndarray, status: list[str]) -> pd.DataFrame:
+    """``smiles``, ``emb_0`` .. ``emb_{E-1}``, ``status``."""
+    out = pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(emb.shape[1])])
+    out.insert(0, "smiles", smiles)
+    out["status"] = status
+    return out
+
+
+def neighbour_frame(smiles: list, emb: np.ndarray, status: list[str], ref: ReferenceSet, k: int,
+                    block: int = 4096) -> pd.DataFrame:
+    """Top-``k`` cosine neighbours in ``ref`` for each embedding row (NaN rows get none)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    k_eff = min(k, len(ref))
+    n = len(smiles)
+    top_idx = np.full((n, k_eff), -1, dtype=np.int64)
+    top_sim = np.full((n, k_eff), np.nan, dtype=np.float32)
+    ok = np.flatnonzero(~np.isnan(emb).any(axis=1)) if n else np.zeros(0, dtype=np.int64)
+    unit = _normalise(emb[ok]) if len(ok) else emb[:0]
+    for i in range(0, len(ok), block):
+        sim = unit[i : i + block] @ ref.unit.T  # [b, R]
+        part = np.argpartition(-sim, k_eff - 1, axis=1)[:, :k_eff] if k_eff < sim.shape[1] else \
+            np.tile(np.arange(sim.shape[1]), (len(sim), 1))
+        psim = np.take_along_axis(sim, part, axis=1)
+        order = np.argsort(-psim, axis=1, kind="stable")
+        rows = ok[i : i + block]
+        top_idx[rows] = np.take_along_axis(part, order, axis=1)
+        top_sim[rows] = np.take_along_axis(psim, order, axis=1)
+    out = pd.DataFrame({"smiles": smiles})
+    for j in range(k_eff):
+        idx = top_idx[:, j]
+        have = idx >= 0
+        out[f"neighbour_{j + 1}"] = np.where(have, ref.smiles[np.maximum(idx, 0)] if len(ref) else "", "")
+        out[f"neighbour_{j + 1}_id"] = np.where(have, ref.ids[np.maximum(idx, 0)] if len(ref) else "", "")
+        out[f"similarity_{j + 1}"] = top_sim[:, j]
+    out["status"] = status
+    return out
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

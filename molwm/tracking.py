@@ -216,7 +216,7 @@ class MLflowTracker(Tracker):
         import mlflow.pyfunc
 
         from molwm import __version__
-        from molwm.serving import MolwmPyfunc
+        from molwm.serving import INPUT_EXAMPLE, MolwmPyfunc, model_signature
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         info = mlflow.pyfunc.log_model(
@@ -225,6 +225,8 @@ class MLflowTracker(Tracker):
             artifacts={"checkpoint": str(checkpoint)},
             pip_requirements=[f"molwm=={__version__}"],
             registered_model_name=registered_name,
+            signature=model_signature(),
+            input_example=INPUT_EXAMPLE,
         )
         if registered_name and alias:
             client = mlflow.MlflowClient(self.tracking_uri)
@@ -242,8 +244,14 @@ def resolve_model_path(uri: str | Path) -> Path:
         return Path(text)
     import mlflow.artifacts
 
+    from mlflow.exceptions import MlflowException
+
     mlflow.set_tracking_uri(default_tracking_uri())
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+    except MlflowException as err:
+        raise FileNotFoundError(f"cannot load model {text} from MLflow store {default_tracking_uri()}: "
+                                f"{err.message.splitlines()[0]}") from None
     if local.is_file():
         return local
     found = sorted(local.rglob("*.pt"))

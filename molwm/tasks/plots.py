@@ -60,3 +60,62 @@ def roc_plot(y: np.ndarray, prob: np.ndarray, path: str | Path, title: str, name
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def project_2d(background: np.ndarray | None, points: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, str]:
+    """2-D map fitted on ``background`` (or ``points`` without one): UMAP if installed, else PCA.
+
+    Returns:
+        ``(background_xy or None, points_xy, method name)``.
+    """
+    fit = background if background is not None and len(background) >= 3 else points
+    try:
+        import umap  # optional
+
+        reducer = umap.UMAP(n_components=2, random_state=0).fit(fit)
+        bg = reducer.transform(background) if background is not None else None
+        return bg, reducer.transform(points), "UMAP"
+    except ImportError:
+        pass
+    mean = fit.mean(0)
+    _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
+    comps = vt[:2].T  # [E, 2]
+    bg = (background - mean) @ comps if background is not None else None
+    return bg, (points - mean) @ comps, "PCA"
+
+
+def embedding_map(background: np.ndarray | None, points: np.ndarray, path: str | Path, title: str,
+                  background_label: str = "reference") -> Path:
+    """Candidates (coloured) over a reference set (grey) in a 2-D projection of the embedding space."""
+    plt = _plt()
+    bg, xy, method = project_2d(background, points)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    if bg is not None:
+        ax.scatter(bg[:, 0], bg[:, 1], s=4, c="0.75", alpha=0.5, label=f"{background_label} ({len(bg):,})",
+                   rasterized=True)
+    ax.scatter(xy[:, 0], xy[:, 1], s=8, c="tab:red", alpha=0.7, label=f"candidates ({len(xy):,})", rasterized=True)
+    ax.set_xlabel(f"{method} 1")
+    ax.set_ylabel(f"{method} 2")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8, markerscale=2)
+    return _save(fig, path)
+
+
+def property_histogram(pred: np.ndarray, train: np.ndarray | None, path: str | Path, name: str,
+                       title: str) -> Path:
+    """Histogram of predicted values, the training labels' distribution behind it (both as densities)."""
+    plt = _plt()
+    pred = pred[np.isfinite(pred)]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    parts = [pred] + ([train[np.isfinite(train)]] if train is not None else [])
+    joined = np.concatenate(parts) if any(len(p) for p in parts) else np.zeros(1)
+    bins = np.histogram_bin_edges(joined, bins=40)
+    if train is not None:
+        ax.hist(train[np.isfinite(train)], bins=bins, density=True, color="0.7", alpha=0.8,
+                label=f"training labels ({np.isfinite(train).sum():,})")
+    ax.hist(pred, bins=bins, density=True, color="tab:blue", alpha=0.6, label=f"predicted ({len(pred):,})")
+    ax.set_xlabel(name)
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

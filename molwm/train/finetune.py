@@ -357,6 +357,8 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
             "members": members,
             "scalers": [[np.asarray(m, np.float64).tolist(), np.asarray(s, np.float64).tolist()] for m, s in scalers],
             "metrics": per_seed,
+            # the training rows' labels (first seed), drawn behind predicted-property histograms
+            "train_targets": np.asarray(data.y[splits[0][0]], np.float64).tolist(),
         }
         ckpt = save_checkpoint(state, out_dir / "model.pt")
         (out_dir / "results.json").write_text(json.dumps({"per_seed": per_seed, "summary": summary}, indent=1))

@@ -1,0 +1,217 @@
+"""Query a model for a file (or list) of candidates, streaming in chunks; the CLI's ``molwm query``.
+
+Memory stays flat in the number of candidates: each chunk is featurized,
+encoded and appended to the output (CSV or Parquet) before the next is read;
+only what the plots need (a sample of embeddings, the predicted values) is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from molwm.data.candidates import CandidateError, check_candidates_path, count_candidates, iter_candidates
+from molwm.query import WHAT, WorldModel, embedding_frame, neighbour_frame
+
+PLOT_SAMPLE = 5000
+"""Candidates kept (uniform reservoir sample) for the embedding map."""
+
+
+@dataclass
+class QueryResult:
+    """What a file query did.
+
+    Attributes:
+        output: The file written.
+        n: Candidates read.
+        n_ok: Featurized and answered.
+        reasons: Reject reason -> count.
+        seconds: Wall time of the query loop (read, featurize, encode, write).
+        plots: PNG files written by ``plot``.
+    """
+
+    output: Path
+    n: int
+    n_ok: int
+    reasons: Counter
+    seconds: float
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def n_rejected(self) -> int:
+        return self.n - self.n_ok
+
+    def summary(self) -> str:
+        """One line: counts, rate, where."""
+        rate = self.n / self.seconds if self.seconds > 0 else float("nan")
+        top = ", ".join(f"{r.split(':')[0]}: {c}" for r, c in self.reasons.most_common(3))
+        rejected = f"{self.n_rejected:,} rejected" + (f" ({top})" if top else "")
+        return (f"queried {self.n:,} molecules: {self.n_ok:,} ok, {rejected} in {self.seconds:.1f} s "
+                f"({rate:,.0f} molecules/s) -> {self.output}")
+
+
+class _Writer:
+    """Appends frames to a CSV or Parquet file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.kind = path.suffix.lower()
+        if self.kind not in (".csv", ".parquet"):
+            raise CandidateError(f"{path}: output must end in .csv or .parquet")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._pq = None
+        self._first = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.kind == ".csv":
+            frame.to_csv(self.path, mode="w" if self._first else "a", header=self._first, index=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            # text columns as strings even when a chunk holds only missing values, so every chunk
+            # has the first one's schema
+            frame = frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object})
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(self.path, table.schema)
+            self._pq.write_table(table.cast(self._pq.schema))
+        self._first = False
+
+    def close(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+
+
+def _chunks(smiles: Sequence[str] | None, input_path, smiles_column, chunk_size):
+    if smiles is not None:
+        for i in range(0, len(smiles), chunk_size):
+            part = list(smiles[i : i + chunk_size])
+            rows = range(i, i + len(part))
+            yield pd.DataFrame({"row": list(rows), "id": [str(r) for r in rows], "smiles": part,
+                                "status": [None] * len(part)})
+    else:
+        yield from iter_candidates(input_path, smiles_column=smiles_column, chunk_size=chunk_size)
+
+
+def run_query(model: WorldModel | str, output: str | Path, smiles: Sequence[str] | None = None,
+              input_path: str | Path | None = None, smiles_column: str | None = None,
+              what: Sequence[str] | None = None, reference=None, k: int = 5, plot: bool = False,
+              chunk_size: int = 10_000, progress: bool = True) -> QueryResult:
+    """Answer ``what`` (``embed``, ``predict``, ``neighbours``) for every candidate; one output row per input.
+
+    Args:
+        model: A loaded :class:`WorldModel` or anything :meth:`WorldModel.load` takes.
+        output: ``.csv`` or ``.parquet``.
+        smiles / input_path: The candidates: a list, or a .csv/.tsv/.smi/.sdf/.parquet file.
+        smiles_column: For tables: the SMILES column (default: guessed).
+        what: Default ``predict`` for a fine-tuned model, ``embed`` for a pretrained encoder.
+        reference: For ``neighbours`` and the embedding map: a dataset name or a file
+            (default: the dataset the model was fine-tuned on).
+        k: Neighbours per candidate.
+        plot: Also write ``<output>.embedding_map.png`` and one
+            ``<output>.<property>.hist.png`` per predicted property.
+        chunk_size: Candidates per chunk (memory is flat in the total).
+    """
+    wm = model if isinstance(model, WorldModel) else WorldModel.load(model)
+    if (smiles is None) == (input_path is None):
+        raise CandidateError("give either SMILES or an input file")
+    if input_path is not None:
+        check_candidates_path(input_path)
+    what = list(what or (["predict"] if wm.members else ["embed"]))
+    unknown = [w for w in what if w not in WHAT]
+    if unknown:
+        raise CandidateError(f"unknown --what {', '.join(unknown)} (choose from {', '.join(WHAT)})")
+    if "predict" in what and not wm.members:
+        raise CandidateError(f"{wm.source} is a pretrained encoder without property heads: use --what embed")
+    reference = reference or wm.dataset
+    ref = None
+    if "neighbours" in what or (plot and reference):
+        if not reference:
+            raise CandidateError("neighbours needs --reference (a dataset name or a file)")
+        ref = wm.reference(reference, progress=progress)
+    need_emb = "embed" in what or "neighbours" in what or plot
+    t0 = time.perf_counter()  # the rate counts the query loop, not loading the model or the reference
+    total = len(smiles) if smiles is not None else count_candidates(input_path)
+    writer = _Writer(Path(output))
+    n = n_ok = 0
+    reasons: Counter = Counter()
+    rng = np.random.default_rng(0)
+    sample: list[np.ndarray] = []
+    seen_ok = 0
+    predicted: list[np.ndarray] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="mol", desc="query", disable=not progress)
+    try:
+        for chunk in _chunks(smiles, input_path, smiles_column, chunk_size):
+            emb, preds, status = wm.compute(chunk["smiles"].tolist(), embed=need_emb, predict="predict" in what)
+            status = [pre or s for pre, s in zip(chunk["status"], status)]  # unreadable SDF records keep their reason
+            parts = [chunk[["row", "id", "smiles"]].assign(status=status)]
+            if "predict" in what:
+                parts.append(wm._prediction_frame(chunk["smiles"].tolist(), preds, status).drop(
+                    columns=["smiles", "status"]))
+                predicted.append(preds.mean(0))
+            if "neighbours" in what:
+                parts.append(neighbour_frame(chunk["smiles"].tolist(), emb, status, ref, k).drop(
+                    columns=["smiles", "status"]))
+            if "embed" in what:
+                parts.append(embedding_frame(chunk["smiles"].tolist(), emb, status).drop(columns=["smiles", "status"]))
+            writer.write(pd.concat([p.reset_index(drop=True) for p in parts], axis=1))
+            ok = np.array([s == "ok" for s in status])
+            n += len(chunk)
+            n_ok += int(ok.sum())
+            reasons.update(s for s in status if s != "ok")
+            if plot:
+                seen_ok = _reservoir(sample, emb[ok], seen_ok, rng)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        writer.close()
+    result = QueryResult(Path(output), n, n_ok, reasons, time.perf_counter() - t0)
+    if plot:
+        result.plots = _plots(wm, Path(output), sample, predicted, ref)
+    return result
+
+
+def _reservoir(sample: list, rows: np.ndarray, seen: int, rng: np.random.Generator) -> int:
+    """Keep a uniform sample of at most PLOT_SAMPLE rows across chunks (Algorithm R)."""
+    for row in rows:
+        if len(sample) < PLOT_SAMPLE:
+            sample.append(row)
+        else:
+            j = rng.integers(0, seen + 1)
+            if j < PLOT_SAMPLE:
+                sample[j] = row
+        seen += 1
+    return seen
+
+
+def _plots(wm: WorldModel, output: Path, sample: list, predicted: list, ref) -> list[Path]:
+    from molwm.tasks.plots import embedding_map, property_histogram
+
+    written = []
+    stem = output.with_suffix("")
+    if sample:
+        background = ref.unit if ref is not None and len(ref) else None
+        if background is not None and len(background) > 20_000:
+            background = background[np.random.default_rng(0).choice(len(background), 20_000, replace=False)]
+        points = np.stack(sample)
+        points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+        written.append(embedding_map(background, points, f"{stem}.embedding_map.png",
+                                     f"candidates in {Path(str(wm.source)).name} embedding space",
+                                     ref.name if ref is not None else "reference"))
+    if predicted:
+        values = np.concatenate(predicted)  # [N, T]
+        for j, name in enumerate(wm.targets):
+            train = wm.train_targets[:, j] if wm.train_targets is not None else None
+            written.append(property_histogram(values[:, j], train, f"{stem}.{name}.hist.png", name,
+                                              f"predicted {name}" + ("" if train is not None
+                                                                     else " (no training labels in checkpoint)")))
+    return written
