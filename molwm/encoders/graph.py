@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GINEConv
-from torch_geometric.utils import subgraph, to_dense_adj, to_dense_batch
+from torch_geometric.utils import subgraph, to_dense_batch
 
 from featurizers.spec import GraphSpec
 from molwm.config import ConfigError
@@ -62,13 +62,17 @@ def structural_pe(edge_index: Tensor, batch: Tensor, num_graphs: int, rw_steps: 
                   generator: torch.Generator | None = None) -> Tensor:
     """Per-atom positional code: random-walk return probabilities and Laplacian eigenvectors.
 
-    Computed on dense per-molecule blocks (molecules are small), batched.
+    Both come from one batched eigendecomposition (float64) of the normalised
+    Laplacian ``L = I - S`` of each molecule, ``S = D^-1/2 A D^-1/2``: the
+    eigenvectors after the trivial one are the Laplacian code, and since the
+    walk matrix ``P = D^-1 A`` is similar to ``S`` through a diagonal matrix,
+    ``diag(P^k) = diag(S^k) = (U * U) @ (1 - mu)^k``.
 
     Args:
         edge_index: ``[2, E]`` both directions of every bond.
-        batch: ``[N]`` molecule id of each atom.
+        batch: ``[N]`` molecule id of each atom (atoms of a molecule contiguous).
         num_graphs: ``B``.
-        rw_steps: ``k`` in ``diag(P^1..P^k)`` with ``P = D^-1 A``.
+        rw_steps: ``k`` in ``diag(P^1..P^k)``.
         lap_k: Eigenvectors of the normalised Laplacian after the trivial one;
             zero-padded for molecules with fewer atoms.
         generator: If given, each eigenvector's sign is flipped at random
@@ -77,35 +81,70 @@ def structural_pe(edge_index: Tensor, batch: Tensor, num_graphs: int, rw_steps: 
     Shapes:
         Returns ``[N, rw_steps + lap_k]`` float.
     """
-    adj = to_dense_adj(edge_index, batch, batch_size=num_graphs)  # [B, M, M]
-    _, mask = to_dense_batch(torch.zeros_like(batch), batch, batch_size=num_graphs)  # [B, M]
-    adj = (adj > 0).to(torch.float32)
+    n = batch.numel()
+    if n == 0 or not (rw_steps or lap_k):
+        return torch.zeros(n, rw_steps + lap_k)
+    counts = torch.bincount(batch, minlength=num_graphs)  # [B]
+    m = int(counts.max())
+    local = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[batch]  # [N] position inside its molecule
+    mask = torch.arange(m).unsqueeze(0) < counts.unsqueeze(1)  # [B, M]
+    adj = torch.zeros(num_graphs, m, m, dtype=torch.float64)
+    src, dst = edge_index
+    adj[batch[src], local[src], local[dst]] = 1.0
     deg = adj.sum(-1)  # [B, M]
+    inv_sqrt = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), torch.zeros_like(deg))
+    lap = torch.eye(m, dtype=torch.float64) - inv_sqrt.unsqueeze(-1) * adj * inv_sqrt.unsqueeze(-2)
+    # padding rows get eigenvalue 3, outside the spectrum [0, 2], so they sort last and never mix
+    # with a molecule's own eigenvectors (bipartite molecules have eigenvalue 2)
+    lap = lap + torch.diag_embed((~mask).to(torch.float64) * 2)
+    mu, vecs = torch.linalg.eigh(lap)  # ascending; [B, M], [B, M, M]
     parts = []
     if rw_steps:
-        walk = adj / deg.clamp(min=1).unsqueeze(-1)  # [B, M, M] row-stochastic
-        power = walk
-        diags = []
-        for _ in range(rw_steps):
-            diags.append(torch.diagonal(power, dim1=-2, dim2=-1))
-            power = power @ walk
-        parts.append(torch.stack(diags, -1))  # [B, M, rw_steps]
+        powers = (1 - mu).unsqueeze(-1) ** torch.arange(1, rw_steps + 1, dtype=torch.float64)  # [B, M, k]
+        parts.append((vecs * vecs) @ powers)  # [B, M, rw_steps]
     if lap_k:
-        b, m = mask.shape
-        inv_sqrt = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), torch.zeros_like(deg))
-        lap = torch.eye(m).expand(b, m, m) - inv_sqrt.unsqueeze(-1) * adj * inv_sqrt.unsqueeze(-2)
-        # padding rows get eigenvalue 2 (the spectrum's top) so they sort last
-        lap = lap + torch.diag_embed((~mask).to(torch.float32))
-        _, vecs = torch.linalg.eigh(lap)  # [B, M, M], ascending eigenvalues
-        vecs = vecs[:, :, 1 : lap_k + 1]
-        if vecs.shape[-1] < lap_k:
-            vecs = torch.nn.functional.pad(vecs, (0, lap_k - vecs.shape[-1]))
+        lv = vecs[:, :, 1 : lap_k + 1]
+        if lv.shape[-1] < lap_k:
+            lv = torch.nn.functional.pad(lv, (0, lap_k - lv.shape[-1]))
         if generator is not None:
-            signs = torch.randint(0, 2, (b, 1, lap_k), generator=generator).to(vecs.dtype) * 2 - 1
-            vecs = vecs * signs
-        parts.append(vecs * mask.unsqueeze(-1))
-    dense = torch.cat(parts, -1)  # [B, M, P]
+            signs = torch.randint(0, 2, (num_graphs, 1, lap_k), generator=generator).to(lv.dtype) * 2 - 1
+            lv = lv * signs
+        parts.append(lv * mask.unsqueeze(-1))
+    dense = torch.cat(parts, -1).to(torch.float32)  # [B, M, P]
     return dense[mask]  # [N, P]
+
+
+def _distinct_rows(attr: Tensor, radix: Tensor) -> tuple[Tensor, Tensor]:
+    """Distinct rows of a categorical ``[E, C]`` table and each row's index among them.
+
+    Rows are coded as mixed-radix integers (``radix`` from the column sizes), so
+    this is one ``unique`` over ``E`` integers.
+    """
+    codes = attr @ radix  # [E]
+    uniq, inverse = torch.unique(codes, return_inverse=True)  # [U], [E]
+    return _decode(uniq, radix), inverse
+
+
+def _decode(codes: Tensor, radix: Tensor) -> Tensor:
+    """Inverse of ``attr @ radix`` for mixed-radix codes: ``[U] -> [U, C]``."""
+    out = torch.empty(codes.numel(), radix.numel(), dtype=torch.long)
+    rest = codes.clone()
+    for j in range(radix.numel()):
+        out[:, j] = torch.div(rest, radix[j], rounding_mode="floor")
+        rest = rest - out[:, j] * radix[j]
+    return out
+
+
+def _gine(conv: GINEConv, h: Tensor, src: Tensor, dst: Tensor, e_kinds: Tensor, kind: Tensor) -> Tensor:
+    """One GINE update with ``conv``'s weights: ``nn((1 + eps) h_i + sum_j relu(h_j + lin(e_ij)))``.
+
+    The same function as PyG's ``GINEConv.forward``, with the edge projection
+    applied to the distinct bond kinds ``e_kinds [U, D]`` and gathered by ``kind [E]``.
+    """
+    e = conv.lin(e_kinds) if conv.lin is not None else e_kinds
+    msg = (h.index_select(0, src) + e.index_select(0, kind)).relu()  # [E, D]
+    agg = torch.zeros_like(h).index_add_(0, dst, msg)
+    return conv.nn(agg + (1 + conv.eps) * h)
 
 
 SUM_POOL_SCALE = 20.0
@@ -180,6 +219,10 @@ class GraphEncoder(nn.Module):
                 self.ffns.append(nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(),
                                                nn.Dropout(config.dropout), nn.Linear(2 * d, d)))
         self.out_norm = nn.LayerNorm(d)
+        radix = torch.ones(len(spec.bond_sizes), dtype=torch.long)
+        for j in range(len(spec.bond_sizes) - 2, -1, -1):
+            radix[j] = radix[j + 1] * spec.bond_sizes[j + 1]
+        self.register_buffer("_bond_radix", radix, persistent=False)
 
     @property
     def dim(self) -> int:
@@ -190,17 +233,22 @@ class GraphEncoder(nn.Module):
         h = self.atom_embed(batch.x)  # [N, D]
         if self.pe_proj is not None:
             h = h + self.pe_proj(batch.pe)
-        e = self.bond_embed(batch.edge_attr)  # [E, D]
+        # a batch has a few dozen distinct bond feature rows: embed (and project, per layer) those
+        # once and gather, instead of running each layer's edge projection on every bond
+        kinds, bond_kind = _distinct_rows(batch.edge_attr, self._bond_radix)  # [U, C], [E]
+        e_kinds = self.bond_embed(kinds)  # [U, D]
         edge_index, mol = batch.edge_index, batch.batch
         if keep is not None:
-            edge_index, e = subgraph(keep, edge_index, e, relabel_nodes=True, num_nodes=h.shape[0])
+            edge_index, bond_kind = subgraph(keep, edge_index, bond_kind, relabel_nodes=True, num_nodes=h.shape[0])
             h, mol = h[keep], mol[keep]
+        src, dst = edge_index
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            local = _gine(conv, norm(h), src, dst, e_kinds, bond_kind)
             if self.attns:
-                h = h + conv(norm(h), edge_index, e) + self.attns[i](h, mol, batch.num_graphs)
+                h = h + local + self.attns[i](h, mol, batch.num_graphs)
                 h = h + self.ffns[i](h)
             else:
-                h = h + conv(norm(h), edge_index, e)
+                h = h + local
         return self.out_norm(h), mol
 
     def tokens(self, batch, keep: Tensor | None = None) -> Tokens:

@@ -113,7 +113,7 @@ def test_streamed_query_equals_one_chunk_and_plots(checkpoint, tmp_path, suffix)
     pd.DataFrame({"smiles": MIXED[:5] + MIXED[6:]}).to_csv(tmp_path / "in.csv", index=False)
     small = run_query(wm, tmp_path / f"a{suffix}", input_path=tmp_path / "in.csv", chunk_size=2,
                       what=["predict", "neighbours", "embed"], reference=GOOD, k=2, plot=True, progress=False)
-    whole = run_query(wm, tmp_path / f"b{suffix}", input_path=tmp_path / "in.csv", chunk_size=1000,
+    run_query(wm, tmp_path / f"b{suffix}", input_path=tmp_path / "in.csv", chunk_size=1000,
                       what=["predict", "neighbours", "embed"], reference=GOOD, k=2, progress=False)
     read = pd.read_csv if suffix == ".csv" else pd.read_parquet
     a, b = read(tmp_path / f"a{suffix}"), read(tmp_path / f"b{suffix}")

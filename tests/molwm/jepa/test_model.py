@@ -148,3 +148,20 @@ def test_graph_level_target_is_predicted_and_trained():
     out = model(b, m)
     assert out.loss.item() == pytest.approx(
         (out.pred_loss + TINY.anti_collapse_weight * out.reg + out.graph_loss).item(), rel=1e-5)
+
+
+def test_encoder_gine_update_equals_pyg_gineconv():
+    from molwm.encoders.graph import _distinct_rows
+
+    torch.manual_seed(0)
+    b = _batch(["CC(=O)Oc1ccccc1C(=O)O", "C/C=C/Cl", "[Na+].[Cl-]", "C", "C#N"])
+    enc = GraphEncoder(GRAPH_SPEC, TINY.encoder).eval()
+    kinds, inverse = _distinct_rows(b.edge_attr, enc._bond_radix)
+    assert torch.equal(kinds[inverse], b.edge_attr) and len(kinds) < len(b.edge_attr)
+    with torch.no_grad():
+        h = enc.atom_embed(b.x) + enc.pe_proj(b.pe)
+        e = enc.bond_embed(b.edge_attr)
+        for conv, norm in zip(enc.convs, enc.norms):
+            h = h + conv(norm(h), b.edge_index, e)  # PyG's own forward
+        ours, _ = enc(b)
+    assert torch.allclose(ours, enc.out_norm(h), atol=1e-5)
