@@ -48,6 +48,11 @@ demo: setup
 	$(MOLWM) finetune --config configs/finetune/solubility.yaml \
 	  --from $$(sed -n 's/^model_uri: //p' .cache/demo-pretrain.txt) \
 	  --register molwm-solubility alias=champion epochs=30 --no-progress
+	@echo "== query it: properties ± ensemble spread, nearest ChEMBL drugs in its embedding space, plots"
+	$(MOLWM) query --model models:/molwm-solubility@champion --input docs/examples/candidates.smi \
+	  --output .cache/demo-query.csv --what predict,neighbours -k 1 --reference chembl_drugs --plot --no-progress
+	cut -d, -f2,4-6,8,10 .cache/demo-query.csv
+	@echo "== serve it over REST (not run here; it blocks): $(BIN)/molwm serve --model models:/molwm-solubility@champion --port 5000"
 	@echo "== done; browse the runs: $(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}"
 
 test: setup

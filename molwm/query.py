@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, GRAPH_SPEC, featurize_arrays
+from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, GRAPH_SPEC, iter_featurized_chunks
 from molwm.config import from_dict
 from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
@@ -75,6 +75,8 @@ class WorldModel:
         dataset: The dataset it was fine-tuned on, if any.
         max_smiles_length: Longer SMILES are rejected (``too_long``).
         digest: Checksum of the checkpoint file (keys cached reference embeddings).
+        n_jobs: Featurizer processes for inputs of 4 batches or more (1: in this
+            process; 0: one per core). They run ahead while this process encodes.
     """
 
     encoder: GraphEncoder
@@ -88,6 +90,7 @@ class WorldModel:
     dataset: str | None = None
     max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH
     digest: str = ""
+    n_jobs: int = 1
 
     @classmethod
     def load(cls, uri: str | Path) -> "WorldModel":
@@ -128,12 +131,15 @@ class WorldModel:
             return self.encoder.dim * (2 if pooling == "mean_sum" else 1)
         return self.encoder.dim
 
-    def _featurize(self, smiles: Sequence) -> tuple[object, list[str]]:
-        status = ["ok"] * len(smiles)
-        arrays, rejects = featurize_arrays(list(smiles), max_smiles_length=self.max_smiles_length)
-        for r in rejects:
-            status[r.index] = r.reason
-        return arrays, status
+    def _featurized(self, smiles: Sequence, status: list[str]) -> Iterable:
+        """Featurized chunks of one batch each; with ``n_jobs != 1`` worker processes featurize
+        the next batches while this process encodes the current one."""
+        n_jobs = self.n_jobs if len(smiles) >= 4 * self.batch_size else 1
+        for _, _, arrays, rejects in iter_featurized_chunks(smiles, n_jobs=n_jobs, chunk_size=self.batch_size,
+                                                            max_smiles_length=self.max_smiles_length):
+            for r in rejects:
+                status[r.index] = r.reason
+            yield arrays
 
     def _batches(self, arrays) -> Iterable[tuple[np.ndarray, GraphBatch]]:
         cfg = self.encoder.config
@@ -155,18 +161,19 @@ class WorldModel:
         """
         if predict and not self.members:
             raise ValueError("this model has no property heads (it is a pretrained encoder): use embed()")
-        arrays, status = self._featurize(smiles)
         n = len(smiles)
+        status = ["ok"] * n
         emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32) if embed else None
         preds = np.full((len(self.members), n, len(self.targets)), np.nan) if predict else None
         embed_fn = self.members[0].embed if self.members else self.encoder.embed
-        for pos, b in self._batches(arrays):
-            if embed:
-                emb[pos] = embed_fn(b).numpy()
-            if predict:
-                for k, (m, (mean, std)) in enumerate(zip(self.members, self.scalers)):
-                    out = m(b).double().numpy()
-                    preds[k, pos] = 1 / (1 + np.exp(-out)) if self.task == "classification" else out * std + mean
+        for arrays in self._featurized(list(smiles), status):
+            for pos, b in self._batches(arrays):
+                if embed:
+                    emb[pos] = embed_fn(b).numpy()
+                if predict:
+                    for k, (m, (mean, std)) in enumerate(zip(self.members, self.scalers)):
+                        out = m(b).double().numpy()
+                        preds[k, pos] = 1 / (1 + np.exp(-out)) if self.task == "classification" else out * std + mean
         return emb, preds, status
 
     # ------------------------------------------------------------- public API

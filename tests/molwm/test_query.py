@@ -117,7 +117,7 @@ def test_streamed_query_equals_one_chunk_and_plots(checkpoint, tmp_path, suffix)
                       what=["predict", "neighbours", "embed"], reference=GOOD, k=2, progress=False)
     read = pd.read_csv if suffix == ".csv" else pd.read_parquet
     a, b = read(tmp_path / f"a{suffix}"), read(tmp_path / f"b{suffix}")
-    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    pd.testing.assert_frame_equal(a, b, check_dtype=False, atol=1e-5)  # batch composition moves the last ulp
     assert len(a) == 11 and a["row"].tolist() == list(range(11))
     assert small.n == 11 and small.n_ok == 7 and sum(small.reasons.values()) == 4
     assert {"hydration_free_energy", "hydration_free_energy_std", "neighbour_2", "similarity_1", "emb_0"} <= set(a)
