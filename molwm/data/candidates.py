@@ -199,8 +199,10 @@ def count_candidates(path: str | Path) -> int | None:
         with open(path, "rb") as fh:
             if kind == ".sdf":
                 return sum(line.startswith(b"$$$$") for line in fh)
-            lines = sum(1 for line in fh if line.strip())
-        return max(lines - 1, 0) if kind in (".csv", ".tsv") else lines
+            first = fh.readline()
+            lines = sum(1 for line in fh if line.strip() and not line.startswith(b"#")) + bool(first.strip())
+        header = kind in (".csv", ".tsv") or first.strip().lower().split()[:1] == [b"smiles"]
+        return max(lines - int(header), 0)
     except OSError:
         return None
 

@@ -151,3 +151,10 @@ def test_pyfunc_round_trip_equals_the_direct_api_and_enforces_limits(checkpoint,
     assert err.value.get_http_status_code() == 400
     with pytest.raises(MlflowException, match="row 1: SMILES has 61 characters"):
         model.predict(pd.DataFrame({"smiles": ["C", "C" * 61]}))
+
+
+def test_count_candidates_skips_headers_and_comments(tmp_path):
+    assert count_candidates(_write(tmp_path / "a.smi", "smiles name\nCCO a\n# note\nCCN b\n\n")) == 2
+    assert count_candidates(_write(tmp_path / "b.smi", "CCO\nCCN\n")) == 2
+    assert count_candidates(_write(tmp_path / "c.csv", "smiles\nCCO\nCCN\nCCC\n")) == 3
+    assert count_candidates(_write(tmp_path / "d.csv", "")) == 0
