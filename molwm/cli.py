@@ -161,7 +161,14 @@ def cmd_query(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from pathlib import Path
+
+    from molwm.config import ConfigError
     from molwm.serving import serve, serve_command
+
+    if Path(args.model).is_file():
+        raise ConfigError(f"{args.model} is a checkpoint file; serve an MLflow model: the models:/NAME@ALIAS or "
+                          f"models:/m-... URI printed as model_uri by molwm finetune / pretrain")
 
     where = f"http://{args.host}:{args.port}/invocations"
     print(f"serving {args.model} at {where} (limits: {args.max_molecules} molecules per request, "

@@ -168,11 +168,14 @@ class WorldModel:
         embed_fn = self.members[0].embed if self.members else self.encoder.embed
         for arrays in self._featurized(list(smiles), status):
             for pos, b in self._batches(arrays):
-                if embed:
+                if embed and not predict:
                     emb[pos] = embed_fn(b).numpy()
                 if predict:
                     for k, (m, (mean, std)) in enumerate(zip(self.members, self.scalers)):
-                        out = m(b).double().numpy()
+                        z = m.embed(b)  # the pooled features this member's head reads
+                        if embed and k == 0:
+                            emb[pos] = z.numpy()
+                        out = m.head(z).double().numpy()
                         preds[k, pos] = 1 / (1 + np.exp(-out)) if self.task == "classification" else out * std + mean
         return emb, preds, status
 

@@ -51,41 +51,36 @@ def _limit(name: str, default: int) -> int:
     return value
 
 
-# MLflow inspects predict's type hints when the class is defined and warns about them;
-# molwm logs an explicit signature instead, so those warnings are noise
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
+class MolwmPyfunc(mlflow.pyfunc.PythonModel):
+    """Loads the molwm checkpoint stored as the ``checkpoint`` artifact."""
 
-    class MolwmPyfunc(mlflow.pyfunc.PythonModel):
-        """Loads the molwm checkpoint stored as the ``checkpoint`` artifact."""
+    def load_context(self, context) -> None:
+        from molwm.query import WorldModel
 
-        def load_context(self, context) -> None:
-            from molwm.query import WorldModel
+        self.model = WorldModel.load(context.artifacts["checkpoint"])
+        self.max_molecules = _limit("MOLWM_MAX_MOLECULES", DEFAULT_MAX_MOLECULES)
+        self.max_smiles_length = _limit("MOLWM_MAX_SMILES_LENGTH", DEFAULT_MAX_SMILES_LENGTH)
+        self.model.max_smiles_length = self.max_smiles_length
 
-            self.model = WorldModel.load(context.artifacts["checkpoint"])
-            self.max_molecules = _limit("MOLWM_MAX_MOLECULES", DEFAULT_MAX_MOLECULES)
-            self.max_smiles_length = _limit("MOLWM_MAX_SMILES_LENGTH", DEFAULT_MAX_SMILES_LENGTH)
-            self.model.max_smiles_length = self.max_smiles_length
-
-        def predict(self, context, model_input, params=None) -> pd.DataFrame:
-            """Check the request against the limits, then answer one row per molecule."""
-            frame = _as_frame(model_input)
-            if len(frame) > self.max_molecules:
-                raise _refuse(f"request has {len(frame)} molecules, over the limit of {self.max_molecules} per "
-                              f"request: split it (or start the server with a higher --max-molecules)")
-            for i, s in enumerate(frame["smiles"].tolist()):
-                if isinstance(s, str) and len(s) > self.max_smiles_length:
-                    raise _refuse(f"row {i}: SMILES has {len(s)} characters, over the limit of "
-                                  f"{self.max_smiles_length} (--max-smiles-length)")
-            what = (params or {}).get("what", "auto")
-            if what not in ("auto", "predict", "embed"):
-                raise _refuse(f"parameter 'what' must be auto, predict or embed, got {what!r}")
-            if what == "predict" and not self.model.members:
-                raise _refuse("this model is a pretrained encoder without property heads: ask for what=embed")
-            try:
-                return self.model.predict_frame(frame, what)
-            except Exception as err:  # never a traceback to the client
-                raise MlflowException(f"molwm could not answer this request: {type(err).__name__}: {err}") from None
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Check the request against the limits, then answer one row per molecule."""
+        frame = _as_frame(model_input)
+        if len(frame) > self.max_molecules:
+            raise _refuse(f"request has {len(frame)} molecules, over the limit of {self.max_molecules} per "
+                          f"request: split it (or start the server with a higher --max-molecules)")
+        for i, s in enumerate(frame["smiles"].tolist()):
+            if isinstance(s, str) and len(s) > self.max_smiles_length:
+                raise _refuse(f"row {i}: SMILES has {len(s)} characters, over the limit of "
+                              f"{self.max_smiles_length} (--max-smiles-length)")
+        what = (params or {}).get("what", "auto")
+        if what not in ("auto", "predict", "embed"):
+            raise _refuse(f"parameter 'what' must be auto, predict or embed, got {what!r}")
+        if what == "predict" and not self.model.members:
+            raise _refuse("this model is a pretrained encoder without property heads: ask for what=embed")
+        try:
+            return self.model.predict_frame(frame, what)
+        except Exception as err:  # never a traceback to the client
+            raise MlflowException(f"molwm could not answer this request: {type(err).__name__}: {err}") from None
 
 
 def _as_frame(model_input) -> pd.DataFrame:

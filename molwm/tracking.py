@@ -212,7 +212,6 @@ class MLflowTracker(Tracker):
 
     def log_model(self, checkpoint, name="model", registered_name=None, alias=None):
         import logging
-        import warnings
 
         import mlflow.pyfunc
 
@@ -220,17 +219,15 @@ class MLflowTracker(Tracker):
         from molwm.serving import INPUT_EXAMPLE, MolwmPyfunc, model_signature
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        with warnings.catch_warnings():  # MLflow's advice to type-hint predict: the signature is explicit
-            warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(
-                name=name,
-                python_model=MolwmPyfunc(),
-                artifacts={"checkpoint": str(checkpoint)},
-                pip_requirements=[f"molwm=={__version__}"],
-                registered_model_name=registered_name,
-                signature=model_signature(),
-                input_example=INPUT_EXAMPLE,
-            )
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=MolwmPyfunc(),
+            artifacts={"checkpoint": str(checkpoint)},
+            pip_requirements=[f"molwm=={__version__}"],
+            registered_model_name=registered_name,
+            signature=model_signature(),
+            input_example=INPUT_EXAMPLE,
+        )
         if registered_name and alias:
             client = mlflow.MlflowClient(self.tracking_uri)
             version = info.registered_model_version
