@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
