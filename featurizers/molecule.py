@@ -319,11 +319,16 @@ def iter_featurized_chunks(
     max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH,
     offset: int = 0,
     largest_fragment: bool = False,
+    background: bool = False,
 ) -> Iterator[tuple[int, int, GraphArrays, list[Reject]]]:
     """Featurize in chunks, in order, optionally over a process pool.
 
     Workers exchange compact NumPy arrays, never tensors, so two processes
     are close to twice as fast as one.
+
+    Args:
+        background: Use worker processes even for ``n_jobs == 1``, so that
+            featurization runs ahead while the caller works on earlier chunks.
 
     Yields:
         ``(start, stop, arrays, rejects)`` per chunk, where ``start:stop`` are
@@ -332,7 +337,7 @@ def iter_featurized_chunks(
     n_jobs = resolve_n_jobs(n_jobs)
     bounds = [(i, min(i + chunk_size, len(smiles))) for i in range(0, len(smiles), chunk_size)]
     tasks = ((list(smiles[a:b]), offset + a, max_smiles_length, largest_fragment) for a, b in bounds)
-    if n_jobs == 1 or len(bounds) <= 1:
+    if (n_jobs == 1 and not background) or len(bounds) <= 1:
         for (a, b), task in zip(bounds, tasks):
             yield (a, b, *_worker(task))
         return

@@ -152,7 +152,7 @@ def cmd_query(args) -> int:
     what = [w.strip() for w in args.what.split(",") if w.strip()] if args.what else None
     result = run_query(args.model, args.output, smiles=args.smiles, input_path=args.input,
                        smiles_column=args.smiles_column, what=what, reference=args.reference, k=args.k,
-                       plot=args.plot, chunk_size=args.chunk_size, n_jobs=args.n_jobs,
+                       plot=args.plot, chunk_size=args.chunk_size, workers=args.workers,
                        progress=not args.no_progress)
     print(result.summary())
     for path in result.plots:
@@ -255,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true",
                    help="also write an embedding map and per-property histograms next to the output")
     p.add_argument("--chunk-size", type=int, default=10_000, help="candidates per chunk (memory is flat)")
-    p.add_argument("--n-jobs", type=int, default=0,
-                   help="featurizer processes running ahead of the encoder (0: one per core, 1: none)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="featurizer processes running ahead of the encoder (default 1; 0: none)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_query)
 

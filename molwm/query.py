@@ -75,8 +75,8 @@ class WorldModel:
         dataset: The dataset it was fine-tuned on, if any.
         max_smiles_length: Longer SMILES are rejected (``too_long``).
         digest: Checksum of the checkpoint file (keys cached reference embeddings).
-        n_jobs: Featurizer processes for inputs of 4 batches or more (1: in this
-            process; 0: one per core). They run ahead while this process encodes.
+        workers: Featurizer processes for inputs of 4 batches or more (0:
+            featurize in this process). They run ahead while this process encodes.
     """
 
     encoder: GraphEncoder
@@ -90,7 +90,7 @@ class WorldModel:
     dataset: str | None = None
     max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH
     digest: str = ""
-    n_jobs: int = 1
+    workers: int = 0
 
     @classmethod
     def load(cls, uri: str | Path) -> "WorldModel":
@@ -132,11 +132,12 @@ class WorldModel:
         return self.encoder.dim
 
     def _featurized(self, smiles: Sequence, status: list[str]) -> Iterable:
-        """Featurized chunks of one batch each; with ``n_jobs != 1`` worker processes featurize
+        """Featurized chunks of one batch each; with ``workers`` > 0, worker processes featurize
         the next batches while this process encodes the current one."""
-        n_jobs = self.n_jobs if len(smiles) >= 4 * self.batch_size else 1
-        for _, _, arrays, rejects in iter_featurized_chunks(smiles, n_jobs=n_jobs, chunk_size=self.batch_size,
-                                                            max_smiles_length=self.max_smiles_length):
+        workers = self.workers if len(smiles) >= 4 * self.batch_size else 0
+        chunks = iter_featurized_chunks(smiles, n_jobs=max(workers, 1), chunk_size=self.batch_size,
+                                        max_smiles_length=self.max_smiles_length, background=workers > 0)
+        for _, _, arrays, rejects in chunks:
             for r in rejects:
                 status[r.index] = r.reason
             yield arrays

@@ -103,7 +103,7 @@ def _chunks(smiles: Sequence[str] | None, input_path, smiles_column, chunk_size)
 def run_query(model: WorldModel | str, output: str | Path, smiles: Sequence[str] | None = None,
               input_path: str | Path | None = None, smiles_column: str | None = None,
               what: Sequence[str] | None = None, reference=None, k: int = 5, plot: bool = False,
-              chunk_size: int = 10_000, n_jobs: int = 0, progress: bool = True) -> QueryResult:
+              chunk_size: int = 10_000, workers: int = 1, progress: bool = True) -> QueryResult:
     """Answer ``what`` (``embed``, ``predict``, ``neighbours``) for every candidate; one output row per input.
 
     Args:
@@ -118,10 +118,10 @@ def run_query(model: WorldModel | str, output: str | Path, smiles: Sequence[str]
         plot: Also write ``<output>.embedding_map.png`` and one
             ``<output>.<property>.hist.png`` per predicted property.
         chunk_size: Candidates per chunk (memory is flat in the total).
-        n_jobs: Featurizer processes running ahead of the encoder (0: one per core; 1: none).
+        workers: Featurizer processes running ahead of the encoder (0: featurize in this process).
     """
     wm = model if isinstance(model, WorldModel) else WorldModel.load(model)
-    previous_jobs, wm.n_jobs = wm.n_jobs, n_jobs
+    previous_workers, wm.workers = wm.workers, workers
     if (smiles is None) == (input_path is None):
         raise CandidateError("give either SMILES or an input file")
     if input_path is not None:
@@ -176,7 +176,7 @@ def run_query(model: WorldModel | str, output: str | Path, smiles: Sequence[str]
     finally:
         bar.close()
         writer.close()
-        wm.n_jobs = previous_jobs
+        wm.workers = previous_workers
     result = QueryResult(Path(output), n, n_ok, reasons, time.perf_counter() - t0)
     if plot:
         result.plots = _plots(wm, Path(output), sample, predicted, ref)

@@ -44,6 +44,10 @@ def test_order_and_count_are_kept_with_bad_smiles_across_batches(checkpoint):
     for i, s in enumerate(MIXED):
         if i not in bad:
             np.testing.assert_allclose(emb[i], wm.embed([s])[0], atol=1e-5)
+    wm.workers = 1  # a featurizer process running ahead gives the same rows in the same order
+    emb_bg, status_bg = wm.embed(MIXED, with_status=True)
+    assert status_bg == status and np.allclose(emb_bg, emb, equal_nan=True, atol=1e-6)
+    wm.workers = 0
     frame = wm.predict(MIXED)
     assert len(frame) == len(MIXED)
     assert frame["smiles"].tolist()[:5] == MIXED[:5] and frame["smiles"].tolist()[6:] == MIXED[6:]
