@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--methods", default="rf_morgan,rf_descriptors,scratch,linear_probe,full,chemprop")
     parser.add_argument("--split-file", default=None,
                         help="reuse this split.json (source rows per seed) instead of the scratch run's; "
-                             "needed when scratch is not among --methods")
+                             "needed when scratch is not among --methods; '{dataset}' is replaced by each name")
     parser.add_argument("--out", default="outputs/benchmark_finetune.json")
     parser.add_argument("--experiment", default="molwm-benchmark")
     parser.add_argument("overrides", nargs="*", help="FinetuneConfig overrides for the GNN runs, e.g. epochs=30")
@@ -115,7 +115,7 @@ def main() -> None:
         task = "classification" if "classification" in prep.card.task.type else "regression"
         metric, _ = primary_metric(task)
         # 1. the GNN from scratch fixes the split for everyone (unless one is given)
-        split_file = args.split_file
+        split_file = args.split_file.format(dataset=dataset) if args.split_file else None
         if "scratch" in methods:
             scratch, secs = _gnn(dataset, "scratch", seeds, None, split_file, work, tracker, args.overrides)
             split_file = scratch.split_file
