@@ -104,8 +104,8 @@ class WorldModel:
         if kind == "graph_jepa":
             from molwm.train.finetune import load_pretrained_encoder
 
-            return cls(encoder=load_pretrained_encoder(str(path)).eval(), source=str(uri), digest=digest,
-                       dataset=state.get("config", {}).get("dataset"))
+            # no default reference: the pretraining set (MOSES) is too large to embed on the fly
+            return cls(encoder=load_pretrained_encoder(str(path)).eval(), source=str(uri), digest=digest)
         if kind != "property_model":
             raise CheckpointError(f"{uri}: not a molwm model (checkpoint kind {kind!r})")
         enc_cfg = from_dict(GraphEncoderConfig, state["encoder_config"])
