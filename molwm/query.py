@@ -233,11 +233,15 @@ class WorldModel:
             if cache_file.is_file():
                 saved = np.load(cache_file, allow_pickle=False)
                 return ReferenceSet(name, saved["smiles"], saved["ids"], saved["unit"])
+        from tqdm.auto import tqdm
+
         emb, status = [], []
-        for i in range(0, len(smiles), 20_000):
-            e, _, s = self.compute(smiles[i : i + 20_000], embed=True)
-            emb.append(e)
-            status.extend(s)
+        with tqdm(total=len(smiles), unit="mol", desc=f"embedding reference {name}", disable=not progress) as bar:
+            for i in range(0, len(smiles), 20_000):
+                e, _, s = self.compute(smiles[i : i + 20_000], embed=True)
+                emb.append(e)
+                status.extend(s)
+                bar.update(len(s))
         ok = np.array([s == "ok" for s in status], dtype=bool)
         unit = _normalise(np.concatenate(emb)[ok]) if emb else np.zeros((0, self.embedding_dim), np.float32)
         ref = ReferenceSet(name, np.asarray(smiles, dtype=str)[ok], np.asarray(ids, dtype=str)[ok], unit)
