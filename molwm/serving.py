@@ -77,9 +77,11 @@ class MolwmPyfunc(mlflow.pyfunc.PythonModel):
         if what == "predict" and not self.model.members:
             raise _refuse("this model is a pretrained encoder without property heads: ask for what=embed")
         try:
-            return self.model.predict_frame(frame, what)
+            out = self.model.predict_frame(frame, what)
         except Exception as err:  # never a traceback to the client
             raise MlflowException(f"molwm could not answer this request: {type(err).__name__}: {err}") from None
+        # missing values as None, so the server writes JSON null (NaN is not JSON)
+        return out.astype(object).where(out.notna(), None)
 
 
 def _as_frame(model_input) -> pd.DataFrame:

@@ -56,12 +56,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _not_json(name):
+    raise AssertionError(f"the server wrote {name}, which is not JSON")
+
+
 def _post(port: int, payload: dict) -> tuple[int, dict]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read().decode().replace("NaN", "null"))
+            return resp.status, json.loads(resp.read().decode(), parse_constant=_not_json)
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read().decode())
 
