@@ -15,7 +15,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
+from featurizers.molecule import resolve_n_jobs
 from molwm.data.candidates import CandidateError, check_candidates_path, count_candidates, iter_candidates
 from molwm.query import WHAT, WorldModel, embedding_frame, neighbour_frame
 
@@ -121,7 +123,19 @@ def run_query(model: WorldModel | str, output: str | Path, smiles: Sequence[str]
         workers: Featurizer processes running ahead of the encoder (0: featurize in this process).
     """
     wm = model if isinstance(model, WorldModel) else WorldModel.load(model)
-    previous_workers, wm.workers = wm.workers, workers
+    previous = wm.workers, torch.get_num_threads()
+    wm.workers = workers
+    if workers > 0:  # leave the featurizer processes their cores: oversubscribing is slower (docs/benchmarks.md)
+        torch.set_num_threads(max(1, resolve_n_jobs(0) - workers))
+    try:
+        return _query(wm, output, smiles, input_path, smiles_column, what, reference, k, plot, chunk_size, progress)
+    finally:
+        wm.workers = previous[0]
+        torch.set_num_threads(previous[1])
+
+
+def _query(wm: WorldModel, output, smiles, input_path, smiles_column, what, reference, k, plot, chunk_size,
+           progress) -> QueryResult:
     if (smiles is None) == (input_path is None):
         raise CandidateError("give either SMILES or an input file")
     if input_path is not None:
@@ -177,7 +191,6 @@ def run_query(model: WorldModel | str, output: str | Path, smiles: Sequence[str]
     finally:
         bar.close()
         writer.close()
-        wm.workers = previous_workers
     result = QueryResult(Path(output), n, n_ok, reasons, time.perf_counter() - t0)
     if plot:
         result.plots = _plots(wm, Path(output), sample, predicted, ref)
