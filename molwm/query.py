@@ -224,7 +224,7 @@ class WorldModel:
             return reference
         from molwm.data.candidates import load_reference_smiles
 
-        name, smiles, ids, content_key = load_reference_smiles(reference, cache_dir, progress)
+        name, smiles, ids, content_key = load_reference_smiles(reference)
         cache_file = None
         if content_key and self.digest:
             from molwm.data.cache import cache_root

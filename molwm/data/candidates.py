@@ -207,8 +207,7 @@ def count_candidates(path: str | Path) -> int | None:
         return None
 
 
-def load_reference_smiles(reference, cache_dir=None, progress: bool = False
-                          ) -> tuple[str, list, list, str | None]:
+def load_reference_smiles(reference) -> tuple[str, list, list, str | None]:
     """A reference set's SMILES: a dataset name, a candidates file, or a list of SMILES.
 
     Returns:
