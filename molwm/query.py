@@ -308,7 +308,7 @@ def neighbour_frame(smiles: list, emb: np.ndarray, status: list[str], ref: Refer
         sim = unit[i : i + block] @ ref.unit.T  # [b, R]
         part = np.argpartition(-sim, k_eff - 1, axis=1)[:, :k_eff] if k_eff < sim.shape[1] else \
             np.tile(np.arange(sim.shape[1]), (len(sim), 1))
-        psim = np.take_along_axis(sim, part, axis=1)
+        psim = np.clip(np.take_along_axis(sim, part, axis=1), -1.0, 1.0)  # float32 rounding can pass 1
         order = np.argsort(-psim, axis=1, kind="stable")
         rows = ok[i : i + block]
         top_idx[rows] = np.take_along_axis(part, order, axis=1)
