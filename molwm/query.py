@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -30,6 +29,7 @@ import torch
 from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, GRAPH_SPEC, iter_featurized_chunks
 from molwm.config import from_dict
 from molwm.data.batch import GraphBatch
+from molwm.data.sources import sha256_file
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
 from molwm.tasks.heads import HeadConfig, PropertyModel
 from molwm.tracking import resolve_model_path
@@ -98,7 +98,7 @@ class WorldModel:
         path = resolve_model_path(uri)
         if not path.is_file():
             raise FileNotFoundError(f"no model at {uri} (expected a checkpoint file or an MLflow model URI)")
-        digest = _file_digest(path)
+        digest = sha256_file(path)
         state = load_checkpoint(path)
         kind = state.get("kind")
         if kind == "graph_jepa":
@@ -317,8 +317,8 @@ def neighbour_frame(smiles: list, emb: np.ndarray, status: list[str], ref: Refer
     for j in range(k_eff):
         idx = top_idx[:, j]
         have = idx >= 0
-        out[f"neighbour_{j + 1}"] = np.where(have, ref.smiles[np.maximum(idx, 0)] if len(ref) else "", "")
-        out[f"neighbour_{j + 1}_id"] = np.where(have, ref.ids[np.maximum(idx, 0)] if len(ref) else "", "")
+        out[f"neighbour_{j + 1}"] = np.where(have, ref.smiles[np.maximum(idx, 0)], "")
+        out[f"neighbour_{j + 1}_id"] = np.where(have, ref.ids[np.maximum(idx, 0)], "")
         out[f"similarity_{j + 1}"] = top_sim[:, j]
     out["status"] = status
     return out
@@ -328,10 +328,3 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 
 from featurizers.molecule import resolve_n_jobs
-from molwm.data.candidates import CandidateError, check_candidates_path, count_candidates, iter_candidates
+from molwm.data.candidates import (CandidateError, candidate_frame, check_candidates_path, count_candidates,
+                                   iter_candidates)
 from molwm.query import WHAT, WorldModel, embedding_frame, neighbour_frame
 
 PLOT_SAMPLE = 5000
@@ -96,8 +97,7 @@ def _chunks(smiles: Sequence[str] | None, input_path, smiles_column, chunk_size)
         for i in range(0, len(smiles), chunk_size):
             part = list(smiles[i : i + chunk_size])
             rows = range(i, i + len(part))
-            yield pd.DataFrame({"row": list(rows), "id": [str(r) for r in rows], "smiles": part,
-                                "status": [None] * len(part)})
+            yield candidate_frame(rows, rows, part)
     else:
         yield from iter_candidates(input_path, smiles_column=smiles_column, chunk_size=chunk_size)
 

@@ -22,6 +22,8 @@ from typing import Iterator, Sequence
 
 import pandas as pd
 
+from molwm.data.sources import load_table, sha256_file
+
 CANDIDATE_SUFFIXES = (".csv", ".tsv", ".smi", ".smiles", ".sdf", ".parquet")
 SMILES_COLUMN_GUESSES = ("smiles", "canonical_smiles", "isomeric_smiles", "smi", "mol_smiles")
 ID_COLUMN_GUESSES = ("id", "name", "compound_id", "mol_id", "molecule_chembl_id")
@@ -53,7 +55,8 @@ def _pick(columns: Sequence[str], wanted: str | None, guesses: Sequence[str], pa
     return None
 
 
-def _frame(rows: range | Sequence[int], ids, smiles, status=None) -> pd.DataFrame:
+def candidate_frame(rows: range | Sequence[int], ids, smiles, status=None) -> pd.DataFrame:
+    """The frame every reader yields: ``row``, ``id`` (as text), ``smiles``, ``status`` (None = readable)."""
     n = len(smiles)
     return pd.DataFrame({
         "row": list(rows),
@@ -115,7 +118,7 @@ def _iter_table(path, sep, smiles_column, id_column, chunk_size):
         idc = _pick(list(chunk.columns), id_column, ID_COLUMN_GUESSES, path, "id")
         rows = range(start, start + len(chunk))
         ids = chunk[idc].tolist() if idc else list(rows)
-        yield _frame(rows, ids, chunk[smi].tolist())
+        yield candidate_frame(rows, ids, chunk[smi].tolist())
         start += len(chunk)
 
 
@@ -130,7 +133,7 @@ def _iter_parquet(path, smiles_column, id_column, chunk_size):
     for batch in pf.iter_batches(batch_size=chunk_size, columns=[c for c in (smi, idc) if c]):
         chunk = batch.to_pandas()
         rows = range(start, start + len(chunk))
-        yield _frame(rows, chunk[idc].tolist() if idc else list(rows), chunk[smi].tolist())
+        yield candidate_frame(rows, chunk[idc].tolist() if idc else list(rows), chunk[smi].tolist())
         start += len(chunk)
 
 
@@ -155,10 +158,10 @@ def _iter_smi(path, chunk_size):
             ids.append(parts[1].strip() if len(parts) > 1 else row)
             row += 1
             if len(rows) == chunk_size:
-                yield _frame(rows, ids, smiles)
+                yield candidate_frame(rows, ids, smiles)
                 rows, ids, smiles = [], [], []
     if rows:
-        yield _frame(rows, ids, smiles)
+        yield candidate_frame(rows, ids, smiles)
 
 
 def _iter_sdf(path, chunk_size):
@@ -179,10 +182,10 @@ def _iter_sdf(path, chunk_size):
                 smiles.append(Chem.MolToSmiles(mol))
                 status.append(None)
             if len(rows) == chunk_size:
-                yield _frame(rows, ids, smiles, status)
+                yield candidate_frame(rows, ids, smiles, status)
                 rows, ids, smiles, status = [], [], [], []
     if rows:
-        yield _frame(rows, ids, smiles, status)
+        yield candidate_frame(rows, ids, smiles, status)
 
 
 def count_candidates(path: str | Path) -> int | None:
@@ -220,14 +223,9 @@ def load_reference_smiles(reference) -> tuple[str, list, list, str | None]:
     path = Path(text)
     if path.is_file() and _suffix(path) in CANDIDATE_SUFFIXES:
         frames = list(iter_candidates(path, chunk_size=50_000))
-        frame = pd.concat(frames, ignore_index=True) if frames else _frame([], [], [])
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return path.name, frame["smiles"].tolist(), frame["id"].tolist(), h.hexdigest()
+        frame = pd.concat(frames, ignore_index=True) if frames else candidate_frame([], [], [])
+        return path.name, frame["smiles"].tolist(), frame["id"].tolist(), sha256_file(path)
     from molwm.data.registry import get_card
-    from molwm.data.sources import load_table
 
     table = load_table(get_card(text))
     frame = table.frame
