@@ -48,6 +48,8 @@ def test_query_cli_on_a_registered_model(capsys, tmp_path):
     assert "Registered Model with name=missing not found" in capsys.readouterr().err
     assert main(["query", "--model", uri, "--smiles", "CCO", "--output", "x.json", "--no-progress"]) == 2
     assert "must end in .csv or .parquet" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path / "ft" / "model.pt")]) == 2
+    assert "is a checkpoint file; serve an MLflow model" in capsys.readouterr().err
 
 
 def _free_port() -> int:

@@ -62,6 +62,7 @@ def test_neighbours_find_the_molecule_itself_first(checkpoint):
     out = wm.neighbours(["c1ccccc1O", "not smiles", "CCCCCCCC"], reference=GOOD, k=3)
     assert out["neighbour_1"].tolist() == ["c1ccccc1O", "", "CCCCCCCC"]
     assert out["similarity_1"].iloc[0] == pytest.approx(1.0, abs=1e-4)
+    assert (out[[c for c in out if c.startswith("similarity_")]].fillna(0) <= 1.0).all().all()  # clipped
     assert (out["similarity_1"].iloc[[0, 2]] >= out["similarity_2"].iloc[[0, 2]]).all()
     assert out["status"].tolist()[1] != "ok" and np.isnan(out["similarity_1"].iloc[1])
     # a dataset reference is embedded once and cached on disk
@@ -126,6 +127,15 @@ def test_streamed_query_equals_one_chunk_and_plots(checkpoint, tmp_path, suffix)
     assert small.n == 11 and small.n_ok == 7 and sum(small.reasons.values()) == 4
     assert {"hydration_free_energy", "hydration_free_energy_std", "neighbour_2", "similarity_1", "emb_0"} <= set(a)
     assert "11 molecules: 7 ok, 4 rejected" in small.summary()
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(7)  # a value run_query never picks on its own, to see it restored
+    try:
+        run_query(wm, tmp_path / f"c{suffix}", input_path=tmp_path / "in.csv", workers=1, progress=False)
+        assert torch.get_num_threads() == 7 and wm.workers == 0  # settings restored after the query
+    finally:
+        torch.set_num_threads(threads)
     names = sorted(p.name for p in small.plots)
     assert names == ["a.embedding_map.png", "a.hydration_free_energy.hist.png"]
     assert all(p.stat().st_size > 5000 for p in small.plots)
