@@ -1,0 +1,313 @@
+"""Multimodal JEPA: graph, assay-panel and image encoders in one joint space.
+
+Context path: each modality's encoder sees only its visible tokens (atoms
+outside the hidden blocks, kept patches, kept measurements); the fusion
+transformer joins them. Target path: EMA copies of the modality encoders,
+each seeing its whole modality alone (so a hidden modality's targets never
+carry information from the visible ones), layer-normalised. The predictor
+gets the fused context plus one query per hidden token (a mask token, the
+modality's embedding and the token's positional code) and one pooled query
+per wholly hidden modality, and regresses their target embeddings.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.utils import to_dense_batch
+
+from featurizers.spec import GraphSpec
+from molwm.data.multimodal import MODALITIES, MultimodalBatch
+from molwm.encoders.assay import AssayEncoder, AssayEncoderConfig
+from molwm.encoders.fusion import FusedTokens, Fusion, FusionConfig
+from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
+from molwm.encoders.image import ImageEncoder, ImageEncoderConfig, gather_tokens
+from molwm.jepa.losses import prediction_loss, vicreg_regulariser
+from molwm.jepa.mm_masking import MultimodalMasks
+from molwm.jepa.model import PredictorConfig
+
+G, A, I = (MODALITIES.index(m) for m in ("graph", "assay", "image"))
+
+
+@dataclass
+class MultimodalJEPAConfig:
+    """The joint model and its objective.
+
+    Attributes:
+        dim: Joint width ``D``; every encoder's ``dim`` must equal it.
+        graph: Graph encoder sizes.
+        assay: Assay encoder sizes.
+        image: Image encoder sizes.
+        fusion: Joint transformer sizes.
+        predictor: Predictor sizes.
+        loss: ``smooth_l1`` or ``l2`` in embedding space.
+        pooled_weight: Weight of the wholly hidden modalities' pooled targets.
+        anti_collapse_weight: VICReg weight on the joint (global-token) embedding.
+        ema_start: EMA momentum at step 0.
+        ema_end: EMA momentum at the last step.
+    """
+
+    dim: int = 128
+    graph: GraphEncoderConfig = field(default_factory=GraphEncoderConfig)
+    assay: AssayEncoderConfig = field(default_factory=AssayEncoderConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    loss: Literal["smooth_l1", "l2"] = "smooth_l1"
+    pooled_weight: float = 1.0
+    anti_collapse_weight: float = 0.05
+    ema_start: float = 0.996
+    ema_end: float = 1.0
+
+    def validate(self) -> None:
+        from molwm.config import ConfigError
+
+        for name in ("graph", "assay", "image"):
+            if getattr(self, name).dim != self.dim:
+                raise ConfigError(f"{name}.dim ({getattr(self, name).dim}) must equal dim ({self.dim}): "
+                                  "every modality meets in one joint width")
+
+
+@dataclass
+class MultimodalOutput:
+    """One forward pass.
+
+    Attributes:
+        loss: Total loss.
+        pred_loss: Mean over modalities of the hidden-token loss.
+        pooled_loss: Loss on wholly hidden modalities' pooled embeddings (0 if none).
+        reg: Anti-collapse term (unweighted).
+        per_modality: Hidden-token loss of each modality that had targets.
+        joint: ``[B, D]`` joint context embedding.
+        pred: ``[Nt, D]`` all predictions (modalities concatenated).
+        target: ``[Nt, D]`` their targets.
+    """
+
+    loss: Tensor
+    pred_loss: Tensor
+    pooled_loss: Tensor
+    reg: Tensor
+    per_modality: dict[str, Tensor]
+    joint: Tensor
+    pred: Tensor
+    target: Tensor
+
+
+def _place(x: Tensor, pad: Tensor, rows: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Scatter ``x [Bm, T, *]`` / ``pad [Bm, T]`` into ``size`` batch rows (absent rows all pad)."""
+    out = x.new_zeros((size, *x.shape[1:]))
+    out_pad = torch.ones(size, x.shape[1], dtype=torch.bool, device=x.device)
+    out[rows], out_pad[rows] = x, pad
+    return out, out_pad
+
+
+class MultimodalPredictor(nn.Module):
+    """Narrow transformer over ``[context, token queries per modality, pooled queries]``.
+
+    Args:
+        dim: Joint width ``D``.
+        pos_dims: Positional code width of each modality (in ``MODALITIES`` order).
+        config: Sizes.
+    """
+
+    def __init__(self, dim: int, pos_dims: list[int], config: PredictorConfig):
+        super().__init__()
+        d = config.dim
+        self.inp = nn.Linear(dim, d)
+        self.pos = nn.ModuleList(nn.Linear(p, d) for p in pos_dims)
+        self.modality = nn.Parameter(torch.randn(len(pos_dims), d) * 0.02)
+        self.mask_token = nn.Parameter(torch.randn(d) * 0.02)
+        self.pooled_query = nn.Parameter(torch.randn(len(pos_dims), d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, config.heads, 2 * d, dropout=0.0, batch_first=True, norm_first=True,
+                                           activation="gelu")
+        self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, dim)
+
+    def forward(self, context: FusedTokens, queries: list[tuple[int, Tensor, Tensor]],
+                pooled: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Predict target embeddings.
+
+        Shapes:
+            context: ``x [B, Tc, D]``; queries: ``[(modality, pos [B, Tq, P_m], pad [B, Tq])]``;
+            pooled: ``[B]`` modality index to predict whole (-1: none) ->
+            ``([pred [B, Tq, D] per query group], pooled pred [B, D])``.
+        """
+        b = context.x.shape[0]
+        xs, pads = [self.inp(context.x)], [context.pad]
+        for m, pos, pad in queries:
+            xs.append(self.mask_token + self.modality[m] + self.pos[m](pos))  # [B, Tq, d]
+            pads.append(pad)
+        xs.append(self.pooled_query[pooled.clamp(min=0)].unsqueeze(1))  # [B, 1, d]
+        pads.append((pooled < 0).unsqueeze(1))
+        h = self.out(self.norm(self.blocks(torch.cat(xs, 1), src_key_padding_mask=torch.cat(pads, 1))))
+        outs, start = [], context.x.shape[1]
+        for _, pos, _ in queries:
+            outs.append(h[:, start:start + pos.shape[1]])
+            start += pos.shape[1]
+        return outs, h[:, -1].reshape(b, -1)
+
+
+class MultimodalJEPA(nn.Module):
+    """Context encoders + fusion, EMA target encoders, predictor.
+
+    Args:
+        spec: Graph featurizer spec.
+        n_assays: Assay vocabulary size.
+        config: Sizes and objective.
+    """
+
+    def __init__(self, spec: GraphSpec, n_assays: int, config: MultimodalJEPAConfig | None = None):
+        super().__init__()
+        self.config = config = config or MultimodalJEPAConfig()
+        self.encoders = nn.ModuleDict({
+            "graph": GraphEncoder(spec, config.graph),
+            "assay": AssayEncoder(n_assays, config.assay),
+            "image": ImageEncoder(config.image),
+        })
+        self.targets = copy.deepcopy(self.encoders)
+        for p in self.targets.parameters():
+            p.requires_grad_(False)
+        self.fusion = Fusion(config.dim, len(MODALITIES), config.fusion)
+        pos_dims = [config.graph.pe_dim, n_assays, config.image.pos_dim]
+        self.predictor = MultimodalPredictor(config.dim, pos_dims, config.predictor)
+
+    # ---- encoders -------------------------------------------------------------------------------
+    def _encode(self, encoders: nn.ModuleDict, batch: MultimodalBatch, modality: int, keep: Tensor | None):
+        """Tokens of one modality for the rows that keep any, as ``(x, pad, rows)`` (None if no row)."""
+        rows = batch.rows(MODALITIES[modality])
+        if modality == G:
+            t = encoders["graph"].tokens(batch.graph, keep=keep)  # [Bg, T, D]
+            return t, rows
+        sel = torch.arange(len(rows)) if keep is None else torch.nonzero(keep.any(1)).squeeze(1)
+        if len(sel) == 0:
+            return None, rows
+        if modality == A:
+            t = encoders["assay"].tokens(batch.assay.select(sel), None if keep is None else keep[sel])
+        else:
+            img = batch.image.select(sel)
+            t = encoders["image"].tokens(img.pixels, img.present, None if keep is None else keep[sel])
+        return t, rows[sel]
+
+    def context(self, batch: MultimodalBatch, masks: MultimodalMasks | None = None) -> FusedTokens:
+        """Fused context tokens; without masks every present token is visible."""
+        parts = []
+        keeps = {G: masks.graph.keep if masks is not None and masks.graph is not None else None,
+                 A: masks.assay_keep if masks is not None else None,
+                 I: masks.image_keep if masks is not None else None}
+        for m in (G, A, I):
+            if getattr(batch, MODALITIES[m]) is None:
+                continue
+            t, rows = self._encode(self.encoders, batch, m, keeps[m])
+            if t is not None:
+                x, pad = _place(t.x, t.pad, rows, batch.size)
+                parts.append((m, x, pad))
+        if not parts:
+            z = self.fusion.global_token.new_zeros(batch.size, 0, self.config.dim)
+            parts.append((G, z, torch.zeros(batch.size, 0, dtype=torch.bool)))
+        return self.fusion(parts)
+
+    @torch.no_grad()
+    def target_tokens(self, batch: MultimodalBatch, modality: int):
+        """Layer-normed target tokens of one modality for its rows: ``(x [Bm, T, D], pad [Bm, T])``."""
+        for enc in self.targets.values():
+            enc.eval()
+        t, _ = self._encode(self.targets, batch, modality, None)
+        return F.layer_norm(t.x, (self.config.dim,)), t.pad
+
+    # ---- objective ------------------------------------------------------------------------------
+    def forward(self, batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalOutput:
+        """One JEPA pass over a multimodal batch; masks come from the collate step."""
+        d, b = self.config.dim, batch.size
+        queries, targets, names, pooled_t = [], [], [], torch.zeros(b, d)
+        for m in (G, A, I):
+            if getattr(batch, MODALITIES[m]) is None:
+                continue
+            tx, tpad = self.target_tokens(batch, m)  # [Bm, T, D]
+            rows = batch.rows(MODALITIES[m])
+            real = (~tpad).unsqueeze(-1).to(tx.dtype)
+            mean = (tx * real).sum(1) / real.sum(1).clamp(min=1.0)  # [Bm, D]
+            pooled_t[rows] = F.layer_norm(mean, (d,))
+            if m == G:
+                gm = masks.graph
+                if len(gm.target_idx) == 0:
+                    continue
+                h = tx[~tpad]  # [N, D] atoms in batch order
+                tgt = h[gm.target_idx]
+                pos, real_q = to_dense_batch(batch.graph.pe[gm.target_idx], rows[gm.target_mol], batch_size=b)
+                qpad = ~real_q
+            else:
+                tmask = masks.assay_target if m == A else masks.image_target  # [Bm, T]
+                if not bool(tmask.any()):
+                    continue
+                tgt = tx[tmask]
+                code = self.encoders["assay"].positions(batch.assay.ids) if m == A else \
+                    self.encoders["image"].pos_code.expand(len(rows), -1, -1)
+                pos, qpad, _ = gather_tokens(code, tmask)  # [Bm, K, P]
+                pos, qpad = _place(pos, qpad, rows, b)
+            if len(tgt) == 0:
+                continue
+            queries.append((m, pos, qpad))
+            targets.append(tgt)
+            names.append(MODALITIES[m])
+        context = self.context(batch, masks)
+        preds, pooled_p = self.predictor(context, queries, masks.hidden)
+        per_modality = {}
+        flat_pred = []
+        for (m, _, qpad), pred, tgt, name in zip(queries, preds, targets, names):
+            p = pred[~qpad]  # row-major: rows ascending, tokens in position order, like the targets
+            per_modality[name] = prediction_loss(p, tgt, self.config.loss)
+            flat_pred.append(p)
+        zero = context.joint.sum() * 0.0
+        pred_loss = torch.stack(list(per_modality.values())).mean() if per_modality else zero
+        whole = masks.hidden >= 0
+        pooled_loss = prediction_loss(pooled_p[whole], pooled_t[whole], self.config.loss) if whole.any() else zero
+        reg = vicreg_regulariser(context.joint)
+        loss = pred_loss + self.config.pooled_weight * pooled_loss + self.config.anti_collapse_weight * reg
+        pred = torch.cat(flat_pred) if flat_pred else pooled_p[:0]
+        target = torch.cat(targets) if targets else pooled_t[:0]
+        return MultimodalOutput(loss, pred_loss, pooled_loss, reg, per_modality, context.joint, pred, target)
+
+    @torch.no_grad()
+    def ema_update(self, momentum: float) -> None:
+        """``target <- momentum * target + (1 - momentum) * context`` for every modality encoder."""
+        for t, c in zip(self.targets.parameters(), self.encoders.parameters()):
+            t.mul_(momentum).add_(c.detach(), alpha=1.0 - momentum)
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """EMA momentum schedule: linear from ``ema_start`` to ``ema_end``."""
+        frac = min(1.0, step / max(1, total_steps))
+        return self.config.ema_start + frac * (self.config.ema_end - self.config.ema_start)
+
+    # ---- embeddings for downstream use ------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, batch: MultimodalBatch) -> Tensor:
+        """Joint embedding of whatever each sample has: ``[B, D]``."""
+        self.eval()
+        return self.context(batch).joint
+
+    @torch.no_grad()
+    def predict_modality(self, batch: MultimodalBatch, modality: str) -> Tensor:
+        """Predicted pooled target embedding of ``modality`` from the modalities present: ``[B, D]``."""
+        self.eval()
+        context = self.context(batch)
+        hidden = torch.full((batch.size,), MODALITIES.index(modality), dtype=torch.long)
+        _, pooled = self.predictor(context, [], hidden)
+        return pooled
+
+    @torch.no_grad()
+    def modality_embedding(self, batch: MultimodalBatch, modality: str) -> tuple[Tensor, Tensor]:
+        """Target-encoder pooled (layer-normed) embedding of ``modality`` for the rows that have it.
+
+        Returns:
+            ``(embeddings [Bm, D], rows [Bm])``.
+        """
+        tx, tpad = self.target_tokens(batch, MODALITIES.index(modality))
+        real = (~tpad).unsqueeze(-1).to(tx.dtype)
+        mean = (tx * real).sum(1) / real.sum(1).clamp(min=1.0)
+        return F.layer_norm(mean, (self.config.dim,)), batch.rows(modality)
