@@ -10,7 +10,6 @@ killed at any moment and resumed has no duplicated and no missing steps.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,14 +25,8 @@ from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import GraphJEPA, JEPAConfig
 from molwm.tracking import NullTracker, Tracker
-from molwm.train.common import (
-    TrainingDiverged,
-    all_finite,
-    load_checkpoint,
-    lr_at,
-    plot_curves,
-    save_checkpoint,
-)
+from molwm.train.common import TrainingDiverged, all_finite, load_checkpoint, lr_at, plot_curves
+from molwm.train.loop import LoopSchedule, count_parameters, drop_logged, flush, run_steps
 
 
 @dataclass
@@ -224,8 +217,6 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
         stop_after: Stop (as if interrupted) once this global step is reached,
             without the end-of-run outputs; used to test resumption.
     """
-    from tqdm.auto import tqdm
-
     tracker = tracker or NullTracker()
     state = None
     if resume is not None:
@@ -257,62 +248,24 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
         if state is None:
             tracker.log_config(config)
             tracker.log_params({"data.n_molecules": len(data.graphs), "data.cache_key": prep.cache.manifest["key"],
-                                "steps_total": total, "params_encoder": _count(model.context_encoder),
-                                "params_predictor": _count(model.predictor)})
-        # a checkpoint's pending metrics may already have been written just before an interruption
-        last = {k: tracker.last_step(k) for k in {k for k, _, _ in pending}}
-        pending[:] = [(k, v, st) for k, v, st in pending if st > last[k]]
-        _flush(tracker, pending)
-        bar = tqdm(total=total, initial=start_step, desc="pretrain", unit="step", disable=not progress)
-        t_last, last_loss = time.perf_counter(), float("nan")
-        for step in range(start_step, total):
-            if stop_after is not None and step >= stop_after:
-                bar.close()
-                return PretrainResult(run_id, None, ckpt_path, step, last_loss, history)
-            batch, masks = data.batch(step)
-            try:
-                metrics = train_step(model, optimizer, batch, masks, config, step, total, check_grads=step == 0)
-            except TrainingDiverged as err:
-                good = ckpt_path if ckpt_path.is_file() else None
-                raise TrainingDiverged(
-                    f"training diverged: {err}. Last good checkpoint: {good or 'none (no checkpoint written yet)'}; "
-                    "lower lr or raise warmup_steps, then resume from it."
-                ) from None
-            last_loss = metrics["loss"]
-            if (step + 1) % config.log_every == 0 or step + 1 == total:
-                now = time.perf_counter()
-                metrics["graphs_per_s"] = config.batch_size * config.log_every / max(now - t_last, 1e-9)
-                t_last = now
-                _record(history, pending, metrics, step)
-            if (step + 1) % config.health_every == 0 or step + 1 == total:
-                _record(history, pending, evaluate_health(model, batch, masks), step)
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:
-                save_checkpoint(_state(model, optimizer, config, step + 1, run_id, history, pending), ckpt_path)
-                _flush(tracker, pending)
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-        bar.close()
+                                "steps_total": total, "params_encoder": count_parameters(model.context_encoder),
+                                "params_predictor": count_parameters(model.predictor)})
+        drop_logged(tracker, pending)
+        flush(tracker, pending)
+        schedule = LoopSchedule(total, config.batch_size, config.log_every, config.health_every,
+                                config.checkpoint_every, ckpt_path, rate_name="graphs_per_s")
+        done, last_loss = run_steps(
+            schedule, start_step, tracker, history, pending,
+            batch_fn=data.batch,
+            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step, total,
+                                               check_grads=step == 0),
+            health_fn=lambda b: evaluate_health(model, b[0], b[1]),
+            state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending),
+            progress=progress, stop_after=stop_after)
+        if done < total:
+            return PretrainResult(run_id, None, ckpt_path, done, last_loss, history)
         model_uri = _log_outputs(tracker, history, ckpt_path, config)
     return PretrainResult(run_id, model_uri, ckpt_path, total, last_loss, history)
-
-
-def _count(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def _record(history, pending, metrics: dict[str, float], step: int) -> None:
-    for k, v in metrics.items():
-        history.setdefault(k, []).append((step, float(v)))
-        pending.append((k, float(v), step))
-
-
-def _flush(tracker: Tracker, pending: list) -> None:
-    by_step: dict[int, dict[str, float]] = {}
-    for k, v, s in pending:
-        by_step.setdefault(s, {})[k] = v
-    for s in sorted(by_step):
-        tracker.log_metrics(by_step[s], step=s)
-    pending.clear()
 
 
 def _log_outputs(tracker: Tracker, history, ckpt_path: Path, config: PretrainConfig) -> str | None:

@@ -1,0 +1,129 @@
+"""The step loop every pretraining objective shares: logging, health, checkpoints, resume.
+
+Metrics are buffered in ``pending`` and written to the tracker right after each
+checkpoint (the buffer is stored inside the checkpoint), so a run killed at
+any moment and resumed has no duplicated and no missing steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from molwm.tracking import Tracker
+from molwm.train.common import TrainingDiverged, save_checkpoint
+
+History = dict[str, list[tuple[int, float]]]
+Pending = list[tuple[str, float, int]]
+
+
+@dataclass
+class LoopSchedule:
+    """When the loop logs, measures health and checkpoints.
+
+    Attributes:
+        total: Steps in the run.
+        batch_size: Samples per step (for samples/s).
+        log_every: Steps between metric points.
+        health_every: Steps between embedding-health points.
+        checkpoint_every: Steps between checkpoints.
+        checkpoint: Path of the rolling checkpoint.
+        rate_name: Metric name of the throughput (e.g. ``graphs_per_s``).
+    """
+
+    total: int
+    batch_size: int
+    log_every: int
+    health_every: int
+    checkpoint_every: int
+    checkpoint: Path
+    rate_name: str = "samples_per_s"
+
+
+def record(history: History, pending: Pending, metrics: dict[str, float], step: int) -> None:
+    """Add metrics at ``step`` to the run history and the not-yet-logged buffer."""
+    for k, v in metrics.items():
+        history.setdefault(k, []).append((step, float(v)))
+        pending.append((k, float(v), step))
+
+
+def flush(tracker: Tracker, pending: Pending) -> None:
+    """Write buffered metrics to the tracker, step by step, and empty the buffer."""
+    by_step: dict[int, dict[str, float]] = {}
+    for k, v, s in pending:
+        by_step.setdefault(s, {})[k] = v
+    for s in sorted(by_step):
+        tracker.log_metrics(by_step[s], step=s)
+    pending.clear()
+
+
+def drop_logged(tracker: Tracker, pending: Pending) -> None:
+    """Remove buffered points the tracker already has (written just before an interruption)."""
+    last = {k: tracker.last_step(k) for k in {k for k, _, _ in pending}}
+    pending[:] = [(k, v, s) for k, v, s in pending if s > last[k]]
+
+
+def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history: History, pending: Pending,
+              batch_fn: Callable[[int], Any], step_fn: Callable[[int, Any], dict[str, float]],
+              health_fn: Callable[[Any], dict[str, float]], state_fn: Callable[[int], dict],
+              progress: bool = True, stop_after: int | None = None, desc: str = "pretrain") -> tuple[int, float]:
+    """Run steps ``start_step .. total - 1``.
+
+    Args:
+        schedule: Totals and intervals.
+        start_step: First step (a resumed run's checkpoint step).
+        tracker: Where metrics go.
+        history: Metric history (updated in place).
+        pending: Buffered metrics (updated in place; stored in checkpoints).
+        batch_fn: ``step -> batch`` (deterministic in the step).
+        step_fn: ``(step, batch) -> metrics``; raises TrainingDiverged on NaN.
+        health_fn: ``batch -> health metrics``.
+        state_fn: ``next_step -> checkpoint dict``.
+        progress: Show a progress bar.
+        stop_after: Return (as if interrupted) once this step is reached.
+        desc: Progress bar label.
+
+    Returns:
+        ``(steps done, last loss)``.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=schedule.total, initial=start_step, desc=desc, unit="step", disable=not progress)
+    t_last, last_loss = time.perf_counter(), float("nan")
+    for step in range(start_step, schedule.total):
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return step, last_loss
+        batch = batch_fn(step)
+        try:
+            metrics = step_fn(step, batch)
+        except TrainingDiverged as err:
+            good = schedule.checkpoint if schedule.checkpoint.is_file() else None
+            bar.close()
+            raise TrainingDiverged(
+                f"training diverged: {err}. Last good checkpoint: {good or 'none (no checkpoint written yet)'}; "
+                "lower lr or raise warmup_steps, then resume from it."
+            ) from None
+        last_loss = metrics["loss"]
+        last = step + 1 == schedule.total
+        if (step + 1) % schedule.log_every == 0 or last:
+            now = time.perf_counter()
+            metrics[schedule.rate_name] = schedule.batch_size * schedule.log_every / max(now - t_last, 1e-9)
+            t_last = now
+            record(history, pending, metrics, step)
+        if (step + 1) % schedule.health_every == 0 or last:
+            record(history, pending, health_fn(batch), step)
+        if (step + 1) % schedule.checkpoint_every == 0 or last:
+            save_checkpoint(state_fn(step + 1), schedule.checkpoint)
+            flush(tracker, pending)
+        bar.update(1)
+        bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+    bar.close()
+    return schedule.total, last_loss
+
+
+def count_parameters(module) -> int:
+    """Number of parameters of a module."""
+    return sum(p.numel() for p in module.parameters())
