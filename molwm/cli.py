@@ -114,12 +114,34 @@ def cmd_pretrain(args) -> int:
     from molwm.tracking import make_tracker
     from molwm.train.pretrain import PretrainConfig, run_pretrain
 
-    config = load_config(PretrainConfig, args.config, args.overrides)
-    tracker = make_tracker(not args.no_track, experiment=config.experiment)
-    result = run_pretrain(config, tracker, resume=args.resume, progress=not args.no_progress)
+    if _is_multimodal(args):
+        from molwm.train.pretrain_mm import MultimodalPretrainConfig, run_multimodal_pretrain
+
+        config = load_config(MultimodalPretrainConfig, args.config, args.overrides)
+        tracker = make_tracker(not args.no_track, experiment=config.experiment)
+        result = run_multimodal_pretrain(config, tracker, resume=args.resume, progress=not args.no_progress)
+        counts = result.build.train.counts()
+        print(f"data: {counts['samples']:,} samples ({counts['with_graph']:,} graphs, {counts['with_assays']:,} "
+              f"with assays, {counts['with_image']:,} images), {len(result.build.rejects)} rejected")
+    else:
+        config = load_config(PretrainConfig, args.config, args.overrides)
+        tracker = make_tracker(not args.no_track, experiment=config.experiment)
+        result = run_pretrain(config, tracker, resume=args.resume, progress=not args.no_progress)
     print(f"pretrained {result.steps} steps, final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
     _print_chain(result.run_id, result.model_uri)
     return 0
+
+
+def _is_multimodal(args) -> bool:
+    """Multimodal runs are named by ``kind: multimodal`` in their YAML (or their checkpoint's kind)."""
+    from molwm.config import read_yaml
+
+    if args.resume:
+        from molwm.train.common import load_checkpoint
+
+        return str(load_checkpoint(args.resume).get("kind", "")).startswith("multimodal")
+    data = read_yaml(args.config) if args.config else {}
+    return data.get("kind") == "multimodal" or any(o.replace(" ", "") == "kind=multimodal" for o in args.overrides)
 
 
 def cmd_finetune(args) -> int:
@@ -220,8 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_data_prepare)
 
-    p = sub.add_parser("pretrain", help="JEPA pretraining (Python: molwm.train.pretrain.run_pretrain)",
-                       epilog="Any PretrainConfig key can be set as key=value, e.g. model.encoder.dim=64.")
+    p = sub.add_parser("pretrain", help="JEPA pretraining (Python: molwm.train.pretrain.run_pretrain; "
+                       "multimodal: molwm.train.pretrain_mm.run_multimodal_pretrain)",
+                       epilog="Any config key can be set as key=value, e.g. model.encoder.dim=64. A YAML with "
+                              "'kind: multimodal' runs the multimodal JEPA (configs/pretrain/multimodal.yaml).")
     p.add_argument("--config", default=None, help="YAML, e.g. configs/pretrain/graph_jepa.yaml")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its checkpoint")
     quiet(p)

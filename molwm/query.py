@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
 from molwm.tasks.heads import HeadConfig, PropertyModel
 from molwm.tracking import resolve_model_path
 from molwm.train.common import CheckpointError, load_checkpoint
+
+if TYPE_CHECKING:
+    from molwm.query_mm import JointGraphModel
 
 WHAT = ("embed", "predict", "neighbours")
 """What a query can compute per molecule."""
@@ -77,6 +80,8 @@ class WorldModel:
         digest: Checksum of the checkpoint file (keys cached reference embeddings).
         workers: Featurizer processes for inputs of 4 batches or more (0:
             featurize in this process). They run ahead while this process encodes.
+        joint: For a multimodal JEPA: the joint model seen from the graph side
+            (embeddings are joint embeddings; predictions are assay values).
     """
 
     encoder: GraphEncoder
@@ -91,6 +96,7 @@ class WorldModel:
     max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH
     digest: str = ""
     workers: int = 0
+    joint: JointGraphModel | None = None
 
     @classmethod
     def load(cls, uri: str | Path) -> "WorldModel":
@@ -105,6 +111,17 @@ class WorldModel:
             from molwm.train.finetune import load_pretrained_encoder
 
             # no default reference: the pretraining set (MOSES) is too large to embed on the fly
+            return cls(encoder=load_pretrained_encoder(str(path)).eval(), source=str(uri), digest=digest)
+        if kind == "multimodal_jepa":
+            from molwm.query_mm import JointGraphModel
+
+            joint = JointGraphModel(state)
+            return cls(encoder=joint.model.targets["graph"], targets=list(joint.assay_names),
+                       task="regression" if joint.probe is not None else None, source=str(uri), digest=digest,
+                       joint=joint)
+        if kind == "multimodal_contrastive":
+            from molwm.train.finetune import load_pretrained_encoder
+
             return cls(encoder=load_pretrained_encoder(str(path)).eval(), source=str(uri), digest=digest)
         if kind != "property_model":
             raise CheckpointError(f"{uri}: not a molwm model (checkpoint kind {kind!r})")
@@ -126,6 +143,8 @@ class WorldModel:
     @property
     def embedding_dim(self) -> int:
         """Width of :meth:`embed` rows (a fine-tuned model's pooled head input, e.g. ``2D`` for mean_sum)."""
+        if self.joint is not None:
+            return self.joint.dim
         if self.members:
             pooling = self.members[0].pooling
             return self.encoder.dim * (2 if pooling == "mean_sum" else 1)
@@ -160,18 +179,22 @@ class WorldModel:
             ``(embeddings [N, E] or None, predictions [M, N, T] or None, status)``;
             rejected rows are NaN.
         """
-        if predict and not self.members:
+        if predict and not self.members and self.task is None:
             raise ValueError("this model has no property heads (it is a pretrained encoder): use embed()")
         n = len(smiles)
         status = ["ok"] * n
         emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32) if embed else None
-        preds = np.full((len(self.members), n, len(self.targets)), np.nan) if predict else None
-        embed_fn = self.members[0].embed if self.members else self.encoder.embed
+        preds = np.full((max(1, len(self.members)), n, len(self.targets)), np.nan) if predict else None
+        embed_fn = self.members[0].embed if self.members else (self.joint or self.encoder).embed
         for arrays in self._featurized(list(smiles), status):
             for pos, b in self._batches(arrays):
                 if embed and not predict:
                     emb[pos] = embed_fn(b).numpy()
-                if predict:
+                if predict and self.joint is not None:
+                    preds[0, pos], joint = self.joint.predict_assays(b)
+                    if embed:
+                        emb[pos] = joint
+                elif predict:
                     for k, (m, (mean, std)) in enumerate(zip(self.members, self.scalers)):
                         z = m.embed(b)  # the pooled features this member's head reads
                         if embed and k == 0:
@@ -206,10 +229,15 @@ class WorldModel:
 
     def _prediction_frame(self, smiles: list, preds: np.ndarray, status: list[str]) -> pd.DataFrame:
         frame = pd.DataFrame({"smiles": smiles})
+        spread = self.joint.spread() if self.joint is not None else None
         for j, name in enumerate(self.targets):
             frame[name] = preds[:, :, j].mean(0)
-            frame[f"{name}_std"] = preds[:, :, j].std(0)
-        frame["uncertainty"] = f"deep ensemble of {len(self.members)} seeds (std across members)"
+            frame[f"{name}_std"] = preds[:, :, j].std(0) if spread is None else \
+                np.where(np.isnan(preds[0, :, j]), np.nan, spread[j])
+        if self.joint is not None:
+            frame["uncertainty"] = "linear probe on the joint embedding: residual std on its training cells"
+        else:
+            frame["uncertainty"] = f"deep ensemble of {len(self.members)} seeds (std across members)"
         frame["status"] = status
         return frame
 

@@ -127,6 +127,11 @@ def load_pretrained_encoder(uri: str) -> GraphEncoder:
     if state.get("kind") == "graph_jepa":
         cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["encoder"])
         prefix, weights = "target_encoder.", state["model"]
+    elif state.get("kind") in ("multimodal_jepa", "multimodal_contrastive"):
+        # the graph encoder of a multimodal run: the EMA target (JEPA) or the trained one (contrastive)
+        cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["graph"])
+        prefix = "targets.graph." if state["kind"] == "multimodal_jepa" else "encoders.graph."
+        weights = state["model"]
     elif state.get("kind") == "property_model":
         cfg = from_dict(GraphEncoderConfig, state["encoder_config"])
         prefix, weights = "encoder.", state["members"][0]

@@ -1,0 +1,211 @@
+"""Build multimodal training data from real layouts: an imaging experiment, assay panels, molecules.
+
+Sources, any combination:
+
+* ``lab``: a folder in the layout of ``docs/data_layouts.md`` (JUMP-style
+  ``load_data.csv`` + ``well.csv`` + ``compound.csv`` + images, and an
+  ``assays.csv`` panel). ``molwm sim generate`` writes one; a real Cell
+  Painting subset in the same layout reads the same way. Each imaged site
+  is one sample (graph of its compound, the compound's assays, the image);
+  control wells are image-only samples. Compounds are split by scaffold:
+  pretraining sees the first part only, the rest is held out for evaluation.
+* ``moleculeace``: MoleculeACE's 30-target ChEMBL panel, training cells only
+  (MoleculeACE's own test cells are never seen in pretraining).
+* ``graphs``: graph-only molecules from a dataset card (e.g. MOSES).
+
+Assay values are standardised per assay with statistics of the pretraining
+rows only. Inputs that cannot be used (unparsable SMILES, unreadable images)
+are returned as rejects with their source and row, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featurizers.assay import AssayNormalizer
+from featurizers.image import CHANNELS, featurize_sites
+from featurizers.molecule import featurize_arrays
+from molwm.data.multimodal import MultimodalData
+
+
+@dataclass
+class MultimodalDataConfig:
+    """Where the multimodal samples come from.
+
+    Attributes:
+        lab: Folder in the ``docs/data_layouts.md`` layout (None: no imaging).
+        lab_split: Scaffold split fractions of the lab's compounds
+            (pretraining uses the first part).
+        split_seed: Seed of that split.
+        moleculeace: Add MoleculeACE's panel (training cells only).
+        moleculeace_targets: A subset of its targets (None: all 30).
+        graphs: Dataset card of graph-only molecules (None: none).
+        graphs_limit: First N molecules of it.
+        image_size: Crop side the image encoder takes.
+        max_sites: Use at most this many lab sites (None: all).
+    """
+
+    lab: str | None = None
+    lab_split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: int = 0
+    moleculeace: bool = False
+    moleculeace_targets: list[str] | None = None
+    graphs: str | None = None
+    graphs_limit: int = 10_000
+    image_size: int = 96
+    max_sites: int | None = None
+
+    def validate(self) -> None:
+        from molwm.config import ConfigError
+
+        if self.lab is None and not self.moleculeace and self.graphs is None:
+            raise ConfigError("no multimodal source: set data.lab, data.moleculeace or data.graphs")
+
+
+@dataclass
+class MultimodalBuild:
+    """Training data plus what was held out and rejected.
+
+    Attributes:
+        train: Pretraining samples.
+        heldout: Lab samples of held-out scaffolds (``part`` says val or test); None without a lab.
+        heldout_part: ``[Nh]`` array of ``"val"``/``"test"``.
+        normalizer: Per-assay standardisation fitted on ``train``.
+        rejects: One dict per unusable input: source, row, input, reason.
+        synthetic: True if any source is marked synthetic.
+    """
+
+    train: MultimodalData
+    heldout: MultimodalData | None
+    heldout_part: np.ndarray
+    normalizer: AssayNormalizer
+    rejects: list[dict]
+    synthetic: bool
+
+
+@dataclass
+class _Rows:
+    smiles: list = field(default_factory=list)
+    assays: list = field(default_factory=list)  # per row: dict assay -> raw value
+    image: list = field(default_factory=list)  # per row: site row in the image array or -1
+    source: list = field(default_factory=list)
+    compound: list = field(default_factory=list)
+
+    def add(self, smiles, assays, image, source, compound):
+        self.smiles.append(smiles)
+        self.assays.append(assays)
+        self.image.append(image)
+        self.source.append(source)
+        self.compound.append(compound)
+
+
+def _lab_rows(config: MultimodalDataConfig, rejects: list[dict], progress: bool):
+    from molwm.data.formats import read_load_data, read_multitask_csv
+    from molwm.data.splits import scaffold_split
+
+    root = Path(config.lab)
+    index = read_load_data(root / "load_data.csv")
+    frame = index.frame
+    if config.max_sites is not None:
+        frame = frame.iloc[: config.max_sites]
+    sites = featurize_sites(index.site_paths()[: len(frame)], size=config.image_size, progress=progress)
+    for r in sites.rejects:
+        rejects.append({"source": "lab/images", "row": r.index, "input": r.smiles, "reason": r.reason})
+    image_row = np.full(len(frame), -1, dtype=np.int64)
+    image_row[sites.index] = np.arange(len(sites))
+    panel = {}
+    assay_names: list[str] = []
+    if (root / "assays.csv").is_file():
+        table = read_multitask_csv(root / "assays.csv")
+        assay_names = list(table.tasks)
+        for cid, vals, obs in zip(table.ids, table.values, table.observed):
+            panel[cid] = {a: float(v) for a, v, o in zip(assay_names, vals, obs) if o}
+    # scaffold split of the lab's compounds (controls have no compound)
+    compounds = sorted({c for c, ctl in zip(frame["compound_id"], frame["is_control"]) if not ctl})
+    smiles_of = dict(zip(frame["compound_id"], frame["smiles"]))
+    parts = scaffold_split([smiles_of[c] or "" for c in compounds], config.lab_split, config.split_seed)
+    part_of = {}
+    for name, idx in zip(("train", "val", "test"), parts):
+        part_of.update({compounds[i]: name for i in idx})
+    train, held, held_part = _Rows(), _Rows(), []
+    for k, (cid, smi, ctl) in enumerate(zip(frame["compound_id"], frame["smiles"], frame["is_control"])):
+        if ctl:
+            train.add(None, {}, image_row[k], "lab-control", "control")
+            continue
+        rows = train if part_of[cid] == "train" else held
+        rows.add(smi, panel.get(cid, {}), image_row[k], "lab", cid)
+        if rows is held:
+            held_part.append(part_of[cid])
+    return train, held, np.array(held_part), sites, assay_names, index.synthetic
+
+
+def build_multimodal_data(config: MultimodalDataConfig, progress: bool = True) -> MultimodalBuild:
+    """Read every configured source into one :class:`MultimodalData` (plus held-out lab samples)."""
+    rejects: list[dict] = []
+    train, held, held_part, sites, assay_names, synthetic = _Rows(), _Rows(), np.array([]), None, [], False
+    if config.lab is not None:
+        train, held, held_part, sites, assay_names, synthetic = _lab_rows(config, rejects, progress)
+    if config.moleculeace:
+        _add_moleculeace(config, train, held, assay_names, rejects)
+    if config.graphs is not None:
+        _add_graphs(config, train, rejects)
+    images = sites.images.astype(np.float16) if sites is not None and len(sites) else np.zeros((0, len(CHANNELS), 1, 1),
+                                                                                              np.float16)
+    present = sites.present if sites is not None and len(sites) else np.zeros((0, len(CHANNELS)), bool)
+    raw = _panel(train, assay_names)
+    normalizer = AssayNormalizer(columns=list(assay_names)).fit(raw) if assay_names else AssayNormalizer(columns=[])
+    train_data = _data(train, assay_names, normalizer, images, present, rejects, "train")
+    held_data = _data(held, assay_names, normalizer, images, present, rejects, "heldout") if held.smiles else None
+    return MultimodalBuild(train_data, held_data, held_part, normalizer, rejects, synthetic)
+
+
+def _add_moleculeace(config, train: _Rows, held: _Rows, assay_names: list[str], rejects: list[dict]) -> None:
+    from molwm.data.panel import load_moleculeace_panel
+
+    panel = load_moleculeace_panel(targets=config.moleculeace_targets).masked_to("train", drop_empty=True)
+    for r in panel.rejects:
+        rejects.append({"source": f"moleculeace/{r['assay']}", "row": r["row"], "input": r["smiles"],
+                        "reason": r["reason"]})
+    heldout = {s for s in held.smiles if s}
+    assay_names.extend(a for a in panel.assays if a not in assay_names)
+    for smi, vals, obs in zip(panel.smiles, panel.values, panel.observed):
+        if smi in heldout:  # never pretrain on a held-out lab compound's measurements
+            continue
+        train.add(smi, {a: float(v) for a, v, o in zip(panel.assays, vals, obs) if o}, -1, "moleculeace", smi)
+
+
+def _add_graphs(config, train: _Rows, rejects: list[dict]) -> None:
+    from molwm.data.registry import get_card
+    from molwm.data.sources import load_table
+
+    table = load_table(get_card(config.graphs), limit=config.graphs_limit)
+    for smi in table.smiles:
+        train.add(smi, {}, -1, config.graphs, smi if isinstance(smi, str) else "")
+
+
+def _panel(rows: _Rows, assay_names: list[str]) -> np.ndarray:
+    col = {a: j for j, a in enumerate(assay_names)}
+    values = np.full((len(rows.smiles), len(assay_names)), np.nan, dtype=np.float32)
+    for i, d in enumerate(rows.assays):
+        for a, v in d.items():
+            values[i, col[a]] = v
+    return values
+
+
+def _data(rows: _Rows, assay_names, normalizer, images, present, rejects, what: str) -> MultimodalData:
+    has = [i for i, s in enumerate(rows.smiles) if isinstance(s, str) and s]
+    arrays, bad = featurize_arrays([rows.smiles[i] for i in has])
+    graph_of = np.full(len(rows.smiles), -1, dtype=np.int64)
+    graph_of[np.asarray(has, dtype=np.int64)[arrays.index]] = np.arange(len(arrays))
+    for r in bad:
+        i = has[r.index]
+        rejects.append({"source": f"{rows.source[i]} ({what})", "row": i, "input": r.smiles, "reason": r.reason})
+    values = _panel(rows, assay_names)
+    if assay_names:
+        values = normalizer.transform(values).astype(np.float32)
+    return MultimodalData(arrays, graph_of, values, list(assay_names), images, present,
+                          np.asarray(rows.image, dtype=np.int64), list(rows.smiles), list(rows.source),
+                          list(rows.compound))

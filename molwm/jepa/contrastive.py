@@ -1,0 +1,85 @@
+"""CLOOME-style contrastive baseline: molecules and cell images matched with InfoNCE.
+
+The same graph and image encoders as the multimodal JEPA, the same data and
+budget; instead of predicting embeddings of hidden parts, each molecule's
+pooled embedding is pulled towards the image of its own well and pushed away
+from the other images in the batch (symmetric InfoNCE with a learned
+temperature, as in CLIP/CLOOME). It only learns from samples that have both
+a graph and an image. Retrieval ranks candidate images by cosine similarity
+of the projected embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from featurizers.spec import GraphSpec
+from molwm.data.multimodal import MultimodalBatch
+from molwm.encoders.graph import GraphEncoder
+from molwm.encoders.image import ImageEncoder
+from molwm.jepa.multimodal import MultimodalJEPAConfig, MultimodalOutput
+
+
+def paired_rows(batch: MultimodalBatch) -> tuple[Tensor, Tensor]:
+    """Positions, in ``batch.graph`` and ``batch.image``, of samples that have both."""
+    if batch.graph is None or batch.image is None:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    g_pos = torch.full((batch.size,), -1, dtype=torch.long)
+    g_pos[batch.graph_rows] = torch.arange(len(batch.graph_rows))
+    i_pos = torch.full((batch.size,), -1, dtype=torch.long)
+    i_pos[batch.image_rows] = torch.arange(len(batch.image_rows))
+    both = (g_pos >= 0) & (i_pos >= 0)
+    return g_pos[both], i_pos[both]
+
+
+class ContrastiveMolImage(nn.Module):
+    """Graph encoder + image encoder + projections + learned temperature.
+
+    Args:
+        spec: Graph featurizer spec.
+        config: The JEPA config whose encoder sizes are reused (same capacity).
+        temperature: Initial softmax temperature (CLIP: 0.07).
+    """
+
+    def __init__(self, spec: GraphSpec, config: MultimodalJEPAConfig | None = None, temperature: float = 0.07):
+        super().__init__()
+        self.config = config = config or MultimodalJEPAConfig()
+        self.encoders = nn.ModuleDict({"graph": GraphEncoder(spec, config.graph), "image": ImageEncoder(config.image)})
+        d = config.dim
+        self.proj = nn.ModuleDict({"graph": nn.Linear(d, d), "image": nn.Linear(d, d)})
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def molecule_embedding(self, batch: MultimodalBatch) -> Tensor:
+        """Unit-norm projected molecule embeddings of ``batch.graph``: ``[Bg, D]``."""
+        z = self.encoders["graph"].embed(batch.graph)
+        return F.normalize(self.proj["graph"](z), dim=-1)
+
+    def image_embedding(self, batch: MultimodalBatch) -> Tensor:
+        """Unit-norm projected image embeddings of ``batch.image``: ``[Bi, D]``."""
+        t = self.encoders["image"].tokens(batch.image.pixels, batch.image.present)
+        return F.normalize(self.proj["image"](t.pooled()), dim=-1)
+
+    def forward(self, batch: MultimodalBatch, masks=None) -> MultimodalOutput:
+        """Symmetric InfoNCE over the batch's (molecule, image) pairs; ``masks`` is ignored."""
+        gi, ii = paired_rows(batch)
+        if len(gi) < 2:
+            zero = self.logit_scale * 0.0
+            return MultimodalOutput(zero, zero, zero, zero, {}, zero.reshape(1, 1), zero[None, None][:0],
+                                    zero[None, None][:0])
+        zg = self.molecule_embedding(batch)[gi]  # [P, D]
+        zi = self.image_embedding(batch)[ii]  # [P, D]
+        logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * zg @ zi.T  # [P, P]
+        labels = torch.arange(len(gi))
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        zero = loss * 0.0
+        return MultimodalOutput(loss, loss, zero, zero, {"infonce": loss.detach()}, zg, zg.detach(), zi.detach())
+
+    def ema_update(self, momentum: float) -> None:
+        """No target encoder: nothing to do (keeps one training loop for every objective)."""
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        return 1.0

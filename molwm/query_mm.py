@@ -1,0 +1,73 @@
+"""Queries through a multimodal JEPA: the joint embedding of a molecule, and assay values read from it.
+
+A multimodal checkpoint answers graph-only questions: the molecule's joint
+embedding (the fusion's global token with only the graph visible), and the
+assay panel predicted by the ridge probe fitted at the end of pretraining
+(on the joint embedding plus the predicted pooled assay embedding), in the
+panel's own units. The spread reported with each assay value is the
+probe's residual standard deviation on its training cells: one number per
+assay, not per molecule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from featurizers.assay import AssayNormalizer
+from featurizers.molecule import GRAPH_SPEC
+from molwm.config import from_dict
+from molwm.data.batch import GraphBatch
+from molwm.data.multimodal import MultimodalBatch
+from molwm.tasks.probes import RidgeProbe
+
+
+class JointGraphModel:
+    """A multimodal JEPA seen from the graph side.
+
+    Args:
+        state: A ``multimodal_jepa`` checkpoint dict.
+    """
+
+    def __init__(self, state: dict):
+        from molwm.jepa.multimodal import MultimodalJEPA
+        from molwm.train.pretrain_mm import MultimodalPretrainConfig
+
+        config = from_dict(MultimodalPretrainConfig, state["config"])
+        self.assay_names: list[str] = list(state["assay_names"])
+        self.model = MultimodalJEPA(GRAPH_SPEC, max(1, len(self.assay_names)), config.model)
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+        self.graph_config = config.model.graph
+        self.probe = RidgeProbe.from_dict(state["probe"]) if state.get("probe") else None
+        self.normalizer = AssayNormalizer.from_dict(state["normalizer"]) if self.assay_names else None
+        self.synthetic = bool(state.get("synthetic", False))
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.dim
+
+    def _wrap(self, batch: GraphBatch) -> MultimodalBatch:
+        n = batch.num_graphs
+        return MultimodalBatch(size=n, index=torch.arange(n), graph=batch, graph_rows=torch.arange(n))
+
+    @torch.no_grad()
+    def embed(self, batch: GraphBatch) -> torch.Tensor:
+        """Joint embeddings from the graph alone: ``[B, D]``."""
+        return self.model.embed(self._wrap(batch))
+
+    @torch.no_grad()
+    def predict_assays(self, batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted assay values in panel units and the joint embeddings: ``([B, A], [B, D])``."""
+        if self.probe is None:
+            raise ValueError("this multimodal model has no assay probe (it was pretrained without assay data)")
+        mb = self._wrap(batch)
+        joint = self.model.embed(mb)
+        feats = torch.cat([joint, self.model.predict_modality(mb, "assay")], dim=1).numpy()
+        return self.normalizer.inverse_transform(self.probe.predict(feats)), joint.numpy()
+
+    def spread(self) -> np.ndarray:
+        """``[A]`` probe residual std on its training cells, in panel units."""
+        if self.probe is None or self.probe.resid_std is None:
+            return np.full(len(self.assay_names), np.nan)
+        return self.probe.resid_std * np.asarray(self.normalizer.std, np.float64)

@@ -1,0 +1,311 @@
+"""Multimodal pretraining: the JEPA over graphs, assay panels and images, or the contrastive baseline.
+
+The same data, step loop, budget and checkpoints for both objectives, so
+they compare at equal compute. Everything random is a function of
+``(seed, step)`` and runs resume exactly (see :mod:`molwm.train.loop`).
+At the end, a ridge probe maps the graph-only joint embedding to every
+assay of the panel (training cells only), so a query can return predicted
+assay values for a new molecule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from featurizers.molecule import GRAPH_SPEC
+from molwm.config import from_dict, to_dict
+from molwm.data.mm_sources import MultimodalBuild, MultimodalDataConfig, build_multimodal_data
+from molwm.data.multimodal import MultimodalBatch, MultimodalData
+from molwm.encoders.graph import structural_pe
+from molwm.jepa.contrastive import ContrastiveMolImage
+from molwm.jepa.health import embedding_health
+from molwm.jepa.mm_masking import MultimodalMaskConfig, sample_multimodal_masks
+from molwm.jepa.multimodal import MultimodalJEPA, MultimodalJEPAConfig
+from molwm.tasks.probes import RidgeProbe
+from molwm.tracking import NullTracker, Tracker
+from molwm.train.common import TrainingDiverged, all_finite, load_checkpoint, lr_at, plot_curves
+from molwm.train.loop import LoopSchedule, count_parameters, drop_logged, flush, run_steps
+
+
+@dataclass
+class MultimodalPretrainConfig:
+    """A multimodal pretraining run.
+
+    Attributes:
+        kind: Always ``multimodal`` (tells ``molwm pretrain`` which schema a YAML file uses).
+        objective: ``jepa`` (predict hidden embeddings) or ``contrastive``
+            (CLOOME-style InfoNCE between molecules and images).
+        data: Sources.
+        model: Encoders, fusion, predictor, objective weights.
+        mask: Masks at the three levels.
+        batch_size: Samples per step.
+        epochs: Passes over the samples (ignored when ``max_steps`` is set).
+        max_steps: Stop after this many steps.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warmup.
+        grad_clip: Max gradient norm.
+        seed: Seeds data order, masks, init.
+        log_every: Steps between metric points.
+        health_every: Steps between embedding-health points.
+        checkpoint_every: Steps between checkpoints.
+        probe_alpha: Ridge penalty of the final assay probe.
+        out_dir: Where checkpoints go.
+        threads: torch intra-op threads (0: torch's default).
+        experiment: MLflow experiment.
+        run_name: MLflow run name.
+        register_name: Register the final model under this name.
+    """
+
+    kind: Literal["multimodal"] = "multimodal"
+    objective: Literal["jepa", "contrastive"] = "jepa"
+    data: MultimodalDataConfig = field(default_factory=lambda: MultimodalDataConfig(moleculeace=True))
+    model: MultimodalJEPAConfig = field(default_factory=MultimodalJEPAConfig)
+    mask: MultimodalMaskConfig = field(default_factory=MultimodalMaskConfig)
+    batch_size: int = 64
+    epochs: int = 1
+    max_steps: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    health_every: int = 50
+    checkpoint_every: int = 200
+    probe_alpha: float = 1.0
+    out_dir: str = "outputs/pretrain-multimodal"
+    threads: int = 0
+    experiment: str = "molwm-pretrain"
+    run_name: str | None = None
+    register_name: str | None = None
+
+    def validate(self) -> None:
+        from molwm.config import ConfigError
+
+        for name in ("batch_size", "epochs", "log_every", "health_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class MultimodalPretrainResult:
+    """What a multimodal run left behind."""
+
+    run_id: str | None
+    model_uri: str | None
+    checkpoint: Path
+    steps: int
+    final_loss: float
+    history: dict[str, list[tuple[int, float]]]
+    build: MultimodalBuild
+
+
+def add_pe(batch: MultimodalBatch, model_config: MultimodalJEPAConfig, generator: torch.Generator | None = None):
+    """Fill the graph's positional code (random sign flips from ``generator``)."""
+    if batch.graph is not None:
+        g, enc = batch.graph, model_config.graph
+        g.pe = structural_pe(g.edge_index, g.batch, g.num_graphs, enc.rw_steps, enc.lap_k, generator)
+    return batch
+
+
+class MultimodalSteps:
+    """Deterministic batches: step ``s`` always yields the same samples and masks."""
+
+    def __init__(self, data: MultimodalData, config: MultimodalPretrainConfig):
+        self.data, self.config = data, config
+        self.steps_per_epoch = max(1, len(data) // config.batch_size)
+
+    def total_steps(self) -> int:
+        return self.config.max_steps or self.config.epochs * self.steps_per_epoch
+
+    def batch(self, step: int):
+        """``(MultimodalBatch with pe, masks)`` for ``step``."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        perm = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.data))
+        bs = self.config.batch_size
+        b = self.data.batch(perm[pos * bs:(pos + 1) * bs])
+        add_pe(b, self.config.model, torch.Generator().manual_seed(self.config.seed * 1_000_003 + step))
+        grid = self.config.model.image.grid
+        masks = sample_multimodal_masks(b, self.config.mask, grid, np.random.default_rng([self.config.seed, 1, step]))
+        return b, masks
+
+
+def build_model(config: MultimodalPretrainConfig, n_assays: int):
+    """Model and optimizer for the configured objective, initialised from ``config.seed``."""
+    torch.manual_seed(config.seed)
+    if config.objective == "contrastive":
+        model = ContrastiveMolImage(GRAPH_SPEC, config.model)
+    else:
+        model = MultimodalJEPA(GRAPH_SPEC, max(1, n_assays), config.model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return model, torch.optim.AdamW(groups, lr=config.lr)
+
+
+def train_step(model, optimizer, batch, masks, config: MultimodalPretrainConfig, step: int, total: int,
+               check_grads: bool = False) -> dict[str, float]:
+    """Forward, backward, clip, step, EMA; raises TrainingDiverged on a non-finite loss or gradient."""
+    model.train()
+    torch.manual_seed(config.seed * 7919 + step)
+    lr = lr_at(step, config.lr, config.warmup_steps, total)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    out = model(batch, masks)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if check_grads:
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        if missing and config.objective == "jepa":
+            raise RuntimeError(f"parameters without gradient on step {step}: {missing[:5]}")
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    if not all_finite(out.loss.detach(), grad_norm):
+        raise TrainingDiverged(f"loss {out.loss.item()} / gradient norm {grad_norm.item()} at step {step}")
+    optimizer.step()
+    model.ema_update(model.momentum_at(step, total))
+    metrics = {"loss": float(out.loss.detach()), "pred_loss": float(out.pred_loss.detach()),
+               "pooled_loss": float(out.pooled_loss.detach()), "anti_collapse": float(out.reg.detach()),
+               "grad_norm": float(grad_norm), "lr": lr}
+    metrics.update({f"loss.{k}": float(v.detach()) for k, v in out.per_modality.items()})
+    return metrics
+
+
+@torch.no_grad()
+def health(model, batch, masks) -> dict[str, float]:
+    """Embedding health of the joint (or molecule) embedding on one batch."""
+    model.eval()
+    out = model(batch, masks)
+    return embedding_health(out.joint, out.pred, out.target)
+
+
+@torch.no_grad()
+def graph_features(model, data: MultimodalData, rows: np.ndarray | None = None, batch_size: int = 256) -> np.ndarray:
+    """Frozen molecule features from the graph alone, ``[n, F]`` (NaN rows without a graph).
+
+    JEPA: the joint embedding of the graph alone, concatenated with the
+    predicted pooled assay embedding; contrastive: the projected molecule embedding.
+    """
+    rows = np.arange(len(data)) if rows is None else np.asarray(rows)
+    out = None
+    for i in range(0, len(rows), batch_size):
+        part = rows[i:i + batch_size]
+        b = add_pe(data.batch(part, drop=("assay", "image")), model.config)
+        if b.graph is None:
+            continue
+        if isinstance(model, ContrastiveMolImage):
+            feats = model.molecule_embedding(b)
+        else:
+            feats = torch.cat([model.embed(b), model.predict_modality(b, "assay")], dim=1)[b.graph_rows]
+        if out is None:
+            out = np.full((len(rows), feats.shape[1]), np.nan, dtype=np.float32)
+        out[i + b.graph_rows.numpy()] = feats.numpy()
+    return out if out is not None else np.zeros((len(rows), 0), np.float32)
+
+
+def fit_assay_probe(model, data: MultimodalData, alpha: float) -> RidgeProbe | None:
+    """Ridge from graph-only features to every assay (normalised units), on the training samples."""
+    if not data.n_assays:
+        return None
+    rows = np.flatnonzero((data.graph_of >= 0) & (~np.isnan(data.assay_values)).any(1))
+    if len(rows) == 0:
+        return None
+    return RidgeProbe.fit(graph_features(model, data, rows), data.assay_values[rows], alpha=alpha)
+
+
+def _state(model, optimizer, config, step, run_id, history, pending, build: MultimodalBuild, probe=None) -> dict:
+    return {
+        "kind": "multimodal_jepa" if config.objective == "jepa" else "multimodal_contrastive",
+        "config": to_dict(config), "spec": GRAPH_SPEC.to_dict(), "step": step,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "run_id": run_id or "",
+        "assay_names": list(build.train.assay_names), "normalizer": build.normalizer.to_dict(),
+        "synthetic": bool(build.synthetic), "probe": probe.to_dict() if probe is not None else None,
+        "history": {k: [list(p) for p in v] for k, v in history.items()},
+        "pending": [[k, float(v), int(s)] for k, v, s in pending],
+    }
+
+
+def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker | None = None,
+                            resume: str | Path | None = None, progress: bool = True,
+                            stop_after: int | None = None) -> MultimodalPretrainResult:
+    """Pretrain on multimodal samples; returns where the run and the model are.
+
+    Args:
+        config: The run (ignored when resuming: the checkpoint's config wins).
+        tracker: Where to log; default logs nothing.
+        resume: Checkpoint to continue from.
+        progress: Show progress bars.
+        stop_after: Stop (as if interrupted) at this step, without end-of-run outputs.
+    """
+    tracker = tracker or NullTracker()
+    state = None
+    if resume is not None:
+        state = load_checkpoint(resume)
+        config = from_dict(MultimodalPretrainConfig, state["config"])
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    build = build_multimodal_data(config.data, progress=progress)
+    steps = MultimodalSteps(build.train, config)
+    total = steps.total_steps()
+    model, optimizer = build_model(config, build.train.n_assays)
+    history: dict[str, list[tuple[int, float]]] = {}
+    pending: list[tuple[str, float, int]] = []
+    start_step, run_id = 0, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, run_id = int(state["step"]), state["run_id"] or None
+        history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
+        pending = [(k, v, int(s)) for k, v, s in state["pending"]]
+    ckpt = Path(config.out_dir) / "last.pt"
+    tags = {"molwm.stage": "pretrain", "objective": config.objective, "modalities": "graph,assay,image",
+            "molwm.synthetic": str(build.synthetic).lower()}
+    with tracker.run(config.run_name or f"pretrain-multimodal-{config.objective}", tags=tags,
+                     run_id=run_id) as active_id:
+        run_id = active_id
+        if state is None:
+            tracker.log_config(config)
+            counts = {f"data.{k}": v for k, v in build.train.counts().items()}
+            tracker.log_params({**counts, "data.rejected": len(build.rejects), "steps_total": total,
+                                "params": count_parameters(model)})
+            if build.rejects:
+                tracker.log_dict({"rejects": build.rejects}, "rejects.json")
+        drop_logged(tracker, pending)
+        flush(tracker, pending)
+        schedule = LoopSchedule(total, config.batch_size, config.log_every, config.health_every,
+                                config.checkpoint_every, ckpt)
+        done, last_loss = run_steps(
+            schedule, start_step, tracker, history, pending, batch_fn=steps.batch,
+            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step, total, step == 0),
+            health_fn=lambda b: health(model, b[0], b[1]),
+            state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending, build),
+            progress=progress, stop_after=stop_after, desc=f"pretrain ({config.objective})")
+        if done < total:
+            return MultimodalPretrainResult(run_id, None, ckpt, done, last_loss, history, build)
+        probe = fit_assay_probe(model, build.train, config.probe_alpha) if config.objective == "jepa" else None
+        from molwm.train.common import save_checkpoint
+
+        save_checkpoint(_state(model, optimizer, config, total, run_id, history, pending, build, probe), ckpt)
+        model_uri = _log_outputs(tracker, history, ckpt, config)
+    return MultimodalPretrainResult(run_id, model_uri, ckpt, total, last_loss, history, build)
+
+
+def _log_outputs(tracker: Tracker, history, ckpt: Path, config: MultimodalPretrainConfig) -> str | None:
+    from molwm.tracking import temporary_artifact_dir
+
+    with temporary_artifact_dir() as d:
+        for name, keys, log_y in [
+            ("loss_curve.png", ["loss", "loss.graph", "loss.assay", "loss.image", "pooled_loss"], True),
+            ("embedding_health.png", ["health.std_mean", "health.std_min", "health.rankme",
+                                      "health.pred_target_cos"], False),
+        ]:
+            path = plot_curves(history, keys, d / name, f"multimodal {config.objective} pretraining", log_y)
+            if path is not None:
+                tracker.log_artifact(path, "plots")
+    return tracker.log_model(ckpt, name="encoder", registered_name=config.register_name)

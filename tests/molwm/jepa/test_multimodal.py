@@ -1,0 +1,121 @@
+"""Multimodal JEPA: three mask levels, missing modalities train, whole-modality targets, contrastive baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from featurizers.molecule import GRAPH_SPEC
+from molwm.data.multimodal import MODALITIES
+from molwm.jepa.contrastive import ContrastiveMolImage
+from molwm.jepa.mm_masking import MultimodalMaskConfig, image_block_masks, sample_multimodal_masks
+from molwm.jepa.multimodal import MultimodalJEPA
+from molwm.train.pretrain_mm import add_pe
+
+
+def _batch(data, cfg, rows=None, step=0, mask=None):
+    b = add_pe(data.batch(np.arange(len(data)) if rows is None else rows), cfg, torch.Generator().manual_seed(step))
+    m = sample_multimodal_masks(b, mask or MultimodalMaskConfig(), cfg.image.grid, np.random.default_rng(step))
+    return b, m
+
+
+@pytest.mark.unit
+def test_batch_keeps_each_modality_only_where_present(mm_data):
+    b = mm_data.batch(np.arange(len(mm_data)))
+    assert b.graph.num_graphs == len(b.graph_rows) == 22
+    assert 3 not in b.graph_rows.tolist() and 7 not in b.graph_rows.tolist()
+    assert all(r >= 4 for r in b.assay_rows.tolist())  # rows 0-3 have no assays
+    assert b.image.pixels.shape[0] == 12 and b.image_rows.tolist() == list(range(0, 24, 2))
+    assert b.image.present.sum().item() == 12 * 5 - 1 and not b.image.present[0, 3]  # sample 0 lacks AGP
+    present = b.present()
+    assert present.shape == (24, 3) and present.sum().item() == 22 + len(b.assay_rows) + 12
+
+
+@pytest.mark.unit
+def test_masks_are_disjoint_deterministic_and_whole_only_with_two_modalities(mm_data, mm_config):
+    b, m = _batch(mm_data, mm_config, step=3)
+    _, again = _batch(mm_data, mm_config, step=3)
+    assert torch.equal(m.hidden, again.hidden) and torch.equal(m.image_keep, again.image_keep)
+    assert not (m.image_keep & m.image_target).any() and not (m.assay_keep & m.assay_target).any()
+    present = b.present()
+    hidden = m.hidden
+    assert ((hidden < 0) | (present.sum(1) >= 2)).all()
+    assert all(present[i, hidden[i]] for i in range(b.size) if hidden[i] >= 0)
+    img_whole = hidden[b.image_rows] == MODALITIES.index("image")
+    assert m.image_target[img_whole].all() and not m.image_keep[img_whole].any()
+    assert m.image_keep[~img_whole].any(1).all()  # inside-modality masking always leaves context
+    g_whole = hidden[b.graph_rows] == MODALITIES.index("graph")
+    atoms_whole = g_whole[b.graph.batch]
+    assert not m.graph.keep[atoms_whole].any()
+    assert set(torch.nonzero(atoms_whole).squeeze(1).tolist()) <= set(m.graph.target_idx.tolist())
+
+
+@pytest.mark.unit
+def test_image_block_masks_cover_target_scale():
+    keep, target = image_block_masks(50, 8, MultimodalMaskConfig(), np.random.default_rng(0))
+    share = target.mean(1)
+    assert 0.15 < share.mean() < 0.7 and keep.any(1).all() and not (keep & target).any()
+
+
+@pytest.mark.unit
+def test_whole_modality_targets_are_that_modality(mm_data, mm_config):
+    """Hiding the image of every sample that has one: the targets are all of its patches, nothing else."""
+    torch.manual_seed(0)
+    model = MultimodalJEPA(GRAPH_SPEC, mm_data.n_assays, mm_config)
+    mask = MultimodalMaskConfig(whole_modality_prob=1.0, whole_modality_weights={"graph": 0, "assay": 0, "image": 1})
+    b, m = _batch(mm_data, mm_config, mask=mask)
+    with_other = b.present()[:, [0, 1]].any(1)
+    expect = torch.where(b.present()[:, 2] & with_other, 2, -1)
+    assert torch.equal(m.hidden, expect)
+    whole = m.hidden[b.image_rows] == 2
+    out = model(b, m)
+    n_patches = mm_config.image.n_patches
+    # pooled target of a hidden image equals the layer-normed mean of its own target tokens
+    tx, _ = model.target_tokens(b, 2)
+    assert m.image_target[whole].sum() == whole.sum() * n_patches
+    assert set(out.per_modality) >= {"image"} and torch.isfinite(out.loss)
+    pooled = torch.nn.functional.layer_norm(tx.mean(1), (mm_config.dim,))
+    assert pooled.shape == (len(b.image_rows), mm_config.dim)
+
+
+@pytest.mark.integration
+def test_missing_modality_batches_train_and_loss_falls(mm_data, mm_config):
+    torch.manual_seed(0)
+    model = MultimodalJEPA(GRAPH_SPEC, mm_data.n_assays, mm_config)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    losses = []
+    for step in range(40):
+        b, m = _batch(mm_data, mm_config, step=step)
+        out = model(b, m)
+        opt.zero_grad()
+        out.loss.backward()
+        if step == 0:
+            missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            assert not missing, missing
+        opt.step()
+        model.ema_update(0.99)
+        losses.append(out.loss.item())
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    # single-modality batches (graph only; image only) also run
+    for rows in ([0, 2], [3, 7]):
+        b, m = _batch(mm_data, mm_config, rows=np.array(rows))
+        assert torch.isfinite(model(b, m).loss)
+    z = model.embed(add_pe(mm_data.batch(np.arange(24)), mm_config))
+    assert z.shape == (24, mm_config.dim) and z.std(0).mean() > 1e-3
+
+
+@pytest.mark.integration
+def test_contrastive_baseline_learns_pairs(mm_data, mm_config):
+    torch.manual_seed(0)
+    model = ContrastiveMolImage(GRAPH_SPEC, mm_config)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for step in range(30):
+        b, _ = _batch(mm_data, mm_config, step=step)
+        out = model(b)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < losses[0]
