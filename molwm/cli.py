@@ -284,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_query)
 
+    from molwm.sim.cli import add_parser as add_sim_parser
+
+    add_sim_parser(sub)
+
     p = sub.add_parser("serve", help="REST: mlflow models serve for a molwm model (Python: molwm.serving.serve)")
     p.add_argument("--model", required=True, metavar="URI", help="MLflow model URI, e.g. models:/NAME@champion")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")

@@ -141,6 +141,11 @@ class WorldModel:
     # ------------------------------------------------------------------ core
 
     @property
+    def can_predict(self) -> bool:
+        """True if :meth:`predict` has something to return (fine-tuned heads, or a multimodal assay probe)."""
+        return bool(self.members) or (self.joint is not None and self.joint.probe is not None)
+
+    @property
     def embedding_dim(self) -> int:
         """Width of :meth:`embed` rows (a fine-tuned model's pooled head input, e.g. ``2D`` for mean_sum)."""
         if self.joint is not None:
@@ -179,7 +184,7 @@ class WorldModel:
             ``(embeddings [N, E] or None, predictions [M, N, T] or None, status)``;
             rejected rows are NaN.
         """
-        if predict and not self.members and self.task is None:
+        if predict and not self.can_predict:
             raise ValueError("this model has no property heads (it is a pretrained encoder): use embed()")
         n = len(smiles)
         status = ["ok"] * n
@@ -304,7 +309,7 @@ class WorldModel:
         """
         smiles = frame["smiles"].tolist()
         if what == "auto":
-            what = "predict" if self.members else "embed"
+            what = "predict" if self.can_predict else "embed"
         if what == "predict":
             return self.predict(smiles)
         if what != "embed":

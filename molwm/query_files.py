@@ -140,11 +140,11 @@ def _query(wm: WorldModel, output, smiles, input_path, smiles_column, what, refe
         raise CandidateError("give either SMILES or an input file")
     if input_path is not None:
         check_candidates_path(input_path)
-    what = list(what or (["predict"] if wm.members else ["embed"]))
+    what = list(what or (["predict"] if wm.can_predict else ["embed"]))
     unknown = [w for w in what if w not in WHAT]
     if unknown:
         raise CandidateError(f"unknown --what {', '.join(unknown)} (choose from {', '.join(WHAT)})")
-    if "predict" in what and not wm.members:
+    if "predict" in what and not wm.can_predict:
         raise CandidateError(f"{wm.source} is a pretrained encoder without property heads: use --what embed")
     reference = reference or wm.dataset
     ref = None

@@ -74,7 +74,7 @@ class MolwmPyfunc(mlflow.pyfunc.PythonModel):
         what = (params or {}).get("what", "auto")
         if what not in ("auto", "predict", "embed"):
             raise _refuse(f"parameter 'what' must be auto, predict or embed, got {what!r}")
-        if what == "predict" and not self.model.members:
+        if what == "predict" and not self.model.can_predict:
             raise _refuse("this model is a pretrained encoder without property heads: ask for what=embed")
         try:
             out = self.model.predict_frame(frame, what)
