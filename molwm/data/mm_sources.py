@@ -209,3 +209,12 @@ def _data(rows: _Rows, assay_names, normalizer, images, present, rejects, what: 
     return MultimodalData(arrays, graph_of, values, list(assay_names), images, present,
                           np.asarray(rows.image, dtype=np.int64), list(rows.smiles), list(rows.source),
                           list(rows.compound))
+
+
+def graphs_only(smiles: list) -> MultimodalData:
+    """A graph-only :class:`MultimodalData` for a list of SMILES (unparsable ones get no graph)."""
+    rows = _Rows()
+    for s in smiles:
+        rows.add(s, {}, -1, "query", s if isinstance(s, str) else "")
+    empty = np.zeros((0, len(CHANNELS), 1, 1), np.float16)
+    return _data(rows, [], None, empty, np.zeros((0, len(CHANNELS)), bool), [], "query")
