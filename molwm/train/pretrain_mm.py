@@ -20,7 +20,7 @@ import torch
 from featurizers.molecule import GRAPH_SPEC
 from molwm.config import from_dict, to_dict
 from molwm.data.mm_sources import MultimodalBuild, MultimodalDataConfig, build_multimodal_data
-from molwm.data.multimodal import MultimodalBatch, MultimodalData
+from molwm.data.multimodal import MODALITIES, MultimodalBatch, MultimodalData
 from molwm.encoders.graph import structural_pe
 from molwm.jepa.contrastive import ContrastiveMolImage
 from molwm.jepa.health import embedding_health
@@ -162,8 +162,11 @@ def train_step(model, optimizer, batch, masks, config: MultimodalPretrainConfig,
     out.loss.backward()
     params = [p for p in model.parameters() if p.requires_grad]
     if check_grads:
-        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-        if missing and config.objective == "jepa":
+        # an encoder whose modality this batch does not show may rightly have no gradient
+        unseen = _unseen_parameters(batch, masks)
+        missing = [n for n, p in model.named_parameters()
+                   if p.requires_grad and p.grad is None and not n.startswith(unseen) and n != "logit_scale"]
+        if missing:
             raise RuntimeError(f"parameters without gradient on step {step}: {missing[:5]}")
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
     if not all_finite(out.loss.detach(), grad_norm):
@@ -175,6 +178,22 @@ def train_step(model, optimizer, batch, masks, config: MultimodalPretrainConfig,
                "grad_norm": float(grad_norm), "lr": lr}
     metrics.update({f"loss.{k}": float(v.detach()) for k, v in out.per_modality.items()})
     return metrics
+
+
+def _unseen_parameters(batch: MultimodalBatch, masks) -> tuple[str, ...]:
+    """Parameter prefixes a batch cannot train: encoders of modalities with no visible token,
+    predictor queries of modalities with no hidden token."""
+    if masks is None:
+        return ()
+    keeps = {"graph": masks.graph.keep if masks.graph is not None else None,
+             "assay": masks.assay_keep, "image": masks.image_keep}
+    targets = {"graph": masks.graph.target_idx.numel() > 0 if masks.graph is not None else False,
+               "assay": masks.assay_target is not None and bool(masks.assay_target.any()),
+               "image": masks.image_target is not None and bool(masks.image_target.any())}
+    out = [f"encoders.{m}." for m, keep in keeps.items()
+           if getattr(batch, m) is None or keep is None or not bool(keep.any())]
+    out += [f"predictor.pos.{MODALITIES.index(m)}." for m, has in targets.items() if not has]
+    return tuple(out)
 
 
 @torch.no_grad()

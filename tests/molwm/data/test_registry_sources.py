@@ -13,7 +13,7 @@ from molwm.data.sources import load_table
 
 pytestmark = pytest.mark.unit
 
-BUILTIN = ["b3db_classification", "chembl_drugs", "esol_molnet", "freesolv", "moses", "solubility"]
+BUILTIN = ["b3db_classification", "chembl_drugs", "esol_molnet", "freesolv", "moleculeace", "moses", "solubility"]
 
 
 def test_builtin_cards_are_complete():
