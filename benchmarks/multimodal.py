@@ -79,7 +79,7 @@ def cmd_retrieval(args) -> dict:
     return results
 
 
-def _ridge_per_target(feats: np.ndarray, panel, alpha: float) -> dict[str, dict[str, float]]:
+def _ridge_per_target(feats: np.ndarray, panel) -> dict[str, dict[str, float]]:
     from molwm.tasks.probes import RidgeProbe
 
     out = {}
@@ -87,8 +87,7 @@ def _ridge_per_target(feats: np.ndarray, panel, alpha: float) -> dict[str, dict[
     ok = np.isfinite(feats).all(1)
     for j, name in enumerate(panel.assays):
         tr, te = train[:, j] & ok, test[:, j] & ok
-        y = np.where(tr, panel.values[:, j], np.nan)[:, None]
-        probe = RidgeProbe.fit(feats[tr | te], y[tr | te], alpha=alpha)
+        probe = RidgeProbe.fit(feats[tr], panel.values[tr, j][:, None])  # penalty by LOO on train cells
         pred = probe.predict(feats[te])[:, 0]
         err = pred - panel.values[te, j]
         cliff = panel.cliff[te, j]
@@ -118,12 +117,12 @@ def cmd_assays(args) -> dict:
     for seed in args.seeds:
         res, secs = _pretrain("jepa", seed, args, moleculeace=True)
         feats = graph_features(_load(res, "jepa"), data)
-        per = _ridge_per_target(feats, panel, args.alpha)
+        per = _ridge_per_target(feats, panel)
         results["multimodal_jepa"].append({"per_target": per, **_summ(per), "seconds": secs})
         print(f"multimodal JEPA seed {seed}: mean RMSE {_summ(per)['rmse']:.3f}, "
               f"cliff {_summ(per)['rmse_cliff']:.3f} ({secs:.0f}s)", flush=True)
     if args.graph_jepa:
-        per = _ridge_per_target(_graph_jepa_features(args.graph_jepa, panel.smiles), panel, args.alpha)
+        per = _ridge_per_target(_graph_jepa_features(args.graph_jepa, panel.smiles), panel)
         results["graph_jepa"] = {"per_target": per, **_summ(per)}
         print(f"graph-only JEPA ({args.graph_jepa}): mean RMSE {_summ(per)['rmse']:.3f}, "
               f"cliff {_summ(per)['rmse_cliff']:.3f}")
@@ -173,7 +172,6 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pool", type=int, default=100)
-    p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--graph-jepa", default=None)
     p.add_argument("--rf-json", default=None)
     p.add_argument("--batch", type=int, default=64)

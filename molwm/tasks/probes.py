@@ -1,9 +1,12 @@
 """Linear probes on frozen embeddings: ridge regression per target, with missing labels.
 
-Each target gets its own closed-form ridge fit on the rows where it is
-observed (features standardised on those rows), so a sparse assay panel
-needs no imputation. Used to read assay values out of the joint embedding
-space and to score frozen representations.
+Each target gets its own ridge fit on the rows where it is observed (features
+standardised on those rows), so a sparse assay panel needs no imputation.
+The penalty is chosen per target by exact leave-one-out error over a grid
+(one SVD per target gives every grid point's LOO residuals in closed form,
+as in scikit-learn's ``RidgeCV``), so a target with few rows is shrunk
+harder than one with thousands. Used to read assay values out of the joint
+embedding space and to score frozen representations.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+ALPHAS = tuple(10.0 ** k for k in range(-4, 3))  # penalty per training row
 
 
 @dataclass
@@ -23,9 +28,9 @@ class RidgeProbe:
         mean: ``[F]`` feature means used for standardisation.
         std: ``[F]`` feature stds.
         n_train: ``[T]`` observed training rows per target (0: never fitted, predicts NaN).
-        alpha: Ridge penalty.
-        resid_std: ``[T]`` residual standard deviation on the training rows (a
-            homoscedastic spread; NaN where never fitted).
+        alpha: ``[T]`` chosen penalty per target (times the number of rows).
+        resid_std: ``[T]`` leave-one-out residual standard deviation on the
+            training rows (a homoscedastic spread; NaN where never fitted).
     """
 
     weights: np.ndarray
@@ -33,12 +38,12 @@ class RidgeProbe:
     mean: np.ndarray
     std: np.ndarray
     n_train: np.ndarray
-    alpha: float
-    resid_std: np.ndarray | None = None
+    alpha: np.ndarray
+    resid_std: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, alpha: float = 1.0, min_rows: int = 5) -> "RidgeProbe":
-        """Fit one ridge per column of ``y`` on its observed (finite) rows.
+    def fit(cls, x: np.ndarray, y: np.ndarray, alphas=ALPHAS, min_rows: int = 5) -> "RidgeProbe":
+        """Fit one ridge per column of ``y`` on its observed (finite) rows, penalty by LOO error.
 
         Shapes:
             x: ``[N, F]``; y: ``[N, T]`` with NaN where unobserved.
@@ -48,20 +53,31 @@ class RidgeProbe:
         mean, std = x.mean(0), x.std(0) + 1e-6
         xs = (x - mean) / std
         f, t = x.shape[1], y.shape[1]
-        weights, bias, n_train = np.zeros((f, t)), np.full(t, np.nan), np.zeros(t, np.int64)
-        resid = np.full(t, np.nan)
+        weights, bias = np.zeros((f, t)), np.full(t, np.nan)
+        n_train, alpha, resid = np.zeros(t, np.int64), np.full(t, np.nan), np.full(t, np.nan)
         for j in range(t):
             obs = np.isfinite(y[:, j])
-            n_train[j] = obs.sum()
-            if n_train[j] < min_rows:
+            if obs.sum() < min_rows:
                 continue
-            xo, yo = xs[obs], y[obs, j]
+            n_train[j] = obs.sum()
+            xo = xs[obs] - xs[obs].mean(0)
+            yo = y[obs, j]
             ym = yo.mean()
-            gram = xo.T @ xo + alpha * len(xo) / max(1, f) * np.eye(f)  # penalty scales with rows
-            weights[:, j] = np.linalg.solve(gram, xo.T @ (yo - ym))
-            bias[j] = ym - (xo.mean(0) @ weights[:, j])
-            resid[j] = float(np.std(yo - (xo @ weights[:, j] + bias[j])))
-        n_train[n_train < min_rows] = 0
+            u, s, vt = np.linalg.svd(xo, full_matrices=False)  # [n, r], [r], [r, F]
+            uty = u.T @ (yo - ym)
+            best = None
+            for a in alphas:
+                lam = a * len(yo)
+                shrink = s**2 / (s**2 + lam)  # [r]
+                fitted = u @ (shrink * uty)
+                hat = (u**2) @ shrink + 1.0 / len(yo)  # leverage, intercept included
+                loo = (yo - ym - fitted) / np.clip(1.0 - hat, 1e-6, None)
+                err = float(np.mean(loo**2))
+                if best is None or err < best[0]:
+                    best = (err, a, vt.T @ (s / (s**2 + lam) * uty))
+            err, alpha[j], weights[:, j] = best
+            bias[j] = ym - xs[obs].mean(0) @ weights[:, j]
+            resid[j] = np.sqrt(err)
         return cls(weights, bias, mean, std, n_train, alpha, resid)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -73,12 +89,10 @@ class RidgeProbe:
 
     def to_dict(self) -> dict:
         """Plain lists, for checkpoints loaded with ``weights_only=True``."""
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        return {k: np.asarray(v).tolist() for k, v in self.__dict__.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RidgeProbe":
         """Inverse of :meth:`to_dict`."""
-        return cls(np.asarray(d["weights"], np.float64), np.asarray(d["bias"], np.float64),
-                   np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64),
-                   np.asarray(d["n_train"], np.int64), float(d["alpha"]),
-                   None if d.get("resid_std") is None else np.asarray(d["resid_std"], np.float64))
+        return cls(*(np.asarray(d[k], np.int64 if k == "n_train" else np.float64)
+                     for k in ("weights", "bias", "mean", "std", "n_train", "alpha", "resid_std")))

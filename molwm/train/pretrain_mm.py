@@ -54,7 +54,6 @@ class MultimodalPretrainConfig:
         log_every: Steps between metric points.
         health_every: Steps between embedding-health points.
         checkpoint_every: Steps between checkpoints.
-        probe_alpha: Ridge penalty of the final assay probe.
         out_dir: Where checkpoints go.
         threads: torch intra-op threads (0: torch's default).
         experiment: MLflow experiment.
@@ -78,7 +77,6 @@ class MultimodalPretrainConfig:
     log_every: int = 10
     health_every: int = 50
     checkpoint_every: int = 200
-    probe_alpha: float = 1.0
     out_dir: str = "outputs/pretrain-multimodal"
     threads: int = 0
     experiment: str = "molwm-pretrain"
@@ -228,14 +226,15 @@ def graph_features(model, data: MultimodalData, rows: np.ndarray | None = None, 
     return out if out is not None else np.zeros((len(rows), 0), np.float32)
 
 
-def fit_assay_probe(model, data: MultimodalData, alpha: float) -> RidgeProbe | None:
-    """Ridge from graph-only features to every assay (normalised units), on the training samples."""
+def fit_assay_probe(model, data: MultimodalData) -> RidgeProbe | None:
+    """Ridge from graph-only features to every assay (normalised units), on the training samples;
+    the penalty of each assay is chosen by leave-one-out error."""
     if not data.n_assays:
         return None
     rows = np.flatnonzero((data.graph_of >= 0) & (~np.isnan(data.assay_values)).any(1))
     if len(rows) == 0:
         return None
-    return RidgeProbe.fit(graph_features(model, data, rows), data.assay_values[rows], alpha=alpha)
+    return RidgeProbe.fit(graph_features(model, data, rows), data.assay_values[rows])
 
 
 def _state(model, optimizer, config, step, run_id, history, pending, build: MultimodalBuild, probe=None) -> dict:
@@ -307,7 +306,7 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
             progress=progress, stop_after=stop_after, desc=f"pretrain ({config.objective})")
         if done < total:
             return MultimodalPretrainResult(run_id, None, ckpt, done, last_loss, history, build)
-        probe = fit_assay_probe(model, build.train, config.probe_alpha) if config.objective == "jepa" else None
+        probe = fit_assay_probe(model, build.train) if config.objective == "jepa" else None
         from molwm.train.common import save_checkpoint
 
         save_checkpoint(_state(model, optimizer, config, total, run_id, history, pending, build, probe), ckpt)
