@@ -59,6 +59,9 @@ class MultimodalPretrainConfig:
         experiment: MLflow experiment.
         run_name: MLflow run name.
         register_name: Register the final model under this name.
+        init_graph: Start the graph encoders (context and target) from this
+            pretrained checkpoint or model URI (e.g. a graph JEPA), so the
+            multimodal objective builds on a graph-only pretraining.
     """
 
     kind: Literal["multimodal"] = "multimodal"
@@ -82,6 +85,7 @@ class MultimodalPretrainConfig:
     experiment: str = "molwm-pretrain"
     run_name: str | None = None
     register_name: str | None = None
+    init_graph: str | None = None
 
     def validate(self) -> None:
         from molwm.config import ConfigError
@@ -141,6 +145,17 @@ def build_model(config: MultimodalPretrainConfig, n_assays: int):
         model = ContrastiveMolImage(GRAPH_SPEC, config.model)
     else:
         model = MultimodalJEPA(GRAPH_SPEC, max(1, n_assays), config.model)
+    if config.init_graph:
+        from molwm.config import ConfigError
+        from molwm.train.finetune import load_pretrained_encoder
+
+        encoder = load_pretrained_encoder(config.init_graph)
+        if to_dict(encoder.config) != to_dict(config.model.graph):
+            raise ConfigError(f"init_graph {config.init_graph}: its graph encoder {to_dict(encoder.config)} "
+                              f"differs from model.graph {to_dict(config.model.graph)}")
+        for holder in (model.encoders, getattr(model, "targets", None)):
+            if holder is not None:
+                holder["graph"].load_state_dict(encoder.state_dict())
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]

@@ -119,3 +119,24 @@ def test_contrastive_baseline_learns_pairs(mm_data, mm_config):
         opt.step()
         losses.append(out.loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.unit
+def test_init_graph_starts_both_graph_encoders_from_a_graph_checkpoint(tmp_path, mm_config):
+    from molwm.config import ConfigError, to_dict
+    from molwm.encoders.graph import GraphEncoder
+    from molwm.train.common import save_checkpoint
+    from molwm.train.pretrain_mm import MultimodalPretrainConfig, build_model
+
+    torch.manual_seed(5)
+    enc = GraphEncoder(GRAPH_SPEC, mm_config.graph)
+    ckpt = save_checkpoint({"kind": "graph_jepa", "config": {"model": {"encoder": to_dict(mm_config.graph)}},
+                            "model": {f"target_encoder.{k}": v for k, v in enc.state_dict().items()}},
+                           tmp_path / "g.pt")
+    cfg = MultimodalPretrainConfig(model=mm_config, init_graph=str(ckpt))
+    model, _ = build_model(cfg, n_assays=3)
+    for holder in (model.encoders, model.targets):
+        assert all(torch.equal(a, b) for a, b in zip(holder["graph"].state_dict().values(), enc.state_dict().values()))
+    mm_config.graph.layers = 3
+    with pytest.raises(ConfigError, match="differs from model.graph"):
+        build_model(MultimodalPretrainConfig(model=mm_config, init_graph=str(ckpt)), n_assays=3)
