@@ -180,7 +180,7 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
     result = {"retrieval": cmd_retrieval, "assays": cmd_assays, "throughput": cmd_throughput}[args.command](args)

@@ -42,6 +42,11 @@ class MultimodalMaskConfig:
             has one hidden entirely.
         whole_modality_weights: Relative odds of hiding each modality
             (``graph``, ``assay``, ``image``) when one is hidden.
+        context_drop_prob: Probability that a sample with a wholly hidden
+            modality and two others also loses one of those others from its
+            context (neither seen nor predicted), so that the predictor also
+            learns to forecast from a single modality, as queries from a
+            molecule alone ask it to.
     """
 
     graph: MaskConfig = field(default_factory=MaskConfig)
@@ -53,12 +58,15 @@ class MultimodalMaskConfig:
     whole_modality_prob: float = 0.5
     whole_modality_weights: dict[str, float] = field(
         default_factory=lambda: {"graph": 1.0, "assay": 1.0, "image": 1.0})
+    context_drop_prob: float = 0.0
 
     def validate(self) -> None:
         from molwm.config import ConfigError
 
         if not 0.0 <= self.whole_modality_prob <= 1.0:
             raise ConfigError(f"whole_modality_prob must be in [0, 1], got {self.whole_modality_prob}")
+        if not 0.0 <= self.context_drop_prob <= 1.0:
+            raise ConfigError(f"context_drop_prob must be in [0, 1], got {self.context_drop_prob}")
         if not 0.0 < self.assay_fraction < 1.0:
             raise ConfigError(f"assay_fraction must be in (0, 1), got {self.assay_fraction}")
         unknown = set(self.whole_modality_weights) - set(MODALITIES)
@@ -73,6 +81,8 @@ class MultimodalMasks:
     Attributes:
         hidden: ``[B]`` long index into ``MODALITIES`` of the modality hidden
             whole, -1 where none is.
+        dropped: ``[B]`` long index of a modality left out of the context
+            without being predicted, -1 where none is.
         graph: Atom masks over ``batch.graph`` (None without graphs).
         image_keep: ``[Bi, Np]`` bool context patches (None without images).
         image_target: ``[Bi, Np]`` bool hidden patches.
@@ -81,6 +91,7 @@ class MultimodalMasks:
     """
 
     hidden: Tensor
+    dropped: Tensor | None = None
     graph: GraphMasks | None = None
     image_keep: Tensor | None = None
     image_target: Tensor | None = None
@@ -158,38 +169,50 @@ def sample_multimodal_masks(batch: MultimodalBatch, config: MultimodalMaskConfig
         if present[i].sum() >= 2 and len(have) and rng.random() < config.whole_modality_prob:
             p = weights[have] / weights[have].sum()
             hidden[i] = int(rng.choice(have, p=p))
-    masks = MultimodalMasks(hidden=torch.from_numpy(hidden))
+    dropped = np.full(batch.size, -1, dtype=np.int64)
+    for i in np.flatnonzero(hidden >= 0):
+        others = [m for m in np.flatnonzero(present[i]) if m != hidden[i]]
+        if len(others) >= 2 and rng.random() < config.context_drop_prob:
+            dropped[i] = int(rng.choice(others))
+    masks = MultimodalMasks(hidden=torch.from_numpy(hidden), dropped=torch.from_numpy(dropped))
     if batch.graph is not None:
-        masks.graph = _graph_masks(batch, config.graph, hidden, rng)
+        masks.graph = _graph_masks(batch, config.graph, hidden, dropped, rng)
     if batch.image is not None:
         keep, target = image_block_masks(len(batch.image_rows), grid, config, rng)
-        whole = hidden[batch.image_rows.numpy()] == MODALITIES.index("image")
+        rows = batch.image_rows.numpy()
+        whole, gone = hidden[rows] == MODALITIES.index("image"), dropped[rows] == MODALITIES.index("image")
         keep[whole], target[whole] = False, True
+        keep[gone], target[gone] = False, False
         masks.image_keep, masks.image_target = torch.from_numpy(keep), torch.from_numpy(target)
     if batch.assay is not None:
         pad = batch.assay.pad.numpy()
         keep, target = assay_subset_masks(pad, config.assay_fraction, rng)
-        whole = hidden[batch.assay_rows.numpy()] == MODALITIES.index("assay")
+        rows = batch.assay_rows.numpy()
+        whole, gone = hidden[rows] == MODALITIES.index("assay"), dropped[rows] == MODALITIES.index("assay")
         keep[whole], target[whole] = False, ~pad[whole]
+        keep[gone], target[gone] = False, False
         masks.assay_keep, masks.assay_target = torch.from_numpy(keep), torch.from_numpy(target)
     return masks
 
 
-def _graph_masks(batch: MultimodalBatch, config: MaskConfig, hidden: np.ndarray,
+def _graph_masks(batch: MultimodalBatch, config: MaskConfig, hidden: np.ndarray, dropped: np.ndarray,
                  rng: np.random.Generator) -> GraphMasks:
     g = batch.graph
     inner = sample_graph_masks(g, config, rng)
-    whole_mol = hidden[batch.graph_rows.numpy()] == MODALITIES.index("graph")  # [Bg]
-    if not whole_mol.any():
+    rows = batch.graph_rows.numpy()
+    whole_mol = hidden[rows] == MODALITIES.index("graph")  # [Bg]
+    gone_mol = dropped[rows] == MODALITIES.index("graph")
+    if not whole_mol.any() and not gone_mol.any():
         return inner
     mol = g.batch.numpy()
-    whole_atom = whole_mol[mol]  # [N]
+    whole_atom, gone_atom = whole_mol[mol], gone_mol[mol]  # [N]
     block = np.full(g.num_nodes, -1, dtype=np.int64)
     block[inner.target_idx.numpy()] = inner.target_block.numpy()
     n_blocks = int(inner.target_block.max()) + 1 if len(inner.target_block) else 0
     block[whole_atom] = n_blocks + mol[whole_atom]  # one new block per wholly hidden molecule
+    block[gone_atom] = -1  # left out of the context, and not predicted either
     target_idx = np.flatnonzero(block >= 0)  # atoms are grouped by molecule, so this stays grouped
-    keep = inner.keep.numpy() & ~whole_atom
+    keep = inner.keep.numpy() & ~whole_atom & ~gone_atom
     return GraphMasks(
         keep=torch.from_numpy(keep),
         target_idx=torch.from_numpy(target_idx),

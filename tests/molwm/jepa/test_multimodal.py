@@ -140,3 +140,23 @@ def test_init_graph_starts_both_graph_encoders_from_a_graph_checkpoint(tmp_path,
     mm_config.graph.layers = 3
     with pytest.raises(ConfigError, match="differs from model.graph"):
         build_model(MultimodalPretrainConfig(model=mm_config, init_graph=str(ckpt)), n_assays=3)
+
+
+@pytest.mark.unit
+def test_context_drop_removes_a_modality_without_predicting_it(mm_data, mm_config):
+    mask = MultimodalMaskConfig(whole_modality_prob=1.0, context_drop_prob=1.0)
+    b, m = _batch(mm_data, mm_config, mask=mask, step=1)
+    present = b.present()
+    for i in range(b.size):
+        if m.hidden[i] >= 0 and present[i].sum() == 3:
+            assert m.dropped[i] >= 0 and m.dropped[i] != m.hidden[i]
+        else:
+            assert m.dropped[i] == -1
+    img_gone = m.dropped[b.image_rows] == MODALITIES.index("image")
+    assert (m.dropped >= 0).sum() >= 5  # most three-modality samples lose one
+    assert not m.image_keep[img_gone].any() and not m.image_target[img_gone].any()
+    g_gone = (m.dropped[b.graph_rows] == MODALITIES.index("graph"))[b.graph.batch]
+    assert not m.graph.keep[g_gone].any()
+    assert not set(torch.nonzero(g_gone).squeeze(1).tolist()) & set(m.graph.target_idx.tolist())
+    model = MultimodalJEPA(GRAPH_SPEC, mm_data.n_assays, mm_config)
+    assert torch.isfinite(model(b, m).loss)
