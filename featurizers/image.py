@@ -377,3 +377,42 @@ def featurize_sites(sites: Sequence[Sequence[str | Path | None]], size: int | No
         index=np.asarray(idx, np.int64),
         rejects=sorted(rejects, key=lambda r: r.index),
     )
+
+
+@dataclass
+class ChannelStats:
+    """Per-channel intensity statistics fitted on training sites, applied to every site.
+
+    Unlike per-site scaling, this keeps differences *between* sites (a brighter
+    mitochondria channel, more nuclei), which is what a phenotype is; real
+    Cell Painting pipelines normalise against plate or control statistics
+    for the same reason.
+
+    Attributes:
+        mean: ``[C]`` mean intensity over the present pixels of the training sites.
+        std: ``[C]`` their standard deviation (1 where a channel was never present).
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, images: np.ndarray, present: np.ndarray) -> "ChannelStats":
+        """Fit on ``images [N, C, H, W]`` (raw intensities) with ``present [N, C]``."""
+        c = images.shape[1]
+        mean, std = np.zeros(c), np.ones(c)
+        for k in range(c):
+            rows = np.flatnonzero(present[:, k])
+            if len(rows):
+                x = images[rows, k].astype(np.float64)
+                mean[k], std[k] = x.mean(), max(float(x.std()), 1e-6)
+        return cls(mean.astype(np.float32), std.astype(np.float32))
+
+    def apply(self, images: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """``(x - mean) / std`` per channel; absent channels stay zero. Returns float32 ``[N, C, H, W]``."""
+        out = (images.astype(np.float32) - self.mean[None, :, None, None]) / self.std[None, :, None, None]
+        out[~present] = 0.0
+        return out
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from featurizers.assay import AssayNormalizer
-from featurizers.image import CHANNELS, featurize_sites
+from featurizers.image import CHANNELS, ChannelStats, featurize_sites
 from featurizers.molecule import featurize_arrays
 from molwm.data.multimodal import MultimodalData
 
@@ -76,6 +76,7 @@ class MultimodalBuild:
         normalizer: Per-assay standardisation fitted on ``train``.
         rejects: One dict per unusable input: source, row, input, reason.
         synthetic: True if any source is marked synthetic.
+        image_stats: Per-channel intensity scaling fitted on the training sites (None without images).
     """
 
     train: MultimodalData
@@ -84,6 +85,7 @@ class MultimodalBuild:
     normalizer: AssayNormalizer
     rejects: list[dict]
     synthetic: bool
+    image_stats: ChannelStats | None = None
 
 
 @dataclass
@@ -111,7 +113,10 @@ def _lab_rows(config: MultimodalDataConfig, rejects: list[dict], progress: bool)
     frame = index.frame
     if config.max_sites is not None:
         frame = frame.iloc[: config.max_sites]
-    sites = featurize_sites(index.site_paths()[: len(frame)], size=config.image_size, progress=progress)
+    # raw intensities; scaled below with statistics of the training sites (per-site scaling would
+    # erase the between-well intensity differences that make up a phenotype)
+    sites = featurize_sites(index.site_paths()[: len(frame)], size=config.image_size, progress=progress,
+                            normalize=None)
     for r in sites.rejects:
         rejects.append({"source": "lab/images", "row": r.index, "input": r.smiles, "reason": r.reason})
     image_row = np.full(len(frame), -1, dtype=np.int64)
@@ -152,14 +157,18 @@ def build_multimodal_data(config: MultimodalDataConfig, progress: bool = True) -
         _add_moleculeace(config, train, held, assay_names, rejects)
     if config.graphs is not None:
         _add_graphs(config, train, rejects)
-    images = sites.images.astype(np.float16) if sites is not None and len(sites) else np.zeros((0, len(CHANNELS), 1, 1),
-                                                                                              np.float16)
-    present = sites.present if sites is not None and len(sites) else np.zeros((0, len(CHANNELS)), bool)
+    images = np.zeros((0, len(CHANNELS), 1, 1), np.float16)
+    present = np.zeros((0, len(CHANNELS)), bool)
+    stats = None
+    if sites is not None and len(sites):
+        train_sites = np.asarray([i for i in train.image if i >= 0], dtype=np.int64)
+        stats = ChannelStats.fit(sites.images[train_sites], sites.present[train_sites])
+        images, present = stats.apply(sites.images, sites.present).astype(np.float16), sites.present
     raw = _panel(train, assay_names)
     normalizer = AssayNormalizer(columns=list(assay_names)).fit(raw) if assay_names else AssayNormalizer(columns=[])
     train_data = _data(train, assay_names, normalizer, images, present, rejects, "train")
     held_data = _data(held, assay_names, normalizer, images, present, rejects, "heldout") if held.smiles else None
-    return MultimodalBuild(train_data, held_data, held_part, normalizer, rejects, synthetic)
+    return MultimodalBuild(train_data, held_data, held_part, normalizer, rejects, synthetic, stats)
 
 
 def _add_moleculeace(config, train: _Rows, held: _Rows, assay_names: list[str], rejects: list[dict]) -> None:

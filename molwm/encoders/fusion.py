@@ -9,7 +9,7 @@ lacks a modality (or had it hidden) simply has no tokens from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -38,11 +38,15 @@ class FusedTokens:
         x: ``[B, 1 + T, D]`` outputs; position 0 is the global token.
         pad: ``[B, 1 + T]`` bool.
         modality: ``[1 + T]`` long modality index of each position (-1: global).
+        pooled: Per modality index, the mean of its encoder's (pre-fusion)
+            tokens for the rows that have any: ``[B_m, D]``; for per-modality
+            anti-collapse terms.
     """
 
     x: Tensor
     pad: Tensor
     modality: Tensor
+    pooled: dict[int, Tensor] = field(default_factory=dict)
 
     @property
     def joint(self) -> Tensor:
@@ -74,7 +78,12 @@ class Fusion(nn.Module):
         b = parts[0][1].shape[0]
         g = self.global_token.expand(b, 1, -1)  # [B, 1, D]
         xs, pads, mods = [g], [torch.zeros(b, 1, dtype=torch.bool, device=g.device)], [-1]
+        pooled = {}
         for m, x, pad in parts:
+            real = (~pad).unsqueeze(-1).to(x.dtype)  # [B, T_m, 1]
+            rows = real.sum(1).squeeze(-1) > 0
+            if bool(rows.any()):
+                pooled[m] = (x * real).sum(1)[rows] / real.sum(1)[rows]  # [B_m, D]
             xs.append(x + self.modality_embed[m])
             pads.append(pad)
             mods += [m] * x.shape[1]
@@ -82,4 +91,4 @@ class Fusion(nn.Module):
         if self.blocks is not None:
             x = self.blocks(x, src_key_padding_mask=pad)
         x = self.out_norm(x).masked_fill(pad.unsqueeze(-1), 0.0)
-        return FusedTokens(x=x, pad=pad, modality=torch.tensor(mods, device=x.device))
+        return FusedTokens(x=x, pad=pad, modality=torch.tensor(mods, device=x.device), pooled=pooled)

@@ -47,7 +47,8 @@ class MultimodalJEPAConfig:
         predictor: Predictor sizes.
         loss: ``smooth_l1`` or ``l2`` in embedding space.
         pooled_weight: Weight of the wholly hidden modalities' pooled targets.
-        anti_collapse_weight: VICReg weight on the joint (global-token) embedding.
+        anti_collapse_weight: VICReg weight; the term averages the joint
+            (global-token) embedding's and each modality's pooled context embedding's.
         ema_start: EMA momentum at step 0.
         ema_end: EMA momentum at the last step.
     """
@@ -267,7 +268,11 @@ class MultimodalJEPA(nn.Module):
         pred_loss = torch.stack(list(per_modality.values())).mean() if per_modality else zero
         whole = masks.hidden >= 0
         pooled_loss = prediction_loss(pooled_p[whole], pooled_t[whole], self.config.loss) if whole.any() else zero
-        reg = vicreg_regulariser(context.joint)
+        # anti-collapse on the joint embedding and on each modality's own pooled context embedding:
+        # a modality whose pooled tokens barely vary across samples cannot serve as a target
+        regs = [vicreg_regulariser(context.joint)]
+        regs += [vicreg_regulariser(z) for z in context.pooled.values() if len(z) >= 2]
+        reg = torch.stack(regs).mean()
         loss = pred_loss + self.config.pooled_weight * pooled_loss + self.config.anti_collapse_weight * reg
         pred = torch.cat(flat_pred) if flat_pred else pooled_p[:0]
         target = torch.cat(targets) if targets else pooled_t[:0]

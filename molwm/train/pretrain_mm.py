@@ -258,7 +258,8 @@ def _state(model, optimizer, config, step, run_id, history, pending, build: Mult
         "config": to_dict(config), "spec": GRAPH_SPEC.to_dict(), "step": step,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "run_id": run_id or "",
         "assay_names": list(build.train.assay_names), "normalizer": build.normalizer.to_dict(),
-        "synthetic": bool(build.synthetic), "probe": probe.to_dict() if probe is not None else None,
+        "synthetic": bool(build.synthetic),
+        "image_stats": build.image_stats.to_dict() if build.image_stats is not None else None, "probe": probe.to_dict() if probe is not None else None,
         "history": {k: [list(p) for p in v] for k, v in history.items()},
         "pending": [[k, float(v), int(s)] for k, v, s in pending],
     }

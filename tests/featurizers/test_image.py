@@ -179,3 +179,19 @@ def test_featurize_sites_native_size_and_processes_agree(site, tmp_path):
     assert par.index.tolist() == one.index.tolist() == list(range(6))
     empty = featurize_sites([], size=8, progress=False)
     assert empty.images.shape == (0, 5, 8, 8) and empty.present.shape == (0, 5)
+
+
+def test_channel_stats_keep_between_site_differences():
+    from featurizers.image import ChannelStats
+
+    rng = np.random.default_rng(0)
+    dim = rng.normal(100, 5, size=(1, 5, 8, 8))
+    bright = dim.copy()
+    bright[0, 4] += 50  # a brighter Mito channel: a phenotype per-site scaling would erase
+    images = np.concatenate([dim, bright])
+    present = np.ones((2, 5), bool)
+    present[1, 2] = False
+    stats = ChannelStats.fit(images, present)
+    out = stats.apply(images, present)
+    assert out[1, 4].mean() - out[0, 4].mean() > 1.0
+    assert np.all(out[1, 2] == 0) and out.dtype == np.float32
