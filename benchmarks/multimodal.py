@@ -79,21 +79,36 @@ def cmd_retrieval(args) -> dict:
     return results
 
 
-def _ridge_per_target(feats: np.ndarray, panel) -> dict[str, dict[str, float]]:
-    from molwm.tasks.probes import RidgeProbe
-
+def _score(probe, xs_test, ys_test, cliffs) -> dict[str, dict[str, float]]:
     out = {}
-    train, test = panel.train_mask(), panel.test_mask()
-    ok = np.isfinite(feats).all(1)
-    for j, name in enumerate(panel.assays):
-        tr, te = train[:, j] & ok, test[:, j] & ok
-        probe = RidgeProbe.fit(feats[tr], panel.values[tr, j][:, None])  # penalty by LOO on train cells
-        pred = probe.predict(feats[te])[:, 0]
-        err = pred - panel.values[te, j]
-        cliff = panel.cliff[te, j]
-        out[name] = {"rmse": float(np.sqrt(np.mean(err**2))),
-                     "rmse_cliff": float(np.sqrt(np.mean(err[cliff] ** 2))) if cliff.any() else float("nan")}
+    for j, (x, y, c) in enumerate(zip(xs_test, ys_test, cliffs)):
+        full = np.zeros((len(x), len(xs_test), x.shape[1]))  # target j's features in its slot
+        full[:, j] = x
+        err = probe.predict(full)[:, j] - y
+        out[j] = {"rmse": float(np.sqrt(np.mean(err**2))),
+                  "rmse_cliff": float(np.sqrt(np.mean(err[c] ** 2))) if c.any() else float("nan")}
     return out
+
+
+def _ridge_per_target(shared: np.ndarray, panel, per=None, columns=None) -> dict[str, dict[str, float]]:
+    """Per target: ridge (penalty by LOO on its train cells) on frozen features, RMSE on its test cells."""
+    from molwm.tasks.probes import RidgeProbe
+    from molwm.train.pretrain_mm import readout_columns
+
+    res = {}
+    ok = np.isfinite(shared).all(1)
+    for part in ("train", "test"):
+        mask = panel.train_mask() if part == "train" else panel.test_mask()
+        vals = np.where(mask, panel.values, np.nan)
+        if per is None:
+            xs = [shared[np.isfinite(vals[:, j]) & ok] for j in range(len(panel.assays))]
+            ys = [vals[np.isfinite(vals[:, j]) & ok, j] for j in range(len(panel.assays))]
+        else:
+            xs, ys = readout_columns(shared, per, vals, columns)
+        res[part] = (xs, ys, [panel.cliff[np.isfinite(vals[:, j]) & ok, j] for j in range(len(panel.assays))])
+    probe = RidgeProbe.fit_columns(res["train"][0], res["train"][1])
+    scores = _score(probe, *res["test"])
+    return {name: scores[j] for j, name in enumerate(panel.assays)}
 
 
 def _graph_jepa_features(ckpt: str, smiles: list) -> np.ndarray:
@@ -116,8 +131,9 @@ def cmd_assays(args) -> dict:
     results = {"multimodal_jepa": [], "graph_jepa": None, "rf_morgan": None}
     for seed in args.seeds:
         res, secs = _pretrain("jepa", seed, args, moleculeace=True)
-        feats = graph_features(_load(res, "jepa"), data)
-        per = _ridge_per_target(feats, panel)
+        shared, tokens = graph_features(_load(res, "jepa"), data)
+        columns = [res.build.train.assay_names.index(a) for a in panel.assays]
+        per = _ridge_per_target(shared, panel, tokens, columns)
         results["multimodal_jepa"].append({"per_target": per, **_summ(per), "seconds": secs})
         print(f"multimodal JEPA seed {seed}: mean RMSE {_summ(per)['rmse']:.3f}, "
               f"cliff {_summ(per)['rmse_cliff']:.3f} ({secs:.0f}s)", flush=True)

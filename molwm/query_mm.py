@@ -2,9 +2,9 @@
 
 A multimodal checkpoint answers graph-only questions: the molecule's joint
 embedding (the fusion's global token with only the graph visible), and the
-assay panel predicted by the ridge probe fitted at the end of pretraining
-(on the joint embedding plus the predicted pooled assay embedding), in the
-panel's own units. The spread reported with each assay value is the
+assay panel predicted by the per-assay ridge probes fitted at the end of
+pretraining (on the graph embedding, the joint embedding and the predictor's
+forecast of that assay's token), in the panel's own units. The spread reported with each assay value is the
 probe's residual standard deviation on its training cells: one number per
 assay, not per molecule.
 """
@@ -61,10 +61,10 @@ class JointGraphModel:
         """Predicted assay values in panel units and the joint embeddings: ``([B, A], [B, D])``."""
         if self.probe is None:
             raise ValueError("this multimodal model has no assay probe (it was pretrained without assay data)")
-        mb = self._wrap(batch)
-        joint = self.model.embed(mb)
-        feats = torch.cat([joint, self.model.predict_modality(mb, "assay")], dim=1).numpy()
-        return self.normalizer.inverse_transform(self.probe.predict(feats)), joint.numpy()
+        shared, per = self.model.assay_readout(self._wrap(batch))  # [B, 2D], [B, A, D]
+        feats = torch.cat([shared.unsqueeze(1).expand(-1, per.shape[1], -1), per], dim=2).numpy()
+        joint = shared[:, self.dim:].numpy()
+        return self.normalizer.inverse_transform(self.probe.predict(feats)), joint
 
     def spread(self) -> np.ndarray:
         """``[A]`` probe residual std on its training cells, in panel units."""

@@ -306,6 +306,28 @@ class MultimodalJEPA(nn.Module):
         return pooled
 
     @torch.no_grad()
+    def assay_readout(self, batch: MultimodalBatch) -> tuple[Tensor, Tensor]:
+        """Features to read assay values from, given whatever each sample shows (usually its graph).
+
+        Returns:
+            ``(shared [B, 2D], per_assay [B, A, D])``: shared = the graph target
+            encoder's mean-pooled embedding (zeros without a graph) and the joint
+            embedding; per_assay = the predictor's forecast of each assay's token.
+        """
+        self.eval()
+        context = self.context(batch)
+        b, d = batch.size, self.config.dim
+        n = self.encoders["assay"].n_assays
+        ids = torch.arange(n).expand(b, n)
+        queries = [(A, self.encoders["assay"].positions(ids), torch.zeros(b, n, dtype=torch.bool))]
+        (tokens,), _ = self.predictor(context, queries, torch.full((b,), -1, dtype=torch.long))
+        graph = torch.zeros(b, d)
+        if batch.graph is not None:
+            self.targets["graph"].eval()
+            graph[batch.graph_rows] = self.targets["graph"].embed(batch.graph)
+        return torch.cat([graph, context.joint], dim=1), tokens
+
+    @torch.no_grad()
     def modality_embedding(self, batch: MultimodalBatch, modality: str) -> tuple[Tensor, Tensor]:
         """Target-encoder pooled (layer-normed) embedding of ``modality`` for the rows that have it.
 

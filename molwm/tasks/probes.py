@@ -25,8 +25,8 @@ class RidgeProbe:
     Attributes:
         weights: ``[F, T]`` coefficients on standardised features.
         bias: ``[T]`` intercepts.
-        mean: ``[F]`` feature means used for standardisation.
-        std: ``[F]`` feature stds.
+        mean: ``[T, F]`` feature means of each target's training rows.
+        std: ``[T, F]`` their stds.
         n_train: ``[T]`` observed training rows per target (0: never fitted, predicts NaN).
         alpha: ``[T]`` chosen penalty per target (times the number of rows).
         resid_std: ``[T]`` leave-one-out residual standard deviation on the
@@ -46,22 +46,33 @@ class RidgeProbe:
         """Fit one ridge per column of ``y`` on its observed (finite) rows, penalty by LOO error.
 
         Shapes:
-            x: ``[N, F]``; y: ``[N, T]`` with NaN where unobserved.
+            x: ``[N, F]`` shared features, or ``[N, T, F]`` features per target
+            (e.g. the predicted embedding of that assay); y: ``[N, T]`` with NaN
+            where unobserved.
         """
-        x = np.asarray(x, np.float64)
+        x = np.asarray(x)
         y = np.asarray(y, np.float64).reshape(len(x), -1)
-        mean, std = x.mean(0), x.std(0) + 1e-6
-        xs = (x - mean) / std
-        f, t = x.shape[1], y.shape[1]
-        weights, bias = np.zeros((f, t)), np.full(t, np.nan)
-        n_train, alpha, resid = np.zeros(t, np.int64), np.full(t, np.nan), np.full(t, np.nan)
-        for j in range(t):
+        xs, ys = [], []
+        for j in range(y.shape[1]):
             obs = np.isfinite(y[:, j])
-            if obs.sum() < min_rows:
+            xs.append((x if x.ndim == 2 else x[:, j])[obs])
+            ys.append(y[obs, j])
+        return cls.fit_columns(xs, ys, alphas, min_rows)
+
+    @classmethod
+    def fit_columns(cls, xs: list[np.ndarray], ys: list[np.ndarray], alphas=ALPHAS,
+                    min_rows: int = 5) -> "RidgeProbe":
+        """Fit target ``j`` on ``xs[j] [n_j, F]`` -> ``ys[j] [n_j]`` (only its observed rows)."""
+        f, t = xs[0].shape[-1], len(ys)
+        weights, bias = np.zeros((f, t)), np.full(t, np.nan)
+        mean, std = np.zeros((t, f)), np.ones((t, f))
+        n_train, alpha, resid = np.zeros(t, np.int64), np.full(t, np.nan), np.full(t, np.nan)
+        for j, (xj, yo) in enumerate(zip(xs, ys)):
+            if len(yo) < min_rows:
                 continue
-            n_train[j] = obs.sum()
-            xo = xs[obs] - xs[obs].mean(0)
-            yo = y[obs, j]
+            xj, yo = np.asarray(xj, np.float64), np.asarray(yo, np.float64)
+            mean[j], std[j] = xj.mean(0), xj.std(0) + 1e-6
+            xo = (xj - mean[j]) / std[j]  # standardised and centred
             ym = yo.mean()
             u, s, vt = np.linalg.svd(xo, full_matrices=False)  # [n, r], [r], [r, F]
             uty = u.T @ (yo - ym)
@@ -76,14 +87,15 @@ class RidgeProbe:
                 if best is None or err < best[0]:
                     best = (err, a, vt.T @ (s / (s**2 + lam) * uty))
             err, alpha[j], weights[:, j] = best
-            bias[j] = ym - xs[obs].mean(0) @ weights[:, j]
-            resid[j] = np.sqrt(err)
+            bias[j], n_train[j], resid[j] = ym, len(yo), np.sqrt(err)
         return cls(weights, bias, mean, std, n_train, alpha, resid)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """``[N, T]`` predictions (NaN for targets that were never fitted)."""
-        xs = (np.asarray(x, np.float64) - self.mean) / self.std
-        out = xs @ self.weights + self.bias
+        """``[N, T]`` predictions from ``[N, F]`` or ``[N, T, F]`` features (NaN for unfitted targets)."""
+        x = np.asarray(x, np.float64)
+        x = x[:, None, :] if x.ndim == 2 else x  # [N, 1 or T, F]
+        xs = (x - self.mean) / self.std  # [N, T, F]
+        out = np.einsum("ntf,ft->nt", xs, self.weights) + self.bias
         out[:, self.n_train == 0] = np.nan
         return out
 

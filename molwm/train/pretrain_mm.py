@@ -218,38 +218,61 @@ def health(model, batch, masks) -> dict[str, float]:
 
 
 @torch.no_grad()
-def graph_features(model, data: MultimodalData, rows: np.ndarray | None = None, batch_size: int = 256) -> np.ndarray:
-    """Frozen molecule features from the graph alone, ``[n, F]`` (NaN rows without a graph).
+def graph_features(model, data: MultimodalData, rows: np.ndarray | None = None,
+                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frozen molecule features from the graph alone (NaN rows without a graph).
 
-    JEPA: the joint embedding of the graph alone, concatenated with the
-    predicted pooled assay embedding; contrastive: the projected molecule embedding.
+    JEPA: ``(shared [n, 2D], per_assay [n, A, D] float16)`` from
+    :meth:`MultimodalJEPA.assay_readout`; contrastive: ``(projected molecule
+    embedding [n, D], None)``.
     """
     rows = np.arange(len(data)) if rows is None else np.asarray(rows)
-    out = None
+    shared, per = None, None
     for i in range(0, len(rows), batch_size):
-        part = rows[i:i + batch_size]
-        b = add_pe(data.batch(part, drop=("assay", "image")), model.config)
+        b = add_pe(data.batch(rows[i:i + batch_size], drop=("assay", "image")), model.config)
         if b.graph is None:
             continue
+        at = i + b.graph_rows.numpy()
         if isinstance(model, ContrastiveMolImage):
-            feats = model.molecule_embedding(b)
+            feats, tokens = model.molecule_embedding(b), None
         else:
-            feats = torch.cat([model.embed(b), model.predict_modality(b, "assay")], dim=1)[b.graph_rows]
-        if out is None:
-            out = np.full((len(rows), feats.shape[1]), np.nan, dtype=np.float32)
-        out[i + b.graph_rows.numpy()] = feats.numpy()
-    return out if out is not None else np.zeros((len(rows), 0), np.float32)
+            feats, tokens = model.assay_readout(b)
+            feats, tokens = feats[b.graph_rows], tokens[b.graph_rows]
+        if shared is None:
+            shared = np.full((len(rows), feats.shape[1]), np.nan, dtype=np.float32)
+            if tokens is not None:
+                per = np.full((len(rows), *tokens.shape[1:]), np.nan, dtype=np.float16)
+        shared[at] = feats.numpy()
+        if tokens is not None:
+            per[at] = tokens.numpy()
+    return (shared if shared is not None else np.zeros((len(rows), 0), np.float32)), per
+
+
+def readout_columns(shared: np.ndarray, per: np.ndarray, values: np.ndarray, columns: list[int]):
+    """Per-assay design matrices for :meth:`RidgeProbe.fit_columns`.
+
+    Assay ``j`` (column ``columns[j]`` of the model's vocabulary) gets the rows
+    where ``values[:, j]`` is observed and features ``[shared, predicted token of that assay]``.
+    """
+    xs, ys = [], []
+    for j, col in enumerate(columns):
+        obs = np.isfinite(values[:, j]) & np.isfinite(shared).all(1)
+        xs.append(np.concatenate([shared[obs], per[obs, col].astype(np.float32)], axis=1))
+        ys.append(values[obs, j])
+    return xs, ys
 
 
 def fit_assay_probe(model, data: MultimodalData) -> RidgeProbe | None:
-    """Ridge from graph-only features to every assay (normalised units), on the training samples;
+    """Per-assay ridge from graph-only features (normalised units), on the training samples;
     the penalty of each assay is chosen by leave-one-out error."""
     if not data.n_assays:
         return None
     rows = np.flatnonzero((data.graph_of >= 0) & (~np.isnan(data.assay_values)).any(1))
     if len(rows) == 0:
         return None
-    return RidgeProbe.fit(graph_features(model, data, rows), data.assay_values[rows])
+    shared, per = graph_features(model, data, rows)
+    xs, ys = readout_columns(shared, per, data.assay_values[rows], list(range(data.n_assays)))
+    return RidgeProbe.fit_columns(xs, ys)
 
 
 def _state(model, optimizer, config, step, run_id, history, pending, build: MultimodalBuild, probe=None) -> dict:

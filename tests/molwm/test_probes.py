@@ -33,3 +33,12 @@ def test_probe_shrinks_noise_and_skips_empty_targets():
     assert probe.alpha[0] >= 1.0  # LOO picks heavy shrinkage for noise
     pred = probe.predict(x)
     assert np.isnan(pred[:, 1]).all() and np.std(pred[:, 0]) < 0.5
+
+
+def test_probe_takes_features_per_target():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 2, 3))  # each target has its own features
+    y = np.stack([x[:, 0] @ [1.0, 0, 0], x[:, 1] @ [0, 0, -2.0]], 1)
+    probe = RidgeProbe.fit(x, y)
+    assert np.allclose(probe.predict(x), y, atol=0.05)
+    assert np.isnan(probe.predict(np.zeros((1, 2, 3)))).sum() == 0
