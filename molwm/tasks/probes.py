@@ -31,6 +31,10 @@ class RidgeProbe:
         alpha: ``[T]`` chosen penalty per target (times the number of rows).
         resid_std: ``[T]`` leave-one-out residual standard deviation on the
             training rows (a homoscedastic spread; NaN where never fitted).
+        y_range: ``[T, 2]`` lowest and highest training value; predictions are
+            clipped to it, so a molecule far from the training set (a linear
+            read-out extrapolates without bound) never gets a value no
+            training compound had, such as a pKi of 12.
     """
 
     weights: np.ndarray
@@ -40,6 +44,7 @@ class RidgeProbe:
     n_train: np.ndarray
     alpha: np.ndarray
     resid_std: np.ndarray
+    y_range: np.ndarray
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, alphas=ALPHAS, min_rows: int = 5) -> "RidgeProbe":
@@ -67,6 +72,7 @@ class RidgeProbe:
         weights, bias = np.zeros((f, t)), np.full(t, np.nan)
         mean, std = np.zeros((t, f)), np.ones((t, f))
         n_train, alpha, resid = np.zeros(t, np.int64), np.full(t, np.nan), np.full(t, np.nan)
+        y_range = np.full((t, 2), np.nan)
         for j, (xj, yo) in enumerate(zip(xs, ys)):
             if len(yo) < min_rows:
                 continue
@@ -88,7 +94,8 @@ class RidgeProbe:
                     best = (err, a, vt.T @ (s / (s**2 + lam) * uty))
             err, alpha[j], weights[:, j] = best
             bias[j], n_train[j], resid[j] = ym, len(yo), np.sqrt(err)
-        return cls(weights, bias, mean, std, n_train, alpha, resid)
+            y_range[j] = yo.min(), yo.max()
+        return cls(weights, bias, mean, std, n_train, alpha, resid, y_range)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """``[N, T]`` predictions from ``[N, F]`` or ``[N, T, F]`` features (NaN for unfitted targets)."""
@@ -96,6 +103,7 @@ class RidgeProbe:
         x = x[:, None, :] if x.ndim == 2 else x  # [N, 1 or T, F]
         xs = (x - self.mean) / self.std  # [N, T, F]
         out = np.einsum("ntf,ft->nt", xs, self.weights) + self.bias
+        out = np.clip(out, self.y_range[:, 0], self.y_range[:, 1])
         out[:, self.n_train == 0] = np.nan
         return out
 
@@ -107,4 +115,4 @@ class RidgeProbe:
     def from_dict(cls, d: dict) -> "RidgeProbe":
         """Inverse of :meth:`to_dict`."""
         return cls(*(np.asarray(d[k], np.int64 if k == "n_train" else np.float64)
-                     for k in ("weights", "bias", "mean", "std", "n_train", "alpha", "resid_std")))
+                     for k in ("weights", "bias", "mean", "std", "n_train", "alpha", "resid_std", "y_range")))

@@ -42,3 +42,13 @@ def test_probe_takes_features_per_target():
     probe = RidgeProbe.fit(x, y)
     assert np.allclose(probe.predict(x), y, atol=0.05)
     assert np.isnan(probe.predict(np.zeros((1, 2, 3)))).sum() == 0
+
+
+def test_probe_never_predicts_outside_the_training_range():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(100, 2))
+    y = (x @ [1.0, 1.0])[:, None]
+    probe = RidgeProbe.fit(x, y)
+    far = np.array([[50.0, 50.0], [-50.0, -50.0]])  # a molecule unlike any training one
+    pred = probe.predict(far)[:, 0]
+    assert pred[0] == y.max() and pred[1] == y.min()
