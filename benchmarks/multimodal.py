@@ -61,7 +61,7 @@ def cmd_retrieval(args) -> dict:
     from molwm.tasks.retrieval import molecule_image_pairs, retrieval_accuracy
 
     results = {}
-    for objective in ("jepa", "contrastive"):
+    for objective in args.objectives.split(","):
         for seed in args.seeds:
             res, secs = _pretrain(objective, seed, args, moleculeace=False)
             model = _load(res, objective)
@@ -188,6 +188,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pool", type=int, default=100)
+    p.add_argument("--objectives", default="jepa,contrastive", help="retrieval: which objectives to run")
     p.add_argument("--graph-jepa", default=None)
     p.add_argument("--rf-json", default=None)
     p.add_argument("--batch", type=int, default=64)
