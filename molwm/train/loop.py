@@ -127,3 +127,12 @@ def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history
 def count_parameters(module) -> int:
     """Number of parameters of a module."""
     return sum(p.numel() for p in module.parameters())
+
+
+def check_schedule(config) -> None:
+    """Raise ConfigError unless a pretraining config's batch size, epochs and intervals are positive."""
+    from molwm.config import ConfigError
+
+    for name in ("batch_size", "epochs", "log_every", "health_every", "checkpoint_every"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")

@@ -26,7 +26,7 @@ from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import GraphJEPA, JEPAConfig
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, load_checkpoint, lr_at, plot_curves
-from molwm.train.loop import LoopSchedule, count_parameters, drop_logged, flush, run_steps
+from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, run_steps
 
 
 @dataclass
@@ -80,11 +80,7 @@ class PretrainConfig:
     register_name: str | None = None
 
     def validate(self) -> None:
-        from molwm.config import ConfigError
-
-        for name in ("batch_size", "epochs", "log_every", "health_every", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        check_schedule(self)
 
 
 @dataclass
