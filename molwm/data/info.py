@@ -11,7 +11,7 @@ import pandas as pd
 
 from molwm.data.cache import cache_root
 from molwm.data.registry import DatasetCard, DatasetError, get_card, list_cards
-from molwm.data.sources import load_table
+from molwm.data.sources import load_table, resolve_files
 
 
 @dataclass
@@ -75,11 +75,20 @@ def show_dataset(name: str, extra_dirs=(), cache_dir: str | Path | None = None, 
     """One card in full, with a preview of its rows when the source is available.
 
     The preview reads the whole table for small sets, and ``preview_rows``
-    rows (checksum still verified) for large ones.
+    rows (checksum still verified) for large ones. A card whose file is not a
+    table (``card.tabular`` False) gets its checksums verified and no preview.
     """
     card = get_card(name, extra_dirs)
     ok, detail = _availability(card)
     status = DatasetStatus(card, ok, detail, prepared_caches(card.name, cache_dir))
+    if ok and not card.tabular:  # not a molecule table: locate and checksum only, no preview
+        try:
+            resolve_files(card)
+        except DatasetError as err:
+            status.available, status.detail = False, str(err)
+            return status
+        status.detail = f"{detail}; checksums verified; {card.format}, read with {card.reader}"
+        return status
     if ok and card.source.kind != "deepchem_molnet":
         big = (card.size or 0) > 100_000
         try:

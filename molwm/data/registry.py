@@ -17,8 +17,13 @@ from typing import Literal, Sequence
 from molwm.config import ConfigError, from_dict, read_yaml
 
 SourceKind = Literal["package", "local", "deepchem_molnet"]
-TableFormat = Literal["csv", "tsv", "sdf", "parquet", "smi"]
-TaskType = Literal["regression", "classification", "multitask_regression", "multitask_classification", "unlabelled"]
+TableFormat = Literal["csv", "tsv", "sdf", "parquet", "smi", "hdf5"]
+TaskType = Literal[
+    "regression", "classification", "multitask_regression", "multitask_classification", "unlabelled",
+    "time_course",
+]
+# formats that are not molecule tables: molwm locates and checksums them, and `reader` reads them
+NON_TABULAR_FORMATS = ("hdf5",)
 
 
 class DatasetError(ValueError):
@@ -111,7 +116,11 @@ class TaskSpec:
 
 @dataclass
 class DatasetCard:
-    """One dataset, as described by ``datasets/<name>.yaml``."""
+    """One dataset, as described by ``datasets/<name>.yaml``.
+
+    A card whose ``format`` is not a table (``hdf5``) names in ``reader`` the
+    function that reads its file; molwm then only locates and checksums it.
+    """
 
     name: str
     source: SourceSpec
@@ -123,16 +132,29 @@ class DatasetCard:
     citation: str = ""
     url: str | None = None
     size: int | None = None
+    reader: str | None = None
     card_path: str | None = None
+
+    @property
+    def tabular(self) -> bool:
+        """False for a card whose file is not a molecule table (see ``reader``)."""
+        return self.format not in NON_TABULAR_FORMATS
 
     def validate(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ "):
             raise ConfigError(f"name '{self.name}' must be non-empty without slashes or spaces")
-        if self.task.type != "unlabelled" and not self.columns.targets and self.source.kind != "deepchem_molnet":
+        if not self.tabular and not self.reader:
+            raise ConfigError(f"format '{self.format}' is not a table; set 'reader:' to the function "
+                              "that reads it")
+        needs_targets = self.tabular and self.source.kind != "deepchem_molnet"
+        if self.task.type != "unlabelled" and not self.columns.targets and needs_targets:
             raise ConfigError(f"task.type is '{self.task.type}' but columns.targets is empty")
 
     def table_format(self, path: str) -> str:
         """The declared format, or the one implied by the file name."""
+        if not self.tabular:
+            raise DatasetError(f"dataset '{self.name}': {path} is {self.format}, not a table of molecules; "
+                               f"read it with {self.reader}")
         if self.format:
             return self.format
         name = path.lower().removesuffix(".gz")

@@ -1,0 +1,144 @@
+"""How good are the forecasts? k-steps-ahead errors on held-out drugs, against persistence.
+
+``steps_ahead`` starts from every observed slot of every held-out course and
+rolls the model forward through the next ``k`` observed time points (actions
+and times given, nothing observed after the start), then compares:
+- in latent space: normalised MSE to the target encoder's embedding of what
+  was observed at ``t + k`` (1 = as bad as predicting the mean embedding);
+- decoded: R² of the observations and, where known, of the hidden state.
+Persistence (nothing changes after the start) is scored the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from molwm.world.forecast import WorldForecaster
+from molwm.world.model import LatentState
+from molwm.world.prepare import WorldData
+
+
+def r2_score(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean over columns of R² (columns with no variance skipped). Shapes: ``[n, C]``."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    ok = np.isfinite(pred).all(1) & np.isfinite(true).all(1)
+    pred, true = pred[ok], true[ok]
+    if len(true) < 2:
+        return float("nan")
+    var = true.var(0)
+    keep = var > 1e-12
+    return float(np.mean(1.0 - ((pred - true) ** 2).mean(0)[keep] / var[keep]))
+
+
+def _starts(mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and start slots that have at least ``k`` later observed slots; returns ``(rows, slots[:, k+1])``."""
+    rows, slots = [], []
+    for i in range(len(mask)):
+        seen = np.flatnonzero(mask[i])
+        for p in range(len(seen) - k):
+            rows.append(i)
+            slots.append(seen[p: p + k + 1])
+    return np.asarray(rows, np.int64), np.asarray(slots, np.int64).reshape(-1, k + 1)
+
+
+@torch.no_grad()
+def steps_ahead(fc: WorldForecaster, data: WorldData, ks: Sequence[int] = (1, 2, 4),
+                max_starts: int = 20000, seed: int = 0) -> dict[str, float]:
+    """Forecast metrics ``k`` observed steps ahead for each ``k`` (see the module docstring)."""
+    net, jepa = fc.net, fc.config.objective == "jepa"
+    kmax = max(ks)
+    mask = data.mask.numpy()
+    out: dict[str, float] = {}
+    for k in ks:
+        rows, slots = _starts(mask, k)
+        if not len(rows):
+            continue
+        if len(rows) > max_starts:
+            pick = np.sort(np.random.default_rng(seed).choice(len(rows), max_starts, replace=False))
+            rows, slots = rows[pick], slots[pick]
+        r = torch.from_numpy(rows)
+        w0 = data.windows[r, slots[:, 0]]
+        tokens = net.target(w0) if jepa else net.encoder(w0)
+        times = data.times[r[:, None], torch.from_numpy(slots[:, 1:])]
+        act = data.action.take(r)
+        # held-out drugs: their identity is unknown to the model
+        act.drug = torch.full_like(act.drug, len(fc.drugs))
+        latent = net.rollout(LatentState(tokens, data.times[r, slots[:, 0]]), act, times)[:, :, -1]  # [E,n,K,D]
+        latent = latent.flatten(2).numpy()
+        end = slots[:, -1]
+        true_obs = fc.obs_norm.inverse(data.obs.numpy()[rows, end])
+        dec = fc.decode(latent)
+        pers = fc.decode(tokens.flatten(1).numpy()[None])
+        pred_obs = np.stack([dec[n][0] for n in fc.obs_names], 1)
+        pers_obs = np.stack([pers[n][0] for n in fc.obs_names], 1)
+        out[f"obs_r2.k{k}"] = r2_score(pred_obs, true_obs)
+        out[f"obs_r2.k{k}.persistence"] = r2_score(pers_obs, true_obs)
+        out[f"obs_r2.k{k}.last_observed"] = r2_score(fc.obs_norm.inverse(data.obs.numpy()[rows, slots[:, 0]]),
+                                                     true_obs)
+        if data.truth is not None and "truth" in fc.probes:
+            true_s = data.truth[rows, end]
+            names = ["true_" + n for n in fc.truth_names]
+            out[f"truth_r2.k{k}"] = r2_score(np.stack([dec[n][0] for n in names], 1), true_s)
+            out[f"truth_r2.k{k}.persistence"] = r2_score(np.stack([pers[n][0] for n in names], 1), true_s)
+            out[f"truth_r2.k{k}.exact_start"] = r2_score(data.truth[rows, slots[:, 0]], true_s)
+        if jepa:
+            target = net.target(data.windows[r, end]).flatten(1).numpy()
+            denom = ((target - target.mean(0)) ** 2).sum(1).mean()
+            out[f"latent_nmse.k{k}"] = float(((latent.mean(0) - target) ** 2).sum(1).mean() / denom)
+            out[f"latent_nmse.k{k}.persistence"] = float(
+                ((tokens.flatten(1).numpy() - target) ** 2).sum(1).mean() / denom)
+            out[f"latent_spread.k{k}"] = float(latent.std(0).mean())
+        out[f"starts.k{k}"] = float(len(rows))
+    return out
+
+
+@dataclass
+class HeldoutReport:
+    """Held-out forecast metrics and the plots drawn from them."""
+
+    metrics: dict[str, float]
+    plots: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "plots": [p.name for p in self.plots]}
+
+
+def evaluate_heldout(checkpoint: str | Path, build, plot_dir: str | Path | None = None,
+                     ks: Sequence[int] = (1, 2, 4)) -> HeldoutReport:
+    """Score a finished run's checkpoint on its held-out drugs; optionally plot R² against k."""
+    fc = WorldForecaster.load(checkpoint)
+    kmax = int(build.test.mask.sum(1).max().item()) - 1 if build.test.n else 0
+    ks = [k for k in ks if k <= kmax] or ([kmax] if kmax > 0 else [])
+    metrics = steps_ahead(fc, build.test, ks) if ks else {}
+    plots = []
+    if plot_dir is not None and ks:
+        plots.append(plot_steps_ahead(metrics, ks, Path(plot_dir) / "forecast_r2_vs_steps.png"))
+    return HeldoutReport(metrics, plots)
+
+
+def plot_steps_ahead(metrics: dict[str, float], ks: Sequence[int], path: Path) -> Path:
+    """R² of decoded forecasts against steps ahead, model vs persistence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, label in [("truth_r2", "hidden state"), ("obs_r2", "observations")]:
+        if f"{key}.k{ks[0]}" not in metrics:
+            continue
+        ax.plot(ks, [metrics[f"{key}.k{k}"] for k in ks], "o-", label=f"{label}: model")
+        ax.plot(ks, [metrics[f"{key}.k{k}.persistence"] for k in ks], "s--", label=f"{label}: persistence")
+    ax.set_xlabel("steps ahead")
+    ax.set_ylabel("R² (held-out drugs)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,235 @@
+"""Forecasts from a trained world model: latent trajectories, decoded read-outs, ensemble spread.
+
+>>> fc = WorldForecaster.load("runs:/<run>/world_model")          # doctest: +SKIP
+>>> out = fc.forecast(["CC(=O)Nc1ccc(O)cc1"], doses=[1.0, 10.0], times=[8, 16, 24, 48])  # doctest: +SKIP
+>>> out.frame()                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from molwm.config import from_dict
+from molwm.tasks.probes import RidgeProbe
+from molwm.train.common import CheckpointError, load_checkpoint
+from molwm.world.model import LatentState, WorldNet
+from molwm.world.prepare import Normaliser, build_action, compound_features
+
+
+class ForecastError(ValueError):
+    """A forecast or plan request that cannot be answered (the message says why)."""
+
+
+@dataclass
+class Forecast:
+    """Forecast trajectories for ``n`` (compound, dose) actions at ``H`` times.
+
+    Attributes:
+        compounds, doses: The ``n`` actions (compound as given).
+        times: ``[H]`` hours since dosing.
+        latent: ``[E, n, H, K*D]`` per ensemble member.
+        readouts: Name -> ``(mean [n, H], std [n, H])`` in data units (std over members).
+        rejects: ``(position, input, reason)`` of compounds that could not be featurised.
+    """
+
+    compounds: list[str]
+    doses: np.ndarray
+    times: np.ndarray
+    latent: np.ndarray
+    readouts: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    rejects: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @property
+    def mean_latent(self) -> np.ndarray:
+        """``[n, H, K*D]`` ensemble mean."""
+        return self.latent.mean(0)
+
+    @property
+    def latent_spread(self) -> np.ndarray:
+        """``[n, H]`` mean over dimensions of the ensemble std."""
+        return self.latent.std(0).mean(-1)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (compound, dose, time): read-out means and stds, latent spread."""
+        n, h = len(self.compounds), len(self.times)
+        data = {"compound": np.repeat(self.compounds, h), "dose_uM": np.repeat(self.doses, h),
+                "time_h": np.tile(self.times, n), "latent_spread": self.latent_spread.reshape(-1)}
+        for name, (mean, std) in self.readouts.items():
+            data[name] = mean.reshape(-1)
+            data[name + "_std"] = std.reshape(-1)
+        return pd.DataFrame(data)
+
+
+class WorldForecaster:
+    """A trained world model, loaded for forecasting and planning.
+
+    Args:
+        state: A ``world_model`` checkpoint dict.
+        source: Where it came from (for messages).
+    """
+
+    def __init__(self, state: dict, source: str = ""):
+        from molwm.world.train import WorldConfig
+
+        self.config = from_dict(WorldConfig, state["config"])
+        self.source = source
+        self.drugs, self.contexts = list(state["drugs"]), list(state["contexts"])
+        self.obs_names, self.truth_names = list(state["obs_names"]), list(state["truth_names"])
+        self.drug_features = np.asarray(state["drug_features"], np.float32)
+        self.known = np.asarray(state["known_drugs"], bool)
+        self.obs_norm = Normaliser.from_dict(state["obs_norm"])
+        self.comp_norm = Normaliser.from_dict(state["comp_norm"])
+        self.initial = state["initial"]
+        self.synthetic = bool(state["synthetic"])
+        self.net = WorldNet(int(state["window_dim"]), len(self.obs_names), self.drug_features.shape[1],
+                            len(self.drugs), len(self.contexts), self.config.model)
+        self.net.load_state_dict(state["model"])
+        self.net.eval()
+        self.probes = {k: RidgeProbe.from_dict(v) for k, v in state["probes"].items()}
+
+    @classmethod
+    def load(cls, uri: str | Path) -> "WorldForecaster":
+        """From a checkpoint path or an MLflow model URI."""
+        from molwm.tracking import resolve_model_path
+
+        path = resolve_model_path(uri)
+        state = load_checkpoint(path)
+        if state.get("kind") != "world_model":
+            raise CheckpointError(f"{uri}: not a world model (checkpoint kind {state.get('kind')!r}); "
+                                  "train one with `molwm pretrain --config configs/world/lab.yaml`")
+        if not state.get("probes") and state.get("step", 0) < state["config"]["max_steps"]:
+            raise CheckpointError(f"{uri}: an unfinished run (step {state['step']}); resume it first")
+        return cls(state, str(uri))
+
+    @property
+    def dim(self) -> int:
+        return self.config.model.state_tokens * self.config.model.dim
+
+    # ---------------------------------------------------------------- pieces
+
+    def _context(self, context: str | None) -> tuple[int, dict]:
+        name = context if context is not None else self.contexts[0]
+        if name not in self.contexts:
+            raise ForecastError(f"unknown context {name!r}; this model knows {self.contexts}")
+        if name not in self.initial:
+            raise ForecastError(f"no initial state for context {name!r} (no control wells in training)")
+        return self.contexts.index(name), self.initial[name]
+
+    def compounds(self, compounds: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list]:
+        """Features ``[n, C]``, identity ``[n]`` and rejects for compound names (of training drugs) or SMILES."""
+        feats = np.zeros((len(compounds), self.drug_features.shape[1]), np.float32)
+        ident = np.full(len(compounds), -1, np.int64)
+        rejects, new = [], []
+        for i, c in enumerate(compounds):
+            if c in self.drugs:
+                ident[i] = self.drugs.index(c)
+                feats[i] = self.drug_features[ident[i]]
+            else:
+                new.append(i)
+        if new:
+            raw = compound_features([compounds[i] for i in new], self.config.data.compound)
+            bad = ~np.isfinite(raw).any(axis=1)
+            if self.config.data.compound == "none":
+                bad[:] = False
+            for j, i in enumerate(new):
+                if bad[j]:
+                    rejects.append((i, str(compounds[i]), "not a valid SMILES nor a drug this model knows"))
+                feats[i] = self.comp_norm(raw[j : j + 1])[0]
+        return feats, ident, rejects
+
+    def action(self, feats: np.ndarray, ident: np.ndarray, doses: np.ndarray, context: int):
+        drug = np.where(ident >= 0, ident, 0)
+        act = build_action(feats, drug, doses, np.full(len(doses), context), len(self.drugs), len(self.contexts),
+                           self.known)
+        unknown = torch.from_numpy(ident < 0)
+        act.drug = torch.where(unknown, torch.full_like(act.drug, len(self.drugs)), act.drug)
+        act.control = torch.from_numpy((np.asarray(doses) <= 0).astype(np.float32))
+        return act
+
+    def rollout_times(self, start: float, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """Times the rollout visits (with intermediate steps) and, per requested time, its index among them."""
+        times = np.asarray(sorted(float(t) for t in times))
+        if len(times) == 0 or times[0] <= start:
+            raise ForecastError(f"forecast times must be after the start state at {start:g} h, got {times.tolist()}")
+        step = self.config.forecast_step_h
+        visit, index, cur = [], [], start
+        for t in times:
+            while step > 0 and t - cur > step * 1.0001:
+                cur += step
+                visit.append(cur)
+            visit.append(t)
+            index.append(len(visit) - 1)
+            cur = t
+        return np.asarray(visit), np.asarray(index)
+
+    @torch.no_grad()
+    def roll(self, tokens: torch.Tensor, start_time: torch.Tensor, action, times: np.ndarray) -> np.ndarray:
+        """Roll states ``[n, K, D]`` through ``times [H]``: ``[E, n, H, K*D]`` (requested times only)."""
+        visit, index = self.rollout_times(float(start_time.max()), times)
+        grid = torch.as_tensor(np.broadcast_to(visit, (len(tokens), len(visit))).copy(), dtype=torch.float32)
+        out = self.net.rollout(LatentState(tokens, start_time), action, grid)  # [E, n, V, K, D]
+        return out[:, :, index].flatten(3).numpy()
+
+    def decode(self, latent: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Read-outs of latent states ``[E, ..., K*D]``: name -> (mean, std over members), data units."""
+        lead = latent.shape[:-1]
+        flat = latent.reshape(-1, latent.shape[-1])
+        out = {}
+        if self.config.objective == "jepa":
+            obs_z = self.probes["obs"].predict(flat) if "obs" in self.probes else None
+        else:
+            with torch.no_grad():
+                obs_z = self.net.raw_head(torch.as_tensor(flat, dtype=torch.float32)).numpy()
+        if obs_z is not None:
+            obs = self.obs_norm.inverse(obs_z).reshape(*lead, -1)
+            for j, name in enumerate(self.obs_names):
+                out[name] = (obs[..., j].mean(0), obs[..., j].std(0))
+        if "truth" in self.probes:
+            feats = flat if self.config.objective == "jepa" else obs_z
+            truth = self.probes["truth"].predict(feats).reshape(*lead, -1)
+            for j, name in enumerate(self.truth_names):
+                out["true_" + name] = (truth[..., j].mean(0), truth[..., j].std(0))
+        return out
+
+    # ---------------------------------------------------------------- API
+
+    def start_state(self, n: int, context: str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Untreated cells at the start: ``n`` copies of the context's initial state tokens and time."""
+        ctx, init = self._context(context)
+        window = torch.as_tensor(init["window"], dtype=torch.float32)[None].expand(n, -1)
+        with torch.no_grad():
+            tokens = self.net.target(window) if self.config.objective == "jepa" else self.net.encoder(window)
+        return tokens, torch.full((n,), float(init["time"])), ctx
+
+    def forecast(self, compounds: Sequence[str], doses: Sequence[float], times: Sequence[float],
+                 context: str | None = None) -> Forecast:
+        """Forecast every compound at every dose from untreated cells.
+
+        Args:
+            compounds: SMILES, or names of drugs the model was trained on (thunor drugs without structure).
+            doses: Doses in uM (0 = vehicle control).
+            times: Hours since dosing, after the start state's time.
+            context: Cell line (default: the model's first context).
+        """
+        compounds = [str(c) for c in compounds]
+        doses = np.asarray(doses, np.float64)
+        if not len(compounds) or not len(doses):
+            raise ForecastError("nothing to forecast: give at least one compound and one dose")
+        if (doses < 0).any() or not np.isfinite(doses).all():
+            raise ForecastError(f"doses must be finite and >= 0 uM, got {doses.tolist()}")
+        feats, ident, rejects = self.compounds(compounds)
+        pairs_c = np.repeat(np.arange(len(compounds)), len(doses))
+        pairs_d = np.tile(doses, len(compounds))
+        tokens, t0, ctx = self.start_state(len(pairs_c), context)
+        act = self.action(feats[pairs_c], ident[pairs_c], pairs_d, ctx)
+        times_arr = np.asarray(sorted(float(t) for t in times))
+        latent = self.roll(tokens, t0, act, times_arr)
+        bad = {i for i, _, _ in rejects}
+        latent[:, [i in bad for i in pairs_c]] = np.nan
+        return Forecast([compounds[i] for i in pairs_c], pairs_d, times_arr, latent, self.decode(latent), rejects)

@@ -1,0 +1,300 @@
+"""Training the world model: one-step teacher-forced + multi-step rollout losses in embedding space.
+
+``molwm pretrain --config configs/world/lab.yaml`` (``kind: world``). The loop,
+checkpoints, exact resume and buffered MLflow metrics are the shared ones of
+:mod:`molwm.train.loop`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from molwm.config import ConfigError, from_dict
+from molwm.jepa.health import embedding_health
+from molwm.jepa.losses import vicreg_regulariser
+from molwm.tasks.probes import RidgeProbe
+from molwm.tracking import NullTracker, Tracker
+from molwm.train.common import TrainingDiverged, load_checkpoint, lr_at, save_checkpoint
+from molwm.train.loop import LoopSchedule, count_parameters, drop_logged, flush, run_steps
+from molwm.world.data import TimeCourses, load_lab_courses
+from molwm.world.model import LatentState, WorldNet, WorldNetConfig, momentum_at
+from molwm.world.prepare import Normaliser, WorldData, compound_features, drug_split, make_world_data
+
+
+@dataclass
+class WorldDataConfig:
+    """Where the time courses come from and which drugs are held out.
+
+    Attributes:
+        source: ``lab`` (a synthetic lab folder made with several ``--times``) or ``thunor``.
+        lab: The lab folder (``source: lab``).
+        thunor_file: thunor HDF5 file (default: the one the ``thunor`` package ships).
+        compound: Compound features: ``morgan+rdkit2d``, ``morgan``, ``rdkit2d``, ``none`` or ``graph:<model>``.
+        split: Held-out drugs: ``scaffold`` (lab default), ``folds`` (leave drugs out), ``names``, ``none``.
+        test_fraction: Held-out share for ``scaffold``.
+        n_folds: Folds for ``folds``.
+        fold: The held-out fold.
+        holdout: Drug names for ``names``.
+        max_time_h: Train only on observations up to this time (held-out late time points).
+        seed: Seeds the split.
+    """
+
+    source: Literal["lab", "thunor"] = "lab"
+    lab: str = ""
+    thunor_file: str | None = None
+    compound: str = "morgan+rdkit2d"
+    split: Literal["scaffold", "folds", "names", "none"] = "scaffold"
+    test_fraction: float = 0.2
+    n_folds: int = 9
+    fold: int = 0
+    holdout: list[str] = field(default_factory=list)
+    max_time_h: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class WorldConfig:
+    """A world-model training run (``kind: world``).
+
+    Attributes:
+        objective: ``jepa`` (predict the target encoder's embedding of the future observation)
+            or ``raw`` (predict the raw future observation: the non-JEPA baseline).
+        rollout_steps: Future observations per sampled course (teacher-forced and rolled out).
+        rollout_weight: Weight of the autoregressive rollout loss.
+        vicreg_weight: Weight of the anti-collapse term on the state embeddings (jepa only).
+        forecast_step_h: Forecasts roll out in steps of at most this many hours (0: one jump).
+        probe_rows: Training observations used to fit the read-out probes.
+        (the rest as in the other pretraining configs)
+    """
+
+    kind: Literal["world"] = "world"
+    objective: Literal["jepa", "raw"] = "jepa"
+    data: WorldDataConfig = field(default_factory=WorldDataConfig)
+    model: WorldNetConfig = field(default_factory=WorldNetConfig)
+    max_steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    rollout_steps: int = 3
+    rollout_weight: float = 1.0
+    vicreg_weight: float = 1.0
+    forecast_step_h: float = 0.0
+    probe_rows: int = 20000
+    seed: int = 0
+    log_every: int = 50
+    health_every: int = 200
+    checkpoint_every: int = 500
+    out_dir: str = "outputs/world"
+    threads: int = 0
+    experiment: str = "molwm-world"
+    run_name: str | None = None
+    register_name: str | None = None
+
+    def validate(self) -> None:
+        for name in ("max_steps", "batch_size", "rollout_steps", "log_every", "health_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.data.source == "lab" and not self.data.lab:
+            raise ConfigError("data.lab: a synthetic lab folder is required for source: lab "
+                              "(make one with `molwm sim generate --times 0,8,16,24,48 ...`)")
+
+
+@dataclass
+class WorldBuild:
+    """Everything derived from the data: courses, split, normalisers, tensors."""
+
+    courses: TimeCourses
+    train_drugs: np.ndarray
+    test_drugs: np.ndarray
+    obs_norm: Normaliser
+    comp_norm: Normaliser
+    drug_features: np.ndarray
+    train: WorldData
+    test: WorldData
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+
+
+def load_courses(config: WorldDataConfig) -> TimeCourses:
+    """The configured time courses."""
+    if config.source == "thunor":
+        from molwm.world.thunor import load_thunor
+
+        return load_thunor(config.thunor_file)
+    return load_lab_courses(config.lab)
+
+
+def build_world_data(config: WorldConfig, courses: TimeCourses | None = None) -> WorldBuild:
+    """Split conditions by drug, fit normalisers on the training side, build tensors."""
+    d = config.data
+    courses = courses if courses is not None else load_courses(d)
+    train_drugs, test_drugs = drug_split(courses, d.split, d.seed, d.test_fraction, d.n_folds, d.fold, d.holdout)
+    treated = courses.drug >= 0
+    test_rows = np.flatnonzero(treated & test_drugs[np.clip(courses.drug, 0, None)])
+    train_rows = np.setdiff1d(np.arange(courses.n), test_rows)
+    train_c = courses.subset(train_rows)
+    if d.max_time_h is not None:
+        train_c = train_c.until(d.max_time_h)
+    raw = compound_features(courses.smiles, d.compound)
+    comp_norm = Normaliser.fit(raw[train_drugs]) if train_drugs.any() else Normaliser.fit(raw)
+    drug_features = comp_norm(raw)
+    obs_norm = Normaliser.fit(train_c.obs[train_c.mask])
+    h = config.model.history
+    return WorldBuild(courses, train_drugs, test_drugs, obs_norm, comp_norm, drug_features,
+                      make_world_data(train_c, obs_norm, drug_features, h, train_drugs),
+                      make_world_data(courses.subset(test_rows), obs_norm, drug_features, h, train_drugs),
+                      train_rows, test_rows)
+
+
+def sample_batch(data: WorldData, batch_size: int, horizon: int, seed: int, step: int,
+                 id_dropout: float, n_members: int) -> dict:
+    """A deterministic (in ``seed, step``) batch of courses with ``horizon + 1`` observed slots each, in time order."""
+    rng = np.random.default_rng([seed, step])
+    pool = np.flatnonzero(data.n_obs.numpy() >= 2)
+    rows = pool[rng.integers(0, len(pool), batch_size)]
+    mask = data.mask.numpy()[rows]
+    t = mask.shape[1]
+    scores = np.where(mask, rng.random(mask.shape), np.inf)
+    pick = np.argsort(scores, axis=1)[:, : horizon + 1]
+    valid = np.take_along_axis(mask, pick, 1)
+    slots = np.sort(np.where(valid, pick, t), axis=1)
+    valid = slots < t
+    slots = np.minimum(slots, t - 1)
+    action = data.action.take(torch.from_numpy(rows))
+    drop = torch.from_numpy(rng.random(batch_size) < id_dropout)
+    action.drug = torch.where(drop, torch.full_like(action.drug, len(data.courses.drugs)), action.drug)
+    r = torch.from_numpy(rows)[:, None]
+    s = torch.from_numpy(slots)
+    return {"windows": data.windows[r, s], "times": data.times[r, s], "obs": data.obs[r, s],
+            "valid": torch.from_numpy(valid), "action": action,
+            "weights": torch.from_numpy(rng.poisson(1.0, (n_members, batch_size)).astype(np.float32))}
+
+
+def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the last dims, weighted per row and masked. Shapes: ``[B, ...]``, ``[B]``, ``[B]``."""
+    per = (pred - target).pow(2).flatten(1).mean(1)
+    w = mask.float() * weight
+    return (per * w).sum() / w.sum().clamp_min(1.0)
+
+
+def world_losses(net: WorldNet, batch: dict, config: WorldConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Teacher-forced and rollout losses (and VICReg for ``jepa``) on one batch."""
+    w, tm, valid = batch["windows"], batch["times"], batch["valid"]
+    b, hp1, wd = w.shape
+    horizon = hp1 - 1
+    z = net.encoder(w.reshape(b * hp1, wd)).view(b, hp1, net.config.state_tokens, net.config.dim)
+    if config.objective == "jepa":
+        with torch.no_grad():
+            target = net.target(w.reshape(b * hp1, wd)).view_as(z)
+    tf_total, roll_total = 0.0, 0.0
+    for m, member in enumerate(net.members):
+        weight = batch["weights"][m]
+        tf, roll, cur = 0.0, 0.0, z[:, 0]
+        for k in range(1, horizon + 1):
+            step_mask = valid[:, k]
+            one = member(LatentState(z[:, k - 1], tm[:, k - 1]), batch["action"], tm[:, k])
+            cur = member(LatentState(cur, tm[:, k - 1]), batch["action"], tm[:, k]) if k > 1 else one
+            if config.objective == "jepa":
+                tf = tf + _masked_mse(one, target[:, k], step_mask, weight)
+                roll = roll + _masked_mse(cur, target[:, k], step_mask, weight)
+            else:
+                obs = batch["obs"][:, k]
+                tf = tf + _masked_mse(net.raw_head(one.flatten(1)), obs, step_mask, weight)
+                roll = roll + _masked_mse(net.raw_head(cur.flatten(1)), obs, step_mask, weight)
+        tf_total, roll_total = tf_total + tf / horizon, roll_total + roll / horizon
+    n = len(net.members)
+    loss = tf_total / n + config.rollout_weight * roll_total / n
+    metrics = {"loss.teacher_forced": float(tf_total) / n, "loss.rollout": float(roll_total) / n}
+    if config.objective == "jepa" and config.vicreg_weight > 0:
+        flat = z[valid].flatten(1)
+        vic = vicreg_regulariser(flat)
+        loss = loss + config.vicreg_weight * vic
+        metrics["loss.vicreg"] = float(vic)
+    metrics["loss"] = float(loss)
+    return loss, metrics
+
+
+def train_step(net: WorldNet, optimizer, batch: dict, config: WorldConfig, step: int) -> dict[str, float]:
+    net.train()
+    lr = lr_at(step, config.lr, config.warmup_steps, config.max_steps)
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    loss, metrics = world_losses(net, batch, config)
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"non-finite loss at step {step}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+    optimizer.step()
+    net.update_target(momentum_at(step, config.max_steps, config.model.ema))
+    metrics["lr"] = lr
+    return metrics
+
+
+@torch.no_grad()
+def world_health(net: WorldNet, batch: dict) -> dict[str, float]:
+    net.eval()
+    w, valid = batch["windows"], batch["valid"]
+    z = net.target(w[valid])
+    out = embedding_health(z.flatten(1))
+    return out
+
+
+@torch.no_grad()
+def embed_observations(net: WorldNet, data: WorldData, target: bool = True) -> torch.Tensor:
+    """State embeddings ``[N, T, K, D]`` of every slot (meaningful where ``data.mask``)."""
+    net.eval()
+    enc = net.target if target else net.encoder
+    n, t, w = data.windows.shape
+    return enc(data.windows.reshape(n * t, w)).view(n, t, net.config.state_tokens, net.config.dim)
+
+
+def fit_probes(net: WorldNet, data: WorldData, config: WorldConfig) -> dict:
+    """Read-outs from states: ``obs`` (normalised observations) and ``truth`` (hidden state, where known).
+
+    For ``jepa`` they are ridge probes on target-encoder embeddings (the encoder never saw
+    the observations as targets); for ``raw`` the observation read-out is the trained head and
+    the truth probe maps normalised observations to the hidden state.
+    """
+    mask = data.mask.numpy()
+    rng = np.random.default_rng(config.seed)
+    idx = np.argwhere(mask)
+    if len(idx) > config.probe_rows:
+        idx = idx[np.sort(rng.choice(len(idx), config.probe_rows, replace=False))]
+    obs = data.obs.numpy()[idx[:, 0], idx[:, 1]]
+    probes = {}
+    if config.objective == "jepa":
+        z = embed_observations(net, data).flatten(2).numpy()[idx[:, 0], idx[:, 1]]
+        probes["obs"] = RidgeProbe.fit(z, obs).to_dict()
+        feats = z
+    else:
+        feats = obs
+    if data.truth is not None:
+        probes["truth"] = RidgeProbe.fit(feats, data.truth[idx[:, 0], idx[:, 1]]).to_dict()
+    return probes
+
+
+def initial_states(build: WorldBuild) -> dict:
+    """Per context, the mean state-window of controls at their first observation (the start of a plan)."""
+    data = build.train
+    ctrl = (data.action.control > 0).numpy()
+    first = data.mask.float().argmax(1).numpy()
+    out = {}
+    for c in range(len(build.courses.contexts)):
+        rows = np.flatnonzero(ctrl & (data.action.context.numpy() == c))
+        if not len(rows):
+            rows = np.flatnonzero(data.action.context.numpy() == c)
+        if not len(rows):
+            continue
+        w = data.windows[rows, first[rows]].mean(0)
+        t = float(data.times[rows, first[rows]].mean())
+        out[build.courses.contexts[c]] = {"window": w.tolist(), "time": t}
+    return out
