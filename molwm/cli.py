@@ -114,7 +114,19 @@ def cmd_pretrain(args) -> int:
     from molwm.tracking import make_tracker
     from molwm.train.pretrain import PretrainConfig, run_pretrain
 
-    if _is_multimodal(args):
+    kind = _kind(args)
+    if kind == "world":
+        from molwm.world.run import run_world
+        from molwm.world.train import WorldConfig
+
+        config = load_config(WorldConfig, args.config, args.overrides)
+        tracker = make_tracker(not args.no_track, experiment=config.experiment)
+        result = run_world(config, tracker, resume=args.resume, progress=not args.no_progress)
+        s = result.build.courses.summary()
+        print(f"data: {s['conditions']:,} conditions ({len(result.build.train_rows):,} train, "
+              f"{len(result.build.test_rows):,} held out), {s['drugs']} drugs, {s['observations']:,} observations"
+              + (" (synthetic)" if s["synthetic"] else ""))
+    elif kind == "multimodal":
         from molwm.train.pretrain_mm import MultimodalPretrainConfig, run_multimodal_pretrain
 
         config = load_config(MultimodalPretrainConfig, args.config, args.overrides)
@@ -132,16 +144,20 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-def _is_multimodal(args) -> bool:
-    """Multimodal runs are named by ``kind: multimodal`` in their YAML (or their checkpoint's kind)."""
+def _kind(args) -> str:
+    """``graph``, ``multimodal`` or ``world``: from ``kind:`` in the YAML (or the resumed checkpoint's kind)."""
     from molwm.config import read_yaml
 
     if args.resume:
         from molwm.train.common import load_checkpoint
 
-        return str(load_checkpoint(args.resume).get("kind", "")).startswith("multimodal")
+        kind = str(load_checkpoint(args.resume).get("kind", ""))
+        return "multimodal" if kind.startswith("multimodal") else "world" if kind == "world_model" else "graph"
     data = read_yaml(args.config) if args.config else {}
-    return data.get("kind") == "multimodal" or any(o.replace(" ", "") == "kind=multimodal" for o in args.overrides)
+    for wanted in ("multimodal", "world"):
+        if data.get("kind") == wanted or any(o.replace(" ", "") == f"kind={wanted}" for o in args.overrides):
+            return wanted
+    return "graph"
 
 
 def cmd_finetune(args) -> int:
@@ -245,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="JEPA pretraining (Python: molwm.train.pretrain.run_pretrain; "
                        "multimodal: molwm.train.pretrain_mm.run_multimodal_pretrain)",
                        epilog="Any config key can be set as key=value, e.g. model.encoder.dim=64. A YAML with "
-                              "'kind: multimodal' runs the multimodal JEPA (configs/pretrain/multimodal.yaml).")
+                              "'kind: multimodal' runs the multimodal JEPA (configs/pretrain/multimodal.yaml), "
+                              "'kind: world' a world model (configs/world/lab.yaml).")
     p.add_argument("--config", default=None, help="YAML, e.g. configs/pretrain/graph_jepa.yaml")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its checkpoint")
     quiet(p)
@@ -287,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     from molwm.sim.cli import add_parser as add_sim_parser
 
     add_sim_parser(sub)
+    from molwm.world.cli import add_parsers as add_world_parsers
+
+    add_world_parsers(sub)
 
     p = sub.add_parser("serve", help="REST: mlflow models serve for a molwm model (Python: molwm.serving.serve)")
     p.add_argument("--model", required=True, metavar="URI", help="MLflow model URI, e.g. models:/NAME@champion")

@@ -11,6 +11,11 @@ the reason); requests over the limits are refused with HTTP 400 and a message:
 read from the environment when the server starts (``molwm serve`` sets them).
 An optional request parameter ``what`` (``auto``, ``predict``, ``embed``) picks
 properties or embeddings.
+
+A world model (``molwm pretrain`` with ``kind: world``) answers forecasts
+instead: a frame with ``smiles``, ``dose_uM`` and ``time_h`` (and optionally
+``context``), one row per (compound, dose, time), answered with the decoded
+read-outs, their ensemble spread and a ``status`` per row.
 """
 
 from __future__ import annotations
@@ -55,11 +60,21 @@ class MolwmPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from molwm.query import WorldModel
+        from molwm.train.common import load_checkpoint
 
-        self.model = WorldModel.load(context.artifacts["checkpoint"])
+        path = context.artifacts["checkpoint"]
+        state = load_checkpoint(path)
+        self.world = None
+        if state.get("kind") == "world_model":
+            from molwm.world.forecast import WorldForecaster
+
+            self.world, self.model = WorldForecaster(state, str(path)), None
+        else:
+            self.model = WorldModel.load(path)
         self.max_molecules = _limit("MOLWM_MAX_MOLECULES", DEFAULT_MAX_MOLECULES)
         self.max_smiles_length = _limit("MOLWM_MAX_SMILES_LENGTH", DEFAULT_MAX_SMILES_LENGTH)
-        self.model.max_smiles_length = self.max_smiles_length
+        if self.model is not None:
+            self.model.max_smiles_length = self.max_smiles_length
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Check the request against the limits, then answer one row per molecule."""
@@ -71,6 +86,8 @@ class MolwmPyfunc(mlflow.pyfunc.PythonModel):
             if isinstance(s, str) and len(s) > self.max_smiles_length:
                 raise _refuse(f"row {i}: SMILES has {len(s)} characters, over the limit of "
                               f"{self.max_smiles_length} (--max-smiles-length)")
+        if self.world is not None:
+            return _forecast_rows(self.world, frame)
         what = (params or {}).get("what", "auto")
         if what not in ("auto", "predict", "embed"):
             raise _refuse(f"parameter 'what' must be auto, predict or embed, got {what!r}")
@@ -82,6 +99,21 @@ class MolwmPyfunc(mlflow.pyfunc.PythonModel):
             raise MlflowException(f"molwm could not answer this request: {type(err).__name__}: {err}") from None
         # missing values as None, so the server writes JSON null (NaN is not JSON)
         return out.astype(object).where(out.notna(), None)
+
+
+def _forecast_rows(world, frame: pd.DataFrame) -> pd.DataFrame:
+    """A world model's answer: one forecast per request row (``smiles``, ``dose_uM``, ``time_h``)."""
+    missing = [c for c in ("dose_uM", "time_h") if c not in frame.columns]
+    if missing:
+        raise _refuse(f"a world model needs columns smiles, dose_uM, time_h (missing: {', '.join(missing)})")
+    try:
+        out = world.forecast_rows(frame["smiles"].tolist(), frame["dose_uM"].tolist(), frame["time_h"].tolist(),
+                                  frame["context"].tolist() if "context" in frame.columns else None)
+    except ValueError as err:
+        raise _refuse(str(err)) from None
+    except Exception as err:  # never a traceback to the client
+        raise MlflowException(f"molwm could not answer this request: {type(err).__name__}: {err}") from None
+    return out.astype(object).where(out.notna(), None)
 
 
 def _as_frame(model_input) -> pd.DataFrame:
@@ -100,17 +132,29 @@ def _as_frame(model_input) -> pd.DataFrame:
     raise _refuse("input must be a table with a 'smiles' column")
 
 
-def model_signature():
-    """Input: a ``smiles`` string column; parameter ``what`` (default ``auto``)."""
+def model_signature(kind: str = ""):
+    """Input: a ``smiles`` string column; parameter ``what`` (default ``auto``).
+    World models (``kind`` ``world_model``) also take ``dose_uM``, ``time_h`` and an optional ``context``."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+    if kind == "world_model":
+        return ModelSignature(inputs=Schema([ColSpec("string", "smiles"), ColSpec("double", "dose_uM"),
+                                             ColSpec("double", "time_h"),
+                                             ColSpec("string", "context", required=False)]))
     return ModelSignature(inputs=Schema([ColSpec("string", "smiles")]),
                           params=ParamSchema([ParamSpec("what", "string", "auto")]))
 
 
 INPUT_EXAMPLE = pd.DataFrame({"smiles": ["CCO", "c1ccccc1O"]})
-"""Logged with every model: what a request looks like."""
+"""Logged with every molecule model: what a request looks like."""
+WORLD_INPUT_EXAMPLE = pd.DataFrame({"smiles": ["CCO", "CCO"], "dose_uM": [1.0, 10.0], "time_h": [24.0, 24.0]})
+"""Logged with every world model."""
+
+
+def input_example(kind: str = "") -> pd.DataFrame:
+    """The request example logged with a model of this checkpoint ``kind``."""
+    return WORLD_INPUT_EXAMPLE if kind == "world_model" else INPUT_EXAMPLE
 
 
 def serve_command(model_uri: str, host: str = "127.0.0.1", port: int = 5000, workers: int | None = None

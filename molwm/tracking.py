@@ -216,8 +216,10 @@ class MLflowTracker(Tracker):
         import mlflow.pyfunc
 
         from molwm import __version__
-        from molwm.serving import INPUT_EXAMPLE, MolwmPyfunc, model_signature
+        from molwm.serving import MolwmPyfunc, input_example, model_signature
+        from molwm.train.common import load_checkpoint
 
+        kind = str(load_checkpoint(checkpoint).get("kind", ""))
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         info = mlflow.pyfunc.log_model(
             name=name,
@@ -225,8 +227,8 @@ class MLflowTracker(Tracker):
             artifacts={"checkpoint": str(checkpoint)},
             pip_requirements=[f"molwm=={__version__}"],
             registered_model_name=registered_name,
-            signature=model_signature(),
-            input_example=INPUT_EXAMPLE,
+            signature=model_signature(kind),
+            input_example=input_example(kind),
         )
         if registered_name and alias:
             client = mlflow.MlflowClient(self.tracking_uri)

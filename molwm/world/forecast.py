@@ -152,29 +152,28 @@ class WorldForecaster:
         act.control = torch.from_numpy((np.asarray(doses) <= 0).astype(np.float32))
         return act
 
-    def rollout_times(self, start: float, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-        """Times the rollout visits (with intermediate steps) and, per requested time, its index among them."""
-        times = np.asarray(sorted(float(t) for t in times))
-        if len(times) == 0 or times[0] <= start:
-            raise ForecastError(f"forecast times must be after the start state at {start:g} h, got {times.tolist()}")
+    def path_to(self, start: float, t: float) -> np.ndarray:
+        """Times a rollout from ``start`` visits to reach ``t``: steps of ``forecast_step_h`` (0: one jump), then ``t``."""
         step = self.config.forecast_step_h
-        visit, index, cur = [], [], start
-        for t in times:
-            while step > 0 and t - cur > step * 1.0001:
-                cur += step
-                visit.append(cur)
-            visit.append(t)
-            index.append(len(visit) - 1)
-            cur = t
-        return np.asarray(visit), np.asarray(index)
+        if t <= start:
+            raise ForecastError(f"forecast times must be after the start state at {start:g} h, got {t:g}")
+        inner = np.arange(start + step, t - 1e-6, step) if step > 0 else np.empty(0)
+        return np.append(inner, t)
 
     @torch.no_grad()
-    def roll(self, tokens: torch.Tensor, start_time: torch.Tensor, action, times: np.ndarray) -> np.ndarray:
-        """Roll states ``[n, K, D]`` through ``times [H]``: ``[E, n, H, K*D]`` (requested times only)."""
-        visit, index = self.rollout_times(float(start_time.max()), times)
-        grid = torch.as_tensor(np.broadcast_to(visit, (len(tokens), len(visit))).copy(), dtype=torch.float32)
-        out = self.net.rollout(LatentState(tokens, start_time), action, grid)  # [E, n, V, K, D]
-        return out[:, :, index].flatten(3).numpy()
+    def roll(self, tokens: torch.Tensor, start_time: torch.Tensor, action, times) -> np.ndarray:
+        """Forecast states ``[n, K, D]`` (all at ``start_time``) to each of ``times [H]``: ``[E, n, H, K*D]``.
+
+        Each time is reached by its own rollout (:meth:`path_to`), so a forecast at ``t``
+        does not depend on which other times were asked for.
+        """
+        start = float(start_time.max())
+        out = []
+        for t in np.asarray(times, np.float64).reshape(-1):
+            visit = self.path_to(start, float(t))
+            grid = torch.as_tensor(np.broadcast_to(visit, (len(tokens), len(visit))).copy(), dtype=torch.float32)
+            out.append(self.net.rollout(LatentState(tokens, start_time), action, grid)[:, :, -1])  # [E, n, K, D]
+        return torch.stack(out, dim=2).flatten(3).numpy()
 
     def decode(self, latent: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Read-outs of latent states ``[E, ..., K*D]``: name -> (mean, std over members), data units."""
@@ -233,3 +232,70 @@ class WorldForecaster:
         bad = {i for i, _, _ in rejects}
         latent[:, [i in bad for i in pairs_c]] = np.nan
         return Forecast([compounds[i] for i in pairs_c], pairs_d, times_arr, latent, self.decode(latent), rejects)
+
+    def forecast_rows(self, compounds: Sequence[str], doses: Sequence[float], times: Sequence[float],
+                      contexts: Sequence[str] | None = None) -> pd.DataFrame:
+        """One forecast per row (compound, dose, time[, context]), in input order, with a ``status`` per row.
+
+        Rows with an unusable compound, dose or time are answered with a status naming the problem
+        and no values; the others are unaffected.
+        """
+        n = len(compounds)
+        if not (len(doses) == len(times) == n) or (contexts is not None and len(contexts) != n):
+            raise ForecastError("compounds, doses, times (and contexts) must have one value per row")
+        frame = pd.DataFrame({"smiles": [str(c) for c in compounds], "dose_uM": pd.to_numeric(
+            pd.Series(doses, dtype=object), errors="coerce"), "time_h": pd.to_numeric(
+            pd.Series(times, dtype=object), errors="coerce")})
+        ctx = [None] * n if contexts is None else [None if c is None or c != c else str(c) for c in contexts]
+        status = ["ok"] * n
+        for i in range(n):
+            d, t = frame.at[i, "dose_uM"], frame.at[i, "time_h"]
+            if not np.isfinite(d) or d < 0:
+                status[i] = "bad_dose: dose_uM must be a number >= 0"
+            elif ctx[i] is not None and ctx[i] not in self.contexts:
+                status[i] = f"unknown_context: {ctx[i]!r} (known: {', '.join(self.contexts)})"
+            elif not np.isfinite(t) or t <= float(self.initial[ctx[i] or self.contexts[0]]["time"]):
+                status[i] = "bad_time: time_h must be after the start state"
+        values: dict[str, np.ndarray] = {}
+        spread = np.full(n, np.nan)
+        groups: dict[tuple, list[int]] = {}
+        for i in range(n):
+            if status[i] == "ok":
+                groups.setdefault((ctx[i], float(frame.at[i, "time_h"])), []).append(i)
+        for (c, t), rows in groups.items():
+            out = self.forecast_pairs([frame.at[i, "smiles"] for i in rows], frame.loc[rows, "dose_uM"].to_numpy(),
+                                      t, c)
+            for j, i in enumerate(rows):
+                if j in out.rejected:
+                    status[i] = "invalid_smiles: not a valid SMILES nor a drug this model knows"
+                    continue
+                spread[i] = out.latent_spread[j, -1]
+                for name, (mean, std) in out.readouts.items():
+                    values.setdefault(name, np.full(n, np.nan))[i] = mean[j, -1]
+                    values.setdefault(name + "_std", np.full(n, np.nan))[i] = std[j, -1]
+        for name, col in values.items():
+            frame[name] = col
+        frame["latent_spread"] = spread
+        frame["status"] = status
+        return frame
+
+    def forecast_pairs(self, compounds: Sequence[str], doses: np.ndarray, time_h: float,
+                       context: str | None = None) -> "PairForecast":
+        """Forecast aligned (compound, dose) pairs to one time: read-outs ``[n, 1]`` and rejected positions."""
+        feats, ident, rejects = self.compounds(list(compounds))
+        tokens, t0, ctx = self.start_state(len(compounds), context)
+        latent = self.roll(tokens, t0, self.action(feats, ident, np.asarray(doses, np.float64), ctx), [time_h])
+        return PairForecast(latent, self.decode(latent), {i for i, _, _ in rejects})
+
+
+@dataclass
+class PairForecast:
+    """Forecasts of aligned pairs: ``latent [E, n, 1, K*D]``, read-outs, rejected positions."""
+
+    latent: np.ndarray
+    readouts: dict[str, tuple[np.ndarray, np.ndarray]]
+    rejected: set[int]
+
+    @property
+    def latent_spread(self) -> np.ndarray:
+        return self.latent.std(0).mean(-1)

@@ -34,7 +34,8 @@ class WorldNetConfig:
         depth: Transformer layers per predictor.
         heads: Attention heads.
         ensemble: Predictors (members of the ensemble).
-        dropout: Dropout in the predictors and the compound projection.
+        dropout: Dropout on the compound features (before their projection).
+        predictor_dropout: Dropout inside the predictors' transformer layers.
         ema: Momentum of the target encoder.
         id_dropout: Probability, in training, of replacing a drug's identity by "unknown",
             so that the model also learns to forecast from structure alone.
@@ -47,6 +48,7 @@ class WorldNetConfig:
     heads: int = 4
     ensemble: int = 3
     dropout: float = 0.1
+    predictor_dropout: float = 0.0
     ema: float = 0.99
     id_dropout: float = 0.5
 
@@ -124,13 +126,16 @@ class StateEncoder(nn.Module):
 
 
 class ActionEncoder(nn.Module):
-    """Action and times -> action tokens ``[B, 4, D]``: compound, dose, time, context."""
+    """Action and times -> action tokens ``[B, 4, D]``: compound, dose, time, context.
+
+    ``action.compound`` here is the shared compound projection (:meth:`WorldNet.embed_action`).
+    """
 
     def __init__(self, compound_dim: int, n_drugs: int, n_contexts: int, config: WorldNetConfig):
         super().__init__()
         d = config.dim
         self.n_drugs, self.n_contexts = n_drugs, n_contexts
-        self.compound = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(max(1, compound_dim), d))
+        self.compound = nn.Linear(compound_dim, d)
         self.drug = nn.Embedding(n_drugs + 1, d)  # last row: unknown
         self.dose = nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d))
         self.time = nn.Sequential(nn.Linear(4, d), nn.GELU(), nn.Linear(d, d))
@@ -155,7 +160,7 @@ class Dynamics(nn.Module):
         super().__init__()
         d = config.dim
         self.actions = ActionEncoder(compound_dim, n_drugs, n_contexts, config)
-        layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, config.dropout, activation="gelu",
+        layer = nn.TransformerEncoderLayer(d, config.heads, 2 * d, config.predictor_dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, config.depth, enable_nested_tensor=False)
         self.state_type = nn.Parameter(torch.randn(config.state_tokens, d) * 0.02)
@@ -163,7 +168,8 @@ class Dynamics(nn.Module):
         self.k = config.state_tokens
 
     def forward(self, state: LatentState, action: Action, target_time: Tensor) -> Tensor:
-        """Predicted state tokens ``[B, K, D]`` at ``target_time [B]`` (hours) after ``action``."""
+        """Predicted state tokens ``[B, K, D]`` at ``target_time [B]`` (hours) after ``action``
+        (whose compound went through :meth:`WorldNet.embed_action`)."""
         x = torch.cat([state.tokens + self.state_type, self.actions(action, state.time, target_time)], dim=1)
         h = self.blocks(x)[:, : self.k]
         return state.tokens + self.out(h)
@@ -186,9 +192,20 @@ class WorldNet(nn.Module):
         self.config = config
         self.encoder = StateEncoder(window_dim, config)
         self.target = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.members = nn.ModuleList(Dynamics(compound_dim, n_drugs, n_contexts, config)
+        self.compound = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(max(1, compound_dim), config.dim),
+                                      nn.GELU())
+        self.members = nn.ModuleList(Dynamics(config.dim, n_drugs, n_contexts, config)
                                      for _ in range(config.ensemble))
         self.raw_head = nn.Linear(config.state_tokens * config.dim, obs_dim)
+
+    def forward(self, state: LatentState, action: Action, target_time: Tensor) -> Tensor:
+        """One step from ``state`` to ``target_time [B]`` under ``action``: ``[E, B, K, D]``, one row per member."""
+        action = self.embed_action(action)
+        return torch.stack([m(state, action, target_time) for m in self.members])
+
+    def embed_action(self, action: Action) -> Action:
+        """The action with its compound features projected once (shared by members and steps)."""
+        return Action(self.compound(action.compound), action.drug, action.log_dose, action.control, action.context)
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
@@ -200,6 +217,7 @@ class WorldNet(nn.Module):
 
         Returns ``[E, B, H, K, D]`` (every member) or ``[B, H, K, D]`` for one ``member``.
         """
+        action = self.embed_action(action)
         members = range(len(self.members)) if member is None else [member]
         out = []
         for m in members:

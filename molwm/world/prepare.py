@@ -185,8 +185,8 @@ def drug_split(courses: TimeCourses, how: str, seed: int = 0, test_fraction: flo
     elif how == "folds":
         if not 0 <= fold < n_folds:
             raise CourseError(f"fold {fold} out of range for {n_folds} folds")
-        order = np.random.default_rng(seed).permutation(n)
-        test[order[fold::n_folds]] = True
+        # the same partition as molwm.world.baselines.leave_drugs_out_folds
+        test[np.array_split(np.random.default_rng(seed).permutation(n), n_folds)[fold]] = True
     elif how == "scaffold":
         from molwm.data.splits import scaffold_split
 

@@ -102,10 +102,10 @@ def run_world(config: WorldConfig, tracker: Tracker | None = None, resume: str |
         run_id = active_id
         if state is None:
             tracker.log_config(config)
-            summary = {f"data.{k}": v for k, v in c.summary().items() if not isinstance(v, bool)}
-            tracker.log_params({**summary, "data.train_conditions": len(build.train_rows),
-                                "data.test_conditions": len(build.test_rows),
-                                "data.test_drugs": int(build.test_drugs.sum()), "params": count_parameters(net)})
+            summary = {f"courses.{k}": v for k, v in c.summary().items() if not isinstance(v, bool)}
+            tracker.log_params({**summary, "courses.train_conditions": len(build.train_rows),
+                                "courses.test_conditions": len(build.test_rows),
+                                "courses.test_drugs": int(build.test_drugs.sum()), "params": count_parameters(net)})
             unmapped = {d: why for d, why in c.mapping.items() if why.startswith("unmapped")}
             tracker.log_dict({"mapping": c.mapping, "unmapped": sorted(unmapped),
                               "held_out_drugs": [d for d, t in zip(c.drugs, build.test_drugs) if t]}, "drugs.json")

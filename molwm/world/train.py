@@ -194,14 +194,15 @@ def world_losses(net: WorldNet, batch: dict, config: WorldConfig) -> tuple[torch
     if config.objective == "jepa":
         with torch.no_grad():
             target = net.target(w.reshape(b * hp1, wd)).view_as(z)
+    action = net.embed_action(batch["action"])
     tf_total, roll_total = 0.0, 0.0
     for m, member in enumerate(net.members):
         weight = batch["weights"][m]
         tf, roll, cur = 0.0, 0.0, z[:, 0]
         for k in range(1, horizon + 1):
             step_mask = valid[:, k]
-            one = member(LatentState(z[:, k - 1], tm[:, k - 1]), batch["action"], tm[:, k])
-            cur = member(LatentState(cur, tm[:, k - 1]), batch["action"], tm[:, k]) if k > 1 else one
+            one = member(LatentState(z[:, k - 1], tm[:, k - 1]), action, tm[:, k])
+            cur = member(LatentState(cur, tm[:, k - 1]), action, tm[:, k]) if k > 1 else one
             if config.objective == "jepa":
                 tf = tf + _masked_mse(one, target[:, k], step_mask, weight)
                 roll = roll + _masked_mse(cur, target[:, k], step_mask, weight)
@@ -212,13 +213,13 @@ def world_losses(net: WorldNet, batch: dict, config: WorldConfig) -> tuple[torch
         tf_total, roll_total = tf_total + tf / horizon, roll_total + roll / horizon
     n = len(net.members)
     loss = tf_total / n + config.rollout_weight * roll_total / n
-    metrics = {"loss.teacher_forced": float(tf_total) / n, "loss.rollout": float(roll_total) / n}
+    metrics = {"loss.teacher_forced": float(tf_total.detach()) / n, "loss.rollout": float(roll_total.detach()) / n}
     if config.objective == "jepa" and config.vicreg_weight > 0:
         flat = z[valid].flatten(1)
         vic = vicreg_regulariser(flat)
         loss = loss + config.vicreg_weight * vic
-        metrics["loss.vicreg"] = float(vic)
-    metrics["loss"] = float(loss)
+        metrics["loss.vicreg"] = float(vic.detach())
+    metrics["loss"] = float(loss.detach())
     return loss, metrics
 
 
