@@ -90,6 +90,119 @@ def thunor(args) -> dict:
     return {"leave_drugs_out": lodo, "late_times": late, "train_seconds": seconds + [sec]}
 
 
+def _lab_model(courses, args, objective: str, seed: int):
+    from molwm.world.forecast import WorldForecaster
+    from molwm.world.model import WorldNetConfig
+    from molwm.world.run import run_world
+    from molwm.world.train import WorldConfig, WorldDataConfig
+
+    cfg = WorldConfig(objective=objective, data=WorldDataConfig(source="lab", lab=args.lab, compound=args.compound,
+                                                                split="scaffold", test_fraction=0.2, seed=0),
+                      model=WorldNetConfig(history=1, ensemble=args.ensemble), max_steps=args.steps, seed=seed,
+                      out_dir=f"{args.out_dir}/lab-{objective}-{seed}", log_every=100, health_every=500,
+                      checkpoint_every=10_000)
+    t = time.time()
+    result = run_world(cfg, progress=False, courses=courses)
+    return result, WorldForecaster.load(result.checkpoint), time.time() - t
+
+
+def noise_free_states(lab: str, courses, time_h: float, dose: float) -> np.ndarray:
+    """The simulator's noise-free state ``[n_drugs, 6]`` of every compound at (dose, time): the planning truth."""
+    from molwm.sim.biology import CellModel
+
+    manifest = json.loads((Path(lab) / "manifest.json").read_text())
+    mech = np.load(Path(lab) / "truth" / "mechanism.npy")[: len(courses.drugs)]
+    cells = CellModel(mech.shape[1], int(manifest["seed"]))
+    return cells.state(mech, np.full(len(mech), dose), np.full(len(mech), time_h))
+
+
+def planning_hits(fc, courses, build, args, seed: int) -> dict:
+    """Reference-phenotype planning on held-out compounds.
+
+    Candidates: ``--candidates`` held-out compounds. Each target is one candidate's *observed* well
+    at the top dose and the last time (its target-encoder embedding, or its normalised profile
+    for the raw model); the true best compound is the candidate whose noise-free simulated state
+    is closest to that compound's noise-free state (itself). Hit = true best in the model's top 5.
+    """
+    from molwm.world.plan import plan
+
+    rng = np.random.default_rng(seed)
+    test_drugs = np.flatnonzero(build.test_drugs)
+    cands = rng.choice(test_drugs, min(args.candidates, len(test_drugs)), replace=False)
+    t_last, dose = float(np.nanmax(courses.times)), float(courses.dose.max())
+    truth = noise_free_states(args.lab, courses, t_last, dose)
+    rows = {d: i for i, (d, x) in enumerate(zip(courses.drug, courses.dose)) if x == dose}
+    slot = int(np.nanargmax(courses.times[0]))
+    targets = cands[: args.targets]
+    data = build.test
+    test_index = {r: i for i, r in enumerate(build.test_rows)}
+    smiles = [courses.smiles[d] for d in cands]
+    hits, hits_truth, ranks = 0, 0, []
+    for d in targets:
+        i = test_index[rows[d]]
+        w = data.windows[i, slot][None]
+        with torch.no_grad():
+            if fc.config.objective == "jepa":
+                target = fc.net.target(w).flatten(1).numpy()[0]
+            else:
+                target = None
+        if target is None:  # raw model: plan in normalised profile space
+            out = fc.forecast(smiles, [dose], [t_last])
+            pred = np.stack([out.readouts[n][0][:, -1] for n in fc.obs_names], 1)
+            obs = fc.obs_norm.inverse(data.obs[i, slot].numpy()[None])[0]
+            dist = np.linalg.norm((pred - obs) / fc.obs_norm.std, axis=1)
+            order = np.argsort(dist)
+            ranked = [smiles[j] for j in order]
+        else:
+            result = plan(fc, target, smiles, t_last, doses=[dose], n_points=1)
+            ranked = result.table["compound"].tolist()
+        true_best = smiles[int(np.argmin(np.linalg.norm(truth[cands] - truth[d], axis=1)))]
+        rank = ranked.index(true_best) + 1
+        ranks.append(rank)
+        hits += rank <= 5
+    return {"top5": hits / len(targets), "median_rank": float(np.median(ranks)), "targets": len(targets),
+            "candidates": len(cands), "chance_top5": 5 / len(cands)}
+
+
+def lab(args) -> dict:
+    from molwm.world.data import load_lab_courses
+    from molwm.world.evaluate import steps_ahead
+
+    courses = load_lab_courses(args.lab)
+    out = {}
+    for seed in args.seeds:
+        for objective in args.objectives:
+            result, fc, sec = _lab_model(courses, args, objective, seed)
+            metrics = steps_ahead(fc, result.build.test, (1, 2, 4))
+            metrics["plan"] = planning_hits(fc, courses, result.build, args, seed)
+            metrics["train_seconds"] = sec
+            out.setdefault(objective, []).append(metrics)
+            print(f"{objective} seed {seed}: {sec:.0f} s  " + "  ".join(
+                f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float) and not k.startswith("starts")),
+                f"plan {metrics['plan']}", flush=True)
+    return out
+
+
+def _print_lab(results: dict) -> None:
+    keys = sorted({k for runs in results.values() for r in runs for k, v in r.items() if isinstance(v, float)})
+    print("\n| metric | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+    for k in keys:
+        if k.startswith("starts") or k == "train_seconds":
+            continue
+        cells = []
+        for runs in results.values():
+            v = np.array([r.get(k, np.nan) for r in runs], float)
+            cells.append(f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if np.isfinite(v).any() else "-")
+        print(f"| {k} | " + " | ".join(cells) + " |")
+    for name, runs in results.items():
+        p = [r["plan"]["top5"] for r in runs]
+        m = [r["plan"]["median_rank"] for r in runs]
+        print(f"planning ({name}): true best in top 5 of {runs[0]['plan']['candidates']}: "
+              f"{np.mean(p):.2f} ± {np.std(p):.2f} (chance {runs[0]['plan']['chance_top5']:.2f}); "
+              f"median rank {np.mean(m):.1f}")
+
+
 def _print(results: dict, args) -> None:
     for setting, rows in [("leave-drugs-out", results["leave_drugs_out"]), ("late-times", results["late_times"])]:
         model = rows["world_model"][0]
@@ -109,8 +222,14 @@ def main(argv=None) -> int:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--cutoff", type=float, default=24.0)
     p.add_argument("--late-cutoff", type=float, default=72.0)
-    for q in [p]:
-        q.add_argument("--steps", type=int, default=1000)
+    q = sub.add_parser("lab")
+    q.add_argument("--lab", required=True)
+    q.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2])
+    q.add_argument("--objectives", type=lambda t: t.split(","), default=["jepa", "raw"])
+    q.add_argument("--candidates", type=int, default=100)
+    q.add_argument("--targets", type=int, default=50)
+    for q in [p, q]:
+        q.add_argument("--steps", type=int, default=1000 if q is p else 2000)
         q.add_argument("--objective", default="jepa")
         q.add_argument("--compound", default="morgan+rdkit2d")
         q.add_argument("--history", type=int, default=4)
@@ -122,8 +241,12 @@ def main(argv=None) -> int:
         q.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = thunor(args)
-    _print(results, args)
+    if args.what == "lab":
+        results = lab(args)
+        _print_lab(results)
+    else:
+        results = thunor(args)
+        _print(results, args)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
                                         indent=2))

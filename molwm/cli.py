@@ -330,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from molwm.data.registry import DatasetError
     from molwm.data.splits import SplitError
     from molwm.train.common import CheckpointError, TrainingDiverged
+    from molwm.world.data import CourseError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -341,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DatasetError, SplitError, FileNotFoundError, CheckpointError, TrainingDiverged,
-            CandidateError) as err:
+            CandidateError, CourseError) as err:
         print(f"molwm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -73,13 +73,19 @@ def steps_ahead(fc: WorldForecaster, data: WorldData, ks: Sequence[int] = (1, 2,
         end = slots[:, -1]
         true_obs = fc.obs_norm.inverse(data.obs.numpy()[rows, end])
         dec = fc.decode(latent)
-        pers = fc.decode(tokens.flatten(1).numpy()[None])
+        start_obs = data.obs.numpy()[rows, slots[:, 0]]
+        if jepa:  # persistence: the start state, decoded like the forecasts
+            pers = fc.decode(tokens.flatten(1).numpy()[None])
+        else:  # raw space: the start observation itself (and the truth probe on it)
+            pers = {n: (fc.obs_norm.inverse(start_obs)[:, j], None) for j, n in enumerate(fc.obs_names)}
+            if "truth" in fc.probes:
+                tp = fc.probes["truth"].predict(start_obs)
+                pers.update({"true_" + n: (tp[:, j], None) for j, n in enumerate(fc.truth_names)})
         pred_obs = np.stack([dec[n][0] for n in fc.obs_names], 1)
         pers_obs = np.stack([pers[n][0] for n in fc.obs_names], 1)
         out[f"obs_r2.k{k}"] = r2_score(pred_obs, true_obs)
         out[f"obs_r2.k{k}.persistence"] = r2_score(pers_obs, true_obs)
-        out[f"obs_r2.k{k}.last_observed"] = r2_score(fc.obs_norm.inverse(data.obs.numpy()[rows, slots[:, 0]]),
-                                                     true_obs)
+        out[f"obs_r2.k{k}.last_observed"] = r2_score(fc.obs_norm.inverse(start_obs), true_obs)
         if data.truth is not None and "truth" in fc.probes:
             true_s = data.truth[rows, end]
             names = ["true_" + n for n in fc.truth_names]

@@ -225,6 +225,7 @@ def world_losses(net: WorldNet, batch: dict, config: WorldConfig) -> tuple[torch
 
 def train_step(net: WorldNet, optimizer, batch: dict, config: WorldConfig, step: int) -> dict[str, float]:
     net.train()
+    torch.manual_seed(config.seed * 7919 + step)  # dropout depends on (seed, step) only: exact resume
     lr = lr_at(step, config.lr, config.warmup_steps, config.max_steps)
     for g in optimizer.param_groups:
         g["lr"] = lr
