@@ -107,7 +107,7 @@ class WorldModel:
         digest = sha256_file(path)
         state = load_checkpoint(path)
         kind = state.get("kind")
-        if kind == "graph_jepa":
+        if kind in ("graph_jepa", "graph_pretrain"):
             from molwm.train.finetune import load_pretrained_encoder
 
             # no default reference: the pretraining set (MOSES) is too large to embed on the fly

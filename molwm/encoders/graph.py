@@ -187,6 +187,17 @@ class GlobalAttention(nn.Module):
         return out[real]
 
 
+@dataclass
+class HiddenAttributes:
+    """Atoms (``[N]`` bool) and bonds (``[E]`` bool, or None) whose attributes an encoder must not see,
+    and the learned ``[D]`` tokens that replace their embeddings."""
+
+    atoms: Tensor
+    atom_token: Tensor
+    bonds: Tensor | None = None
+    bond_token: Tensor | None = None
+
+
 class GraphEncoder(nn.Module):
     """GINE or GPS encoder with pre-norm residual layers; atoms are tokens.
 
@@ -228,15 +239,28 @@ class GraphEncoder(nn.Module):
     def dim(self) -> int:
         return self.config.dim
 
-    def forward(self, batch, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Encode a PyG batch; ``keep`` ([N] bool) restricts to a subgraph (the JEPA context)."""
+    def forward(self, batch, keep: Tensor | None = None, hide: "HiddenAttributes | None" = None
+                ) -> tuple[Tensor, Tensor]:
+        """Encode a PyG batch.
+
+        Args:
+            batch: The molecules.
+            keep: ``[N]`` bool: encode only this subgraph (the JEPA context).
+            hide: Atoms and bonds whose attributes are replaced by mask tokens
+                (attribute masking: the structure stays, the content is hidden).
+        """
         h = self.atom_embed(batch.x)  # [N, D]
+        if hide is not None:
+            h = torch.where(hide.atoms[:, None], hide.atom_token.expand_as(h), h)
         if self.pe_proj is not None:
             h = h + self.pe_proj(batch.pe)
         # a batch has a few dozen distinct bond feature rows: embed (and project, per layer) those
         # once and gather, instead of running each layer's edge projection on every bond
         kinds, bond_kind = _distinct_rows(batch.edge_attr, self._bond_radix)  # [U, C], [E]
         e_kinds = self.bond_embed(kinds)  # [U, D]
+        if hide is not None and hide.bonds is not None:  # one extra "kind": the bond mask token
+            e_kinds = torch.cat([e_kinds, hide.bond_token[None]])
+            bond_kind = torch.where(hide.bonds, torch.full_like(bond_kind, len(kinds)), bond_kind)
         edge_index, mol = batch.edge_index, batch.batch
         if keep is not None:
             edge_index, bond_kind = subgraph(keep, edge_index, bond_kind, relabel_nodes=True, num_nodes=h.shape[0])
@@ -251,9 +275,9 @@ class GraphEncoder(nn.Module):
                 h = h + local
         return self.out_norm(h), mol
 
-    def tokens(self, batch, keep: Tensor | None = None) -> Tokens:
+    def tokens(self, batch, keep: Tensor | None = None, hide: HiddenAttributes | None = None) -> Tokens:
         """Atoms as padded tokens ``Tokens(x [B,T,D], pad [B,T], pos [B,T,P])``."""
-        h, mol = self.forward(batch, keep)
+        h, mol = self.forward(batch, keep, hide)
         pe = batch.pe if keep is None else batch.pe[keep]
         x, real = to_dense_batch(h, mol, batch_size=batch.num_graphs)  # [B, T, D]
         pos, _ = to_dense_batch(pe, mol, batch_size=batch.num_graphs)  # [B, T, P]

@@ -84,6 +84,7 @@ class JEPAOutput:
         target: ``[Nt, D]`` target embeddings (no gradient).
         context_embedding: ``[B, D]`` pooled context tokens.
         graph_loss: Graph-level prediction loss (zero when not configured).
+        extra: Objective-specific metrics (e.g. attribute accuracy), logged as they are.
     """
 
     loss: Tensor
@@ -93,6 +94,7 @@ class JEPAOutput:
     target: Tensor
     context_embedding: Tensor
     graph_loss: Tensor | None = None
+    extra: dict | None = None
 
 
 class GraphPredictor(nn.Module):

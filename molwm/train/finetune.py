@@ -124,9 +124,11 @@ class FinetuneResult:
 def load_pretrained_encoder(uri: str) -> GraphEncoder:
     """The encoder of a molwm checkpoint (JEPA target encoder, or a fine-tuned model's first member)."""
     state = load_checkpoint(resolve_model_path(uri))
-    if state.get("kind") == "graph_jepa":
+    if state.get("kind") in ("graph_jepa", "graph_pretrain"):
+        from molwm.objectives.graph import encoder_prefix
+
         cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["encoder"])
-        prefix, weights = "target_encoder.", state["model"]
+        prefix, weights = encoder_prefix(state.get("objective", "jepa")), state["model"]
     elif state.get("kind") in ("multimodal_jepa", "multimodal_contrastive"):
         # the graph encoder of a multimodal run: the EMA target (JEPA) or the trained one (contrastive)
         cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["graph"])

@@ -31,6 +31,10 @@ class LoopSchedule:
         checkpoint_every: Steps between checkpoints.
         checkpoint: Path of the rolling checkpoint.
         rate_name: Metric name of the throughput (e.g. ``graphs_per_s``).
+        max_seconds: Training wall-time budget: the run ends after the first step that
+            reaches it (probes and checkpoints are not counted). None: no time budget.
+        probe_every: Steps between probe points (0: probes only at the last step, if any).
+        elapsed: Training seconds so far (restored on resume; updated as the loop runs).
     """
 
     total: int
@@ -40,6 +44,9 @@ class LoopSchedule:
     checkpoint_every: int
     checkpoint: Path
     rate_name: str = "samples_per_s"
+    max_seconds: float | None = None
+    probe_every: int = 0
+    elapsed: float = 0.0
 
 
 def record(history: History, pending: Pending, metrics: dict[str, float], step: int) -> None:
@@ -68,7 +75,8 @@ def drop_logged(tracker: Tracker, pending: Pending) -> None:
 def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history: History, pending: Pending,
               batch_fn: Callable[[int], Any], step_fn: Callable[[int, Any], dict[str, float]],
               health_fn: Callable[[Any], dict[str, float]], state_fn: Callable[[int], dict],
-              progress: bool = True, stop_after: int | None = None, desc: str = "pretrain") -> tuple[int, float]:
+              progress: bool = True, stop_after: int | None = None, desc: str = "pretrain",
+              probe_fn: Callable[[int], dict[str, float]] | None = None) -> tuple[int, float]:
     """Run steps ``start_step .. total - 1``.
 
     Args:
@@ -84,14 +92,21 @@ def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history
         progress: Show a progress bar.
         stop_after: Return (as if interrupted) once this step is reached.
         desc: Progress bar label.
+        probe_fn: ``step -> metrics`` (e.g. frozen-encoder probes), every ``probe_every``
+            steps and at the last one; its time is not charged to the budget.
+
+    Every logged point also carries ``wall_seconds`` (training time so far) and
+    ``samples_seen``, so curves can be drawn against compute rather than steps.
 
     Returns:
-        ``(steps done, last loss)``.
+        ``(steps done, last loss)``. With a time budget the run may end early:
+        ``schedule.total`` is then lowered to the steps done.
     """
     from tqdm.auto import tqdm
 
     bar = tqdm(total=schedule.total, initial=start_step, desc=desc, unit="step", disable=not progress)
     t_last, last_loss = time.perf_counter(), float("nan")
+    clock = time.perf_counter()
     for step in range(start_step, schedule.total):
         if stop_after is not None and step >= stop_after:
             bar.close()
@@ -107,19 +122,32 @@ def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history
                 "lower lr or raise warmup_steps, then resume from it."
             ) from None
         last_loss = metrics["loss"]
+        now = time.perf_counter()
+        schedule.elapsed += now - clock
+        clock = now
+        if schedule.max_seconds is not None and schedule.elapsed >= schedule.max_seconds:
+            schedule.total = step + 1  # the budget is spent: this step is the last
         last = step + 1 == schedule.total
-        if (step + 1) % schedule.log_every == 0 or last:
+        compute = {"wall_seconds": schedule.elapsed, "samples_seen": float((step + 1) * schedule.batch_size)}
+        logged = (step + 1) % schedule.log_every == 0 or last
+        metrics.update(compute)
+        if logged:
             now = time.perf_counter()
             metrics[schedule.rate_name] = schedule.batch_size * schedule.log_every / max(now - t_last, 1e-9)
             t_last = now
             record(history, pending, metrics, step)
         if (step + 1) % schedule.health_every == 0 or last:
             record(history, pending, health_fn(batch), step)
+        if probe_fn is not None and ((schedule.probe_every and (step + 1) % schedule.probe_every == 0) or last):
+            record(history, pending, {**probe_fn(step), **({} if logged else compute)}, step)
         if (step + 1) % schedule.checkpoint_every == 0 or last:
             save_checkpoint(state_fn(step + 1), schedule.checkpoint)
             flush(tracker, pending)
+        clock = time.perf_counter()  # probes, health and checkpoints are not training time
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+        if last:
+            break
     bar.close()
     return schedule.total, last_loss
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ from molwm.encoders.graph import structural_pe
 from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import GraphJEPA, JEPAConfig
+from molwm.objectives.graph import ObjectiveConfig, build_objective, encoder_of
+from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, load_checkpoint, lr_at, plot_curves
 from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, run_steps
@@ -37,11 +40,20 @@ class PretrainConfig:
         dataset: Card to pretrain on (prepared on first use).
         limit: First N molecules of it (None: all).
         cache_dir: Featurization cache root.
-        model: Encoder, predictor and objective.
-        mask: Target blocks.
+        objective: ``jepa`` (predict target embeddings of hidden atom blocks), ``generative``
+            (predict the hidden atoms' and bonds' raw attributes) or ``contrastive``
+            (GraphCL-style InfoNCE between two views); same encoder, data, optimiser and budget.
+        objective_settings: Settings of the generative and contrastive objectives.
+        model: Encoder, predictor and the JEPA's loss settings.
+        mask: Hidden atom blocks (every objective uses the same ones).
         batch_size: Molecules per step.
         epochs: Passes over the data (ignored when ``max_steps`` is set).
         max_steps: Stop after this many steps (for budgets and tests).
+        budget_samples: Stop once this many molecules have been seen (the step count
+            that reaches it caps ``max_steps``/``epochs``): an equal-data budget.
+        budget_seconds: Stop once training has taken this many seconds (probes and
+            checkpoints not counted): an equal-wall-time budget.
+        probes: Frozen-encoder linear probes during the run (None: none).
         lr: Peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         warmup_steps: Linear warmup.
@@ -60,11 +72,16 @@ class PretrainConfig:
     dataset: str = "moses"
     limit: int | None = 100_000
     cache_dir: str | None = None
+    objective: Literal["jepa", "generative", "contrastive"] = "jepa"
+    objective_settings: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     model: JEPAConfig = field(default_factory=JEPAConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     batch_size: int = 256
     epochs: int = 1
     max_steps: int | None = None
+    budget_samples: int | None = None
+    budget_seconds: float | None = None
+    probes: ProbeConfig | None = None
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 100
@@ -105,7 +122,10 @@ class PretrainData:
         self._perm_epoch, self._perm = -1, None
 
     def total_steps(self) -> int:
-        return self.config.max_steps or self.config.epochs * self.steps_per_epoch
+        steps = self.config.max_steps or self.config.epochs * self.steps_per_epoch
+        if self.config.budget_samples:
+            steps = min(steps, -(-self.config.budget_samples // self.config.batch_size))
+        return steps
 
     def rows(self, step: int) -> np.ndarray:
         epoch, pos = divmod(step, self.steps_per_epoch)
@@ -125,10 +145,10 @@ class PretrainData:
         return batch, masks
 
 
-def build(config: PretrainConfig) -> tuple[GraphJEPA, torch.optim.Optimizer]:
-    """Model and optimizer, initialised from ``config.seed``."""
+def build(config: PretrainConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The objective's model and the optimizer, initialised from ``config.seed``."""
     torch.manual_seed(config.seed)
-    model = GraphJEPA(GRAPH_SPEC, config.model)
+    model = build_objective(config.objective, GRAPH_SPEC, config.model, config.objective_settings)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -139,7 +159,7 @@ def build(config: PretrainConfig) -> tuple[GraphJEPA, torch.optim.Optimizer]:
     return model, optimizer
 
 
-def train_step(model: GraphJEPA, optimizer, batch: GraphBatch, masks, config: PretrainConfig, step: int,
+def train_step(model: torch.nn.Module, optimizer, batch: GraphBatch, masks, config: PretrainConfig, step: int,
                total_steps: int, check_grads: bool = False) -> dict[str, float]:
     """Forward, backward, clip, optimizer step and EMA update for one batch.
 
@@ -175,21 +195,25 @@ def train_step(model: GraphJEPA, optimizer, batch: GraphBatch, masks, config: Pr
     }
     if out.graph_loss is not None:
         metrics["graph_loss"] = float(out.graph_loss.detach())
+    metrics.update(out.extra or {})
     return metrics
 
 
 @torch.no_grad()
-def evaluate_health(model: GraphJEPA, batch: GraphBatch, masks) -> dict[str, float]:
-    """Embedding health on one batch: target-encoder std, effective rank, pred/target cosine."""
+def evaluate_health(model: torch.nn.Module, batch: GraphBatch, masks) -> dict[str, float]:
+    """Embedding health on one batch: the evaluated encoder's std and effective rank (and the
+    JEPA's pred/target cosine)."""
     model.eval()
     out = model(batch, masks)
     z = model.embed(batch)
     return embedding_health(z, out.pred, out.target)
 
 
-def _state(model, optimizer, config, step, run_id, history, pending) -> dict:
+def _state(model, optimizer, config, step, run_id, history, pending, elapsed: float = 0.0) -> dict:
     return {
-        "kind": "graph_jepa",
+        "elapsed": float(elapsed),
+        "kind": "graph_jepa" if config.objective == "jepa" else "graph_pretrain",
+        "objective": config.objective,
         "config": to_dict(config),
         "spec": GRAPH_SPEC.to_dict(),
         "step": step,
@@ -238,30 +262,45 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
         pending = [(k, v, int(s)) for k, v, s in state["pending"]]
     out_dir = Path(config.out_dir)
     ckpt_path = out_dir / "last.pt"
-    tags = {"molwm.stage": "pretrain", "dataset": config.dataset, "objective": "jepa"}
+    tags = {"molwm.stage": "pretrain", "dataset": config.dataset, "objective": config.objective}
     with tracker.run(config.run_name or f"pretrain-{config.dataset}", tags=tags, run_id=run_id) as active_id:
         run_id = active_id
         if state is None:
             tracker.log_config(config)
             tracker.log_params({"data.n_molecules": len(data.graphs), "data.cache_key": prep.cache.manifest["key"],
-                                "steps_total": total, "params_encoder": count_parameters(model.context_encoder),
-                                "params_predictor": count_parameters(model.predictor)})
+                                "steps_total": total, "params_encoder": count_parameters(encoder_of(model)),
+                                "params_trained": sum(p.numel() for p in model.parameters() if p.requires_grad)})
         drop_logged(tracker, pending)
         flush(tracker, pending)
         schedule = LoopSchedule(total, config.batch_size, config.log_every, config.health_every,
-                                config.checkpoint_every, ckpt_path, rate_name="graphs_per_s")
+                                config.checkpoint_every, ckpt_path, rate_name="graphs_per_s",
+                                max_seconds=config.budget_seconds,
+                                probe_every=config.probes.every if config.probes else 0,
+                                elapsed=float(state.get("elapsed", 0.0)) if state is not None else 0.0)
+        probes = ProbeSuite(config.probes, config.cache_dir) if config.probes else None
         done, last_loss = run_steps(
             schedule, start_step, tracker, history, pending,
             batch_fn=data.batch,
-            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step, total,
+            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step,
+                                               _schedule_total(step, total, schedule, config),
                                                check_grads=step == 0),
             health_fn=lambda b: evaluate_health(model, b[0], b[1]),
-            state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending),
-            progress=progress, stop_after=stop_after)
-        if done < total:
+            state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending, schedule.elapsed),
+            progress=progress, stop_after=stop_after, desc=f"pretrain ({config.objective})",
+            probe_fn=(lambda step: probes(encoder_of(model))) if probes else None)
+        if done < schedule.total:
             return PretrainResult(run_id, None, ckpt_path, done, last_loss, history)
         model_uri = _log_outputs(tracker, history, ckpt_path, config)
-    return PretrainResult(run_id, model_uri, ckpt_path, total, last_loss, history)
+    return PretrainResult(run_id, model_uri, ckpt_path, schedule.total, last_loss, history)
+
+
+def _schedule_total(step: int, total: int, schedule: LoopSchedule, config: PretrainConfig) -> int:
+    """Steps the LR and EMA schedules run over: the planned total, or under a wall-time budget the
+    total projected from the training time per step so far (so every objective anneals fully)."""
+    if not config.budget_seconds or step == 0 or schedule.elapsed <= 0:
+        return total
+    projected = int(step * config.budget_seconds / schedule.elapsed)
+    return max(step + 1, min(total, projected))
 
 
 def _log_outputs(tracker: Tracker, history, ckpt_path: Path, config: PretrainConfig) -> str | None:
@@ -273,7 +312,7 @@ def _log_outputs(tracker: Tracker, history, ckpt_path: Path, config: PretrainCon
             ("embedding_health.png", ["health.std_mean", "health.std_min", "health.rankme",
                                       "health.pred_target_cos"], False),
         ]:
-            path = plot_curves(history, keys, d / name, f"{config.dataset} JEPA pretraining", log_y)
+            path = plot_curves(history, keys, d / name, f"{config.dataset} {config.objective} pretraining", log_y)
             if path is not None:
                 tracker.log_artifact(path, "plots")
     return tracker.log_model(ckpt_path, name="encoder", registered_name=config.register_name)

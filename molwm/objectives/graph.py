@@ -1,0 +1,174 @@
+"""Graph pretraining objectives: JEPA, attribute-masking generative, GraphCL-style contrastive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from featurizers.spec import GraphSpec
+from molwm.data.batch import GraphBatch
+from molwm.encoders.graph import GraphEncoder, HiddenAttributes
+from molwm.jepa.masking import GraphMasks
+from molwm.jepa.model import GraphJEPA, JEPAConfig, JEPAOutput
+
+
+@dataclass
+class ObjectiveConfig:
+    """Settings of the non-JEPA objectives (the JEPA's live in ``model``).
+
+    Attributes:
+        bond_weight: Generative: weight of the bond-attribute loss (bonds touching hidden atoms).
+        head_hidden: Generative: hidden width of the attribute heads (0: linear heads).
+        view_mask_fraction: Contrastive: share of atoms whose attributes the second view masks.
+        temperature: Contrastive: InfoNCE temperature.
+        projection_dim: Contrastive: width of the projection head.
+    """
+
+    bond_weight: float = 0.5
+    head_hidden: int = 0
+    view_mask_fraction: float = 0.25
+    temperature: float = 0.1
+    projection_dim: int = 128
+
+
+def _pool(h: Tensor, mol: Tensor, n: int) -> Tensor:
+    total = torch.zeros(n, h.shape[1], dtype=h.dtype, device=h.device).index_add_(0, mol, h)
+    return total / torch.bincount(mol, minlength=n).clamp(min=1).unsqueeze(1).to(h.dtype)
+
+
+def _head(d: int, out: int, hidden: int) -> nn.Module:
+    return nn.Linear(d, out) if hidden <= 0 else nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, out))
+
+
+class _NoTarget(nn.Module):
+    """Shared surface of objectives without an EMA target encoder."""
+
+    encoder: GraphEncoder
+
+    def ema_update(self, momentum: float) -> None:  # nothing to average
+        return None
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        return 0.0
+
+    @torch.no_grad()
+    def embed(self, batch: GraphBatch) -> Tensor:
+        """Molecule embeddings ``[B, D]`` of the trained encoder (no input hidden)."""
+        self.encoder.eval()
+        return self.encoder.embed(batch)
+
+
+class GenerativeGraph(_NoTarget):
+    """Attribute masking: hidden atoms (and their bonds) become mask tokens; heads predict their raw categories.
+
+    The targets are ``batch.x`` / ``batch.edge_attr`` rows of the hidden atoms and bonds,
+    read before the encoder replaces them, so they are the raw input, never an embedding.
+    """
+
+    encoder_prefix = "encoder."
+
+    def __init__(self, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig):
+        super().__init__()
+        d = config.encoder.dim
+        self.config, self.objective = config, objective
+        self.encoder = GraphEncoder(spec, config.encoder)
+        self.atom_token = nn.Parameter(torch.randn(d) * 0.02)
+        self.bond_token = nn.Parameter(torch.randn(d) * 0.02)
+        self.atom_heads = nn.ModuleList(_head(d, n, objective.head_hidden) for n in spec.atom_sizes)
+        self.bond_heads = nn.ModuleList(_head(d, n, objective.head_hidden) for n in spec.bond_sizes)
+
+    def targets(self, batch: GraphBatch, masks: GraphMasks) -> tuple[Tensor, Tensor, Tensor]:
+        """Hidden atoms' raw attributes ``[Nt, Ca]``, hidden bonds ``[Eh]`` (bool over edges) and their attributes."""
+        atoms = torch.zeros(batch.x.shape[0], dtype=torch.bool)
+        atoms[masks.target_idx] = True
+        src, dst = batch.edge_index
+        bonds = atoms[src] | atoms[dst]
+        return batch.x[masks.target_idx].clone(), bonds, batch.edge_attr[bonds].clone()
+
+    def forward(self, batch: GraphBatch, masks: GraphMasks, generator: torch.Generator | None = None) -> JEPAOutput:
+        x_t, bonds, e_t = self.targets(batch, masks)
+        atoms = torch.zeros(batch.x.shape[0], dtype=torch.bool)
+        atoms[masks.target_idx] = True
+        hide = HiddenAttributes(atoms, self.atom_token, bonds, self.bond_token)
+        h, mol = self.encoder(batch, hide=hide)
+        ht = h[masks.target_idx]
+        atom_loss = torch.stack([F.cross_entropy(head(ht), x_t[:, j]) for j, head in enumerate(self.atom_heads)]).mean()
+        src, dst = batch.edge_index
+        he = h[src[bonds]] + h[dst[bonds]]
+        if len(he):
+            bond_loss = torch.stack([F.cross_entropy(head(he), e_t[:, j])
+                                     for j, head in enumerate(self.bond_heads)]).mean()
+        else:
+            bond_loss = h.sum() * 0.0
+        with torch.no_grad():
+            acc = (self.atom_heads[0](ht).argmax(1) == x_t[:, 0]).float().mean() if len(ht) else h.new_tensor(0.0)
+        loss = atom_loss + self.objective.bond_weight * bond_loss
+        empty = h.new_zeros(0, h.shape[1])
+        return JEPAOutput(loss, atom_loss, bond_loss, empty, empty, _pool(h, mol, batch.num_graphs),
+                          extra={"atom_type_accuracy": float(acc)})
+
+
+class ContrastiveGraph(_NoTarget):
+    """GraphCL-style: view 1 drops the hidden atom blocks (a subgraph), view 2 masks the attributes of
+    random atoms; a projection head and symmetric InfoNCE over the batch."""
+
+    encoder_prefix = "encoder."
+
+    def __init__(self, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig):
+        super().__init__()
+        d = config.encoder.dim
+        self.config, self.objective = config, objective
+        self.encoder = GraphEncoder(spec, config.encoder)
+        self.atom_token = nn.Parameter(torch.randn(d) * 0.02)
+        self.projection = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, objective.projection_dim))
+
+    def forward(self, batch: GraphBatch, masks: GraphMasks, generator: torch.Generator | None = None) -> JEPAOutput:
+        n = batch.num_graphs
+        h1, mol1 = self.encoder(batch, keep=masks.keep)
+        z1 = _pool(h1, mol1, n)
+        draw = torch.rand(batch.x.shape[0], generator=generator)
+        h2, mol2 = self.encoder(batch, hide=HiddenAttributes(draw < self.objective.view_mask_fraction,
+                                                             self.atom_token))
+        z2 = _pool(h2, mol2, n)
+        p1 = F.normalize(self.projection(z1), dim=1)
+        p2 = F.normalize(self.projection(z2), dim=1)
+        logits = p1 @ p2.T / self.objective.temperature  # [B, B]
+        labels = torch.arange(n)
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        with torch.no_grad():
+            acc = (logits.argmax(1) == labels).float().mean()
+        empty = z1.new_zeros(0, z1.shape[1])
+        return JEPAOutput(loss, loss, loss.detach() * 0.0, empty, empty, z1,
+                          extra={"view_match_accuracy": float(acc)})
+
+
+def _jepa(spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig) -> GraphJEPA:
+    return GraphJEPA(spec, config)
+
+
+OBJECTIVES: dict[str, Callable[[GraphSpec, JEPAConfig, ObjectiveConfig], nn.Module]] = {
+    "jepa": _jepa,
+    "generative": GenerativeGraph,
+    "contrastive": ContrastiveGraph,
+}
+
+
+def build_objective(name: str, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig | None = None):
+    """The pretraining module for objective ``name`` (see :data:`OBJECTIVES`)."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}: expected one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name](spec, config, objective or ObjectiveConfig())
+
+
+def encoder_of(model: nn.Module) -> GraphEncoder:
+    """The encoder downstream tasks read: the JEPA's EMA target, otherwise the trained encoder."""
+    return model.target_encoder if isinstance(model, GraphJEPA) else model.encoder
+
+
+def encoder_prefix(objective: str) -> str:
+    """Key prefix of that encoder in the objective module's ``state_dict``."""
+    return "target_encoder." if objective == "jepa" else "encoder."
