@@ -184,6 +184,23 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from molwm.config import load_config
+    from molwm.objectives.ablate import AblateConfig, run_ablation
+    from molwm.objectives.report import markdown
+    from molwm.tracking import make_tracker
+
+    config = load_config(AblateConfig, args.config, args.overrides)
+    tracker = make_tracker(not args.no_track, experiment=config.experiment)
+    result = run_ablation(config, tracker, progress=not args.no_progress)
+    print(markdown(result.runs, result.table))
+    for f in result.files:
+        print(f"report: {f}")
+    if result.run_id:
+        print(f"run_id: {result.run_id}")
+    return 0
+
+
 def cmd_query(args) -> int:
     from molwm.query_files import run_query
 
@@ -278,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     quiet(p)
     p.set_defaults(func=cmd_finetune)
 
+    p = sub.add_parser("ablate", help="pretraining objectives side by side at an equal budget: probes, "
+                                      "label-efficiency fine-tunes, baselines (Python: molwm.objectives.ablate)",
+                       epilog="Any AblateConfig key can be set as key=value, e.g. pretrain.budget_seconds=600.")
+    p.add_argument("--config", required=True, help="YAML, e.g. configs/ablate/graph.yaml")
+    quiet(p)
+    p.set_defaults(func=cmd_ablate)
+
     p = sub.add_parser("query", help="embeddings, properties and neighbours for candidates "
                                      "(Python: molwm.query.WorldModel, molwm.query_files.run_query)")
     p.add_argument("--model", required=True, metavar="URI",
@@ -320,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _takes_overrides(args) -> bool:
-    return args.func in (cmd_data_prepare, cmd_pretrain, cmd_finetune)
+    return args.func in (cmd_data_prepare, cmd_pretrain, cmd_finetune, cmd_ablate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -157,6 +157,8 @@ class MLflowTracker(Tracker):
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_experiment(self.experiment)
         kwargs = {"run_id": run_id} if run_id else {"run_name": name, "tags": dict(tags or {})}
+        # a run started while another is active (e.g. pretraining inside `molwm ablate`) is its child
+        nested = nested or mlflow.active_run() is not None
         with mlflow.start_run(nested=nested, **kwargs) as active:
             previous, self.run_id = self.run_id, active.info.run_id
             try:

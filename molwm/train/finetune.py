@@ -41,11 +41,19 @@ class SplitConfig:
         fractions: Train, validation, test.
         file: A Chemprop ``--splits-file`` JSON of source-row indices; one entry
             per seed (or a single entry used for every seed). Overrides ``kind``.
+        train_fraction: Keep only this share of the training rows (a seeded subset per
+            seed; validation and test unchanged): label-efficiency curves. The logged
+            ``split.json`` lists the rows actually used.
     """
 
     kind: Literal["scaffold", "random", "stratified"] = "scaffold"
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     file: str | None = None
+    train_fraction: float = 1.0
+
+    def validate(self) -> None:
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
 
 
 @dataclass
@@ -159,7 +167,23 @@ class _Labelled:
 
 
 def _splits(config: FinetuneConfig, cache, graphs: CachedGraphs, y: np.ndarray) -> list[tuple]:
-    """One (train, val, test) of cache positions per seed."""
+    """One (train, val, test) of cache positions per seed (training rows subsampled by ``split.train_fraction``)."""
+    return [subsample_train(s, config.split.train_fraction, seed) for s, seed in
+            zip(_full_splits(config, cache, graphs, y), config.seeds)]
+
+
+def subsample_train(split: tuple, fraction: float, seed: int) -> tuple:
+    """``split`` with a seeded ``fraction`` of its training rows (at least 2), sorted; val and test unchanged."""
+    if fraction >= 1.0:
+        return split
+    train, val, test = split
+    keep = max(2, int(round(fraction * len(train))))
+    sub = np.sort(np.random.default_rng([seed, 20_251]).choice(np.asarray(train), min(keep, len(train)),
+                                                                 replace=False))
+    return sub, val, test
+
+
+def _full_splits(config: FinetuneConfig, cache, graphs: CachedGraphs, y: np.ndarray) -> list[tuple]:
     source = graphs.source_index
     if config.split.file:
         pos_of = {int(r): i for i, r in enumerate(source)}
@@ -333,8 +357,8 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
     out_dir = Path(config.out_dir)
     with tracker.run(config.run_name or f"finetune-{card.name}-{config.mode}", tags=tags) as run_id:
         tracker.log_config(config)
-        tracker.log_params({"task": task, "n_molecules": len(graphs), "encoder.dim": enc_cfg.dim,
-                            "encoder.layers": enc_cfg.layers})
+        tracker.log_params({"task": task, "n_molecules": len(graphs), "encoder_used.dim": enc_cfg.dim,
+                            "encoder_used.layers": enc_cfg.layers})
         for seed, split in zip(config.seeds, splits):
             with tracker.run(f"seed-{seed}", tags={**tags, "seed": str(seed)}, nested=True):
                 tracker.log_params({"seed": seed, "n_train": len(split[0]), "n_val": len(split[1]),

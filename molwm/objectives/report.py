@@ -1,0 +1,102 @@
+"""The ablation report: a table, a Markdown summary and plots (quality per unit of compute, label efficiency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _pairs(history: dict, key: str, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x values, key values)`` at the steps where ``key`` was logged (``x`` read at the same step)."""
+    xs = dict(history.get(x, []))
+    pts = [(xs[s], v) for s, v in history.get(key, []) if s in xs]
+    return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else (np.zeros(0), np.zeros(0))
+
+
+def plot_probe_curves(runs: list[dict], path: Path, x: str = "wall_seconds") -> Path | None:
+    """Probe metric against ``x`` (training wall time or samples seen), one line per objective and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k for r in runs for k in r["history"] if k.startswith("probe.")})
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    colours = {}
+    for r in runs:
+        c = colours.setdefault(r["objective"], f"C{len(colours)}")
+        for ax, k in zip(axes[0], keys):
+            xs, ys = _pairs(r["history"], k, x)
+            ax.plot(xs, ys, "o-", ms=3, color=c, alpha=0.8, label=f"{r['objective']} (seed {r['seed']})")
+    for ax, k in zip(axes[0], keys):
+        ax.set(xlabel="training seconds" if x == "wall_seconds" else "molecules seen", ylabel=k.split(".", 1)[1],
+               title=k.split(".")[1] + " (frozen encoder, linear probe)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_label_efficiency(table: pd.DataFrame, path: Path) -> Path | None:
+    """Test metric (mean ± std over fine-tuning seeds) against the share of training labels, per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if table.empty:
+        return None
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sub = table[table["dataset"] == ds]
+        for enc, g in sub.groupby("encoder", sort=False):
+            g = g.sort_values("fraction")
+            ax.errorbar(g["fraction"], g["mean"], yerr=g["std"], marker="o", ms=3, capsize=2, label=enc)
+        ax.set(xscale="log", xlabel="share of training labels", ylabel=f"test {sub['metric'].iloc[0]}", title=ds)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown(runs: list[dict], table: pd.DataFrame) -> str:
+    """Budgets and end-of-run probes per run; fine-tune results per dataset and label fraction."""
+    lines = ["| objective | seed | steps | training s | molecules seen | encoder params | trained params | "
+             + " | ".join(sorted({k for r in runs for k in r["final"]})) + " |"]
+    keys = sorted({k for r in runs for k in r["final"]})
+    lines.append("|" + "---|" * (7 + len(keys)))
+    for r in runs:
+        lines.append(f"| {r['objective']} | {r['seed']} | {r['steps']} | {r['wall_seconds']:.1f} | "
+                     f"{r['samples_seen']:,.0f} | {r['params_encoder']:,} | {r['params_trained']:,} | "
+                     + " | ".join(f"{r['final'].get(k, float('nan')):.3f}" for k in keys) + " |")
+    if not table.empty:
+        lines += ["", "| encoder | dataset | labels | metric | mean ± std |", "|---|---|---|---|---|"]
+        for _, r in table.iterrows():
+            lines.append(f"| {r['encoder']} | {r['dataset']} | {r['fraction']:g} | {r['metric']} | "
+                         f"{r['mean']:.3f} ± {r['std']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(config, runs: list[dict], table: pd.DataFrame, out: Path) -> list[Path]:
+    """Write ``ablation.csv``, ``ablation.md`` and the plots into ``out``; returns the files."""
+    files = []
+    csv = out / "ablation.csv"
+    table.to_csv(csv, index=False)
+    md = out / "ablation.md"
+    md.write_text(markdown(runs, table))
+    files += [csv, md]
+    for path in (plot_probe_curves(runs, out / "probes_vs_wall_time.png", "wall_seconds"),
+                 plot_probe_curves(runs, out / "probes_vs_samples.png", "samples_seen"),
+                 plot_label_efficiency(table, out / "label_efficiency.png")):
+        if path is not None:
+            files.append(path)
+    return files

@@ -1,0 +1,62 @@
+"""`molwm ablate` end to end on a temporary SQLite store: nested runs, table, plots, baselines."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pandas as pd
+import pytest
+
+from molwm.cli import main
+
+pytestmark = pytest.mark.cli
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def test_ablate_tiny_runs_every_objective_probe_finetune_and_baseline(capsys, tmp_path):
+    from mlflow import MlflowClient
+
+    out = tmp_path / "abl"
+    assert main(["ablate", "--config", os.path.join(ROOT, "configs/ablate/graph_tiny.yaml"), "--no-progress",
+                 f"out_dir={out}"]) == 0
+    text = capsys.readouterr().out
+    parent = re.search(r"^run_id: (\S+)$", text, re.M).group(1)
+    table = pd.read_csv(out / "ablation.csv")
+    encoders = set(table["encoder"])
+    assert {"jepa-s0", "generative-s0", "contrastive-s0", "scratch", "rf_morgan", "rf_rdkit2d"} == encoders
+    assert set(table["fraction"]) == {0.2, 1.0} and table["mean"].notna().all()
+    # every fine-tune and forest of one label fraction used the same rows (identical split files)
+    for _, g in table.groupby("fraction"):
+        assert len({open(f).read() for f in g["split_file"]}) == 1
+    splits = json.loads(open(table.loc[table["fraction"] == 0.2, "split_file"].iloc[0]).read())
+    full = json.loads(open(table.loc[table["fraction"] == 1.0, "split_file"].iloc[0]).read())
+    assert len(splits) == 2 and len(splits[0]["train"]) < len(full[0]["train"])
+    assert splits[0]["test"] == full[0]["test"]
+    for name in ("probes_vs_wall_time.png", "probes_vs_samples.png", "label_efficiency.png", "ablation.md"):
+        assert (out / name).is_file()
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = client.get_run(parent)
+    exp = run.info.experiment_id
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
+    names = {c.info.run_name for c in children}
+    assert {"pretrain-jepa-s0", "pretrain-generative-s0", "pretrain-contrastive-s0"} <= names
+    pre = next(c for c in children if c.info.run_name == "pretrain-generative-s0")
+    probes = client.get_metric_history(pre.info.run_id, "probe.freesolv.rmse")
+    assert len(probes) >= 2  # every 3 steps and at the end
+    samples = {c.info.run_name: c.data.metrics.get("samples_seen") for c in children
+               if c.info.run_name.startswith("pretrain-")}
+    assert set(samples.values()) == {192.0}  # equal data budget
+    assert {a.path for a in client.list_artifacts(parent, "report")} >= {
+        "report/ablation.csv", "report/label_efficiency.png", "report/probes_vs_wall_time.png"}
+
+
+def test_ablate_refuses_an_unbounded_budget_and_unknown_objectives(capsys, tmp_path):
+    cfg = os.path.join(ROOT, "configs/ablate/graph_tiny.yaml")
+    assert main(["ablate", "--config", cfg, "objectives=[jepa,mae]", "--no-track", "--no-progress"]) == 2
+    assert "mae" in capsys.readouterr().err
+    assert main(["ablate", "--config", cfg, "pretrain.max_steps=null", "pretrain.budget_samples=null",
+                 "--no-track", "--no-progress"]) == 2
+    assert "budget" in capsys.readouterr().err

@@ -1,0 +1,105 @@
+"""Graph pretraining objectives: each learns, the generative targets are the raw hidden content,
+the hidden content is really hidden, and budgets stop every objective at the same point."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from featurizers import GRAPH_SPEC, featurize_arrays
+from molwm.config import load_config
+from molwm.data.batch import GraphBatch
+from molwm.encoders.graph import GraphEncoderConfig, HiddenAttributes, structural_pe
+from molwm.jepa.masking import MaskConfig, sample_graph_masks
+from molwm.jepa.model import JEPAConfig, PredictorConfig
+from molwm.objectives import OBJECTIVES, ObjectiveConfig, build_objective
+from molwm.objectives.graph import GenerativeGraph, encoder_of
+
+pytestmark = pytest.mark.unit
+REPO = Path(__file__).resolve().parents[3]
+
+TINY = JEPAConfig(encoder=GraphEncoderConfig(dim=32, layers=2, rw_steps=4, lap_k=4),
+                  predictor=PredictorConfig(dim=32, layers=1, heads=2))
+SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CN1C=NC2=C1C(=O)N(C(=O)N2C)C", "CCN(CC)CC",
+          "OC(=O)c1ccccc1O", "Clc1ccc(Cl)cc1", "CC(C)Cc1ccc(cc1)C(C)C(=O)O"]
+
+
+def _batch_and_masks(seed: int = 0):
+    arrays, _ = featurize_arrays(SMILES)
+    b = GraphBatch.from_arrays(arrays, range(len(arrays)))
+    b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, 4, 4)
+    masks = sample_graph_masks(b, MaskConfig(target_fraction=0.3, n_blocks=2), np.random.default_rng(seed))
+    return b, masks
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_each_objective_steps_and_its_loss_falls(name):
+    torch.manual_seed(0)
+    model = build_objective(name, GRAPH_SPEC, TINY, ObjectiveConfig(temperature=0.5))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    b, masks = _batch_and_masks()
+    losses = []
+    for step in range(30):
+        model.train()
+        out = model(b, masks, generator=torch.Generator().manual_seed(0))  # the same views: a fixed problem
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        model.ema_update(model.momentum_at(step, 30))
+        losses.append(float(out.loss.detach()))
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    z = model.embed(b)
+    assert z.shape == (len(SMILES), 32) and torch.isfinite(z).all()
+    assert encoder_of(model) is (model.target_encoder if name == "jepa" else model.encoder)
+
+
+def test_generative_targets_are_the_raw_hidden_content_and_it_is_hidden():
+    torch.manual_seed(0)
+    model = GenerativeGraph(GRAPH_SPEC, TINY, ObjectiveConfig()).eval()
+    b, masks = _batch_and_masks()
+    x_t, bonds, e_t = model.targets(b, masks)
+    assert torch.equal(x_t, b.x[masks.target_idx])  # raw categorical attributes, not embeddings
+    assert torch.equal(e_t, b.edge_attr[bonds])
+    src, dst = b.edge_index
+    hidden = torch.zeros(b.num_nodes, dtype=torch.bool)
+    hidden[masks.target_idx] = True
+    assert torch.equal(bonds, hidden[src] | hidden[dst])
+    # corrupt every hidden atom's and bond's attributes: the encoder's view must not change...
+    corrupt = dataclasses.replace(b, x=b.x.clone(), edge_attr=b.edge_attr.clone())
+    corrupt.x[masks.target_idx] = (b.x[masks.target_idx] + 1) % torch.tensor(GRAPH_SPEC.atom_sizes)
+    corrupt.edge_attr[bonds] = (b.edge_attr[bonds] + 1) % torch.tensor(GRAPH_SPEC.bond_sizes)
+    hide = HiddenAttributes(hidden, model.atom_token, bonds, model.bond_token)
+    with torch.no_grad():
+        h, _ = model.encoder(b, hide=hide)
+        h_c, _ = model.encoder(corrupt, hide=hide)
+        h_plain, _ = model.encoder(corrupt)
+    assert torch.allclose(h, h_c, atol=1e-6)
+    assert not torch.allclose(h, h_plain, atol=1e-3)  # ...while an unhidden encoder does see the change
+    # ...and the targets of the original input are what was there before the corruption
+    assert not torch.equal(model.targets(corrupt, masks)[0], x_t)
+    assert torch.equal(model.targets(b, masks)[0], x_t)
+
+
+@pytest.mark.integration
+def test_equal_budgets_stop_every_objective_at_the_same_point():
+    from molwm.train.pretrain import PretrainConfig, run_pretrain
+
+    def cfg(*overrides):
+        return load_config(PretrainConfig, REPO / "configs/pretrain/tiny.yaml", ["max_steps=500", "limit=128",
+                                                                                  *overrides])
+
+    seen = {}
+    for name in ("jepa", "generative", "contrastive"):
+        r = run_pretrain(cfg(f"objective={name}", "budget_samples=160", f"out_dir=s-{name}"), progress=False)
+        seen[name] = (r.steps, r.history["samples_seen"][-1][1])
+    assert set(seen.values()) == {(5, 160.0)}
+    for name in ("jepa", "contrastive"):
+        r = run_pretrain(cfg(f"objective={name}", "budget_seconds=0.4", f"out_dir=t-{name}"), progress=False)
+        wall = r.history["wall_seconds"]
+        assert 0.4 <= wall[-1][1] < 0.4 + 2.0 and r.steps < 500
+        assert wall[-2][1] < 0.4 or len(wall) == 1  # it stopped at the first step past the budget
