@@ -24,7 +24,7 @@ from molwm.data.prepare import PrepareConfig, prepare_dataset
 from molwm.encoders.graph import structural_pe
 from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
-from molwm.jepa.model import GraphJEPA, JEPAConfig
+from molwm.jepa.model import JEPAConfig
 from molwm.objectives.graph import ObjectiveConfig, build_objective, encoder_of
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.tracking import NullTracker, Tracker

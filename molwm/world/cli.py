@@ -7,7 +7,6 @@ Thin: parse flags, call :class:`molwm.world.forecast.WorldForecaster` and
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -74,8 +73,6 @@ def _log(args, kind: str, params: dict, files: list[Path], metrics: dict | None 
 
 
 def cmd_forecast(args) -> int:
-    import pandas as pd
-
     from molwm.world.forecast import ForecastError, WorldForecaster
 
     try:

@@ -51,7 +51,6 @@ def steps_ahead(fc: WorldForecaster, data: WorldData, ks: Sequence[int] = (1, 2,
                 max_starts: int = 20000, seed: int = 0) -> dict[str, float]:
     """Forecast metrics ``k`` observed steps ahead for each ``k`` (see the module docstring)."""
     net, jepa = fc.net, fc.config.objective == "jepa"
-    kmax = max(ks)
     mask = data.mask.numpy()
     out: dict[str, float] = {}
     for k in ks:

@@ -7,21 +7,17 @@ checkpoints, exact resume and buffered MLflow metrics are the shared ones of
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from molwm.config import ConfigError, from_dict
+from molwm.config import ConfigError
 from molwm.jepa.health import embedding_health
 from molwm.jepa.losses import vicreg_regulariser
 from molwm.tasks.probes import RidgeProbe
-from molwm.tracking import NullTracker, Tracker
-from molwm.train.common import TrainingDiverged, load_checkpoint, lr_at, save_checkpoint
-from molwm.train.loop import LoopSchedule, count_parameters, drop_logged, flush, run_steps
+from molwm.train.common import TrainingDiverged, lr_at
 from molwm.world.data import TimeCourses, load_lab_courses
 from molwm.world.model import LatentState, WorldNet, WorldNetConfig, momentum_at
 from molwm.world.prepare import Normaliser, WorldData, compound_features, drug_split, make_world_data
