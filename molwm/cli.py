@@ -149,9 +149,13 @@ def _kind(args) -> str:
     from molwm.config import read_yaml
 
     if args.resume:
-        from molwm.train.common import load_checkpoint
+        import warnings
 
-        kind = str(load_checkpoint(args.resume).get("kind", ""))
+        from molwm.train.common import load_resume_checkpoint
+
+        with warnings.catch_warnings():  # the run itself warns when it falls back to the previous checkpoint
+            warnings.simplefilter("ignore")
+            kind = str(load_resume_checkpoint(args.resume).get("kind", ""))
         return "multimodal" if kind.startswith("multimodal") else "world" if kind == "world_model" else "graph"
     data = read_yaml(args.config) if args.config else {}
     for wanted in ("multimodal", "world"):

@@ -30,7 +30,11 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ra
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` atomically: to ``<path>.tmp``, fsync, then rename over ``path``."""
+    """Write ``state`` atomically: to ``<path>.tmp``, fsync, then rename over ``path``.
+
+    The checkpoint it replaces is kept as ``prev.pt`` beside it, the fallback of
+    :func:`load_resume_checkpoint` if ``path`` is ever found damaged.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -39,8 +43,39 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         torch.save(state, fh)
         fh.flush()
         os.fsync(fh.fileno())
+    if path.is_file():
+        os.replace(path, previous_checkpoint(path))
     os.replace(tmp, path)
     return path
+
+
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where the checkpoint before ``path`` is kept."""
+    return Path(path).with_name("prev.pt")
+
+
+def load_resume_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint to resume from; if it is truncated or corrupt, fall back to the previous good one.
+
+    Raises:
+        CheckpointError: Naming both files when neither can be read.
+    """
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        prev = previous_checkpoint(path)
+        if Path(path).name == prev.name or not prev.is_file():
+            raise
+        try:
+            state = load_checkpoint(prev)
+        except CheckpointError as err2:
+            raise CheckpointError(f"{err}; the previous checkpoint is unusable too: {err2}") from None
+        import warnings
+
+        warnings.warn(f"{err}; resuming from the previous good checkpoint {prev} (step {state.get('step')})",
+                      stacklevel=2)
+        state["resumed_from_fallback"] = True
+        return state
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

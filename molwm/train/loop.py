@@ -35,6 +35,8 @@ class LoopSchedule:
             reaches it (probes and checkpoints are not counted). None: no time budget.
         probe_every: Steps between probe points (0: probes only at the last step, if any).
         elapsed: Training seconds so far (restored on resume; updated as the loop runs).
+        dedupe: Before each flush, drop buffered points the tracker already has (set on
+            resume: a run resumed from an older checkpoint re-runs steps it had logged).
     """
 
     total: int
@@ -47,6 +49,7 @@ class LoopSchedule:
     max_seconds: float | None = None
     probe_every: int = 0
     elapsed: float = 0.0
+    dedupe: bool = False
 
 
 def record(history: History, pending: Pending, metrics: dict[str, float], step: int) -> None:
@@ -142,6 +145,8 @@ def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history
             record(history, pending, {**probe_fn(step), **({} if logged else compute)}, step)
         if (step + 1) % schedule.checkpoint_every == 0 or last:
             save_checkpoint(state_fn(step + 1), schedule.checkpoint)
+            if schedule.dedupe:
+                drop_logged(tracker, pending)
             flush(tracker, pending)
         clock = time.perf_counter()  # probes, health and checkpoints are not training time
         bar.update(1)

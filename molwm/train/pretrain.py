@@ -28,7 +28,7 @@ from molwm.jepa.model import JEPAConfig
 from molwm.objectives.graph import ObjectiveConfig, build_objective, encoder_of
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.tracking import NullTracker, Tracker
-from molwm.train.common import TrainingDiverged, all_finite, load_checkpoint, lr_at, plot_curves
+from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
 from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, run_steps
 
 
@@ -240,7 +240,7 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
     tracker = tracker or NullTracker()
     state = None
     if resume is not None:
-        state = load_checkpoint(resume)
+        state = load_resume_checkpoint(resume)
         config = from_dict(PretrainConfig, state["config"])
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -276,7 +276,8 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
                                 config.checkpoint_every, ckpt_path, rate_name="graphs_per_s",
                                 max_seconds=config.budget_seconds,
                                 probe_every=config.probes.every if config.probes else 0,
-                                elapsed=float(state.get("elapsed", 0.0)) if state is not None else 0.0)
+                                elapsed=float(state.get("elapsed", 0.0)) if state is not None else 0.0,
+                                dedupe=state is not None)
         probes = ProbeSuite(config.probes, config.cache_dir) if config.probes else None
         done, last_loss = run_steps(
             schedule, start_step, tracker, history, pending,

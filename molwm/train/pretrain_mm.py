@@ -28,7 +28,7 @@ from molwm.jepa.mm_masking import MultimodalMaskConfig, sample_multimodal_masks
 from molwm.jepa.multimodal import MultimodalJEPA, MultimodalJEPAConfig
 from molwm.tasks.probes import RidgeProbe
 from molwm.tracking import NullTracker, Tracker
-from molwm.train.common import TrainingDiverged, all_finite, load_checkpoint, lr_at, plot_curves
+from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
 from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, run_steps
 
 
@@ -299,7 +299,7 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
     tracker = tracker or NullTracker()
     state = None
     if resume is not None:
-        state = load_checkpoint(resume)
+        state = load_resume_checkpoint(resume)
         config = from_dict(MultimodalPretrainConfig, state["config"])
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -332,7 +332,7 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
         drop_logged(tracker, pending)
         flush(tracker, pending)
         schedule = LoopSchedule(total, config.batch_size, config.log_every, config.health_every,
-                                config.checkpoint_every, ckpt)
+                                config.checkpoint_every, ckpt, dedupe=state is not None)
         done, last_loss = run_steps(
             schedule, start_step, tracker, history, pending, batch_fn=steps.batch,
             step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step, total, step == 0),

@@ -10,7 +10,7 @@ import torch
 
 from molwm.config import from_dict
 from molwm.tracking import NullTracker, Tracker
-from molwm.train.common import load_checkpoint, plot_curves, save_checkpoint
+from molwm.train.common import load_resume_checkpoint, plot_curves, save_checkpoint
 from molwm.train.loop import LoopSchedule, count_parameters, drop_logged, flush, run_steps
 from molwm.world.data import TimeCourses
 from molwm.world.model import WorldNet
@@ -75,7 +75,7 @@ def run_world(config: WorldConfig, tracker: Tracker | None = None, resume: str |
     tracker = tracker or NullTracker()
     state = None
     if resume is not None:
-        state = load_checkpoint(resume)
+        state = load_resume_checkpoint(resume)
         config = from_dict(WorldConfig, state["config"])
     config.validate()
     if config.threads:
@@ -112,7 +112,7 @@ def run_world(config: WorldConfig, tracker: Tracker | None = None, resume: str |
         drop_logged(tracker, pending)
         flush(tracker, pending)
         schedule = LoopSchedule(config.max_steps, config.batch_size, config.log_every, config.health_every,
-                                config.checkpoint_every, ckpt, rate_name="courses_per_s")
+                                config.checkpoint_every, ckpt, rate_name="courses_per_s", dedupe=state is not None)
         horizon, members = config.rollout_steps, config.model.ensemble
         done, last = run_steps(
             schedule, start, tracker, history, pending,
