@@ -45,9 +45,16 @@ def _head(d: int, out: int, hidden: int) -> nn.Module:
 
 
 class _NoTarget(nn.Module):
-    """Shared surface of objectives without an EMA target encoder."""
+    """Shared surface of objectives without an EMA target encoder: the trained encoder is the one
+    downstream tasks read, plus a learned atom mask token."""
 
-    encoder: GraphEncoder
+    encoder_prefix = "encoder."
+
+    def __init__(self, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig):
+        super().__init__()
+        self.config, self.objective = config, objective
+        self.encoder = GraphEncoder(spec, config.encoder)
+        self.atom_token = nn.Parameter(torch.randn(config.encoder.dim) * 0.02)
 
     def ema_update(self, momentum: float) -> None:  # nothing to average
         return None
@@ -69,14 +76,9 @@ class GenerativeGraph(_NoTarget):
     read before the encoder replaces them, so they are the raw input, never an embedding.
     """
 
-    encoder_prefix = "encoder."
-
     def __init__(self, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig):
-        super().__init__()
+        super().__init__(spec, config, objective)
         d = config.encoder.dim
-        self.config, self.objective = config, objective
-        self.encoder = GraphEncoder(spec, config.encoder)
-        self.atom_token = nn.Parameter(torch.randn(d) * 0.02)
         self.bond_token = nn.Parameter(torch.randn(d) * 0.02)
         self.atom_heads = nn.ModuleList(_head(d, n, objective.head_hidden) for n in spec.atom_sizes)
         self.bond_heads = nn.ModuleList(_head(d, n, objective.head_hidden) for n in spec.bond_sizes)
@@ -116,14 +118,9 @@ class ContrastiveGraph(_NoTarget):
     """GraphCL-style: view 1 drops the hidden atom blocks (a subgraph), view 2 masks the attributes of
     random atoms; a projection head and symmetric InfoNCE over the batch."""
 
-    encoder_prefix = "encoder."
-
     def __init__(self, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig):
-        super().__init__()
+        super().__init__(spec, config, objective)
         d = config.encoder.dim
-        self.config, self.objective = config, objective
-        self.encoder = GraphEncoder(spec, config.encoder)
-        self.atom_token = nn.Parameter(torch.randn(d) * 0.02)
         self.projection = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, objective.projection_dim))
 
     def forward(self, batch: GraphBatch, masks: GraphMasks, generator: torch.Generator | None = None) -> JEPAOutput:

@@ -75,6 +75,21 @@ def drop_logged(tracker: Tracker, pending: Pending) -> None:
     pending[:] = [(k, v, s) for k, v, s in pending if s > last[k]]
 
 
+def restore(state: dict | None, model, optimizer) -> tuple[int, str | None, History, Pending]:
+    """Load a resumed checkpoint's weights and optimizer state into ``model`` and ``optimizer``.
+
+    Returns ``(start step, MLflow run id, history, pending metrics)``; a fresh start
+    (``state`` None) gives ``(0, None, {}, [])``.
+    """
+    if state is None:
+        return 0, None, {}, []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
+    pending = [(k, v, int(s)) for k, v, s in state["pending"]]
+    return int(state["step"]), state["run_id"] or None, history, pending
+
+
 def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history: History, pending: Pending,
               batch_fn: Callable[[int], Any], step_fn: Callable[[int, Any], dict[str, float]],
               health_fn: Callable[[Any], dict[str, float]], state_fn: Callable[[int], dict],

@@ -29,7 +29,7 @@ from molwm.objectives.graph import ObjectiveConfig, build_objective, encoder_of
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
-from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, run_steps
+from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps
 
 
 @dataclass
@@ -249,17 +249,7 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
     data = PretrainData(CachedGraphs(prep.cache, with_labels=False), config)
     total = data.total_steps()
     model, optimizer = build(config)
-    history: dict[str, list[tuple[int, float]]] = {}
-    pending: list[tuple[str, float, int]] = []
-    start_step = 0
-    run_id = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step = int(state["step"])
-        run_id = state["run_id"] or None
-        history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
-        pending = [(k, v, int(s)) for k, v, s in state["pending"]]
+    start_step, run_id, history, pending = restore(state, model, optimizer)
     out_dir = Path(config.out_dir)
     ckpt_path = out_dir / "last.pt"
     tags = {"molwm.stage": "pretrain", "dataset": config.dataset, "objective": config.objective}

@@ -29,7 +29,7 @@ from molwm.jepa.multimodal import MultimodalJEPA, MultimodalJEPAConfig
 from molwm.tasks.probes import RidgeProbe
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
-from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, run_steps
+from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps
 
 
 @dataclass
@@ -307,15 +307,7 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
     steps = MultimodalSteps(build.train, config)
     total = steps.total_steps()
     model, optimizer = build_model(config, build.train.n_assays)
-    history: dict[str, list[tuple[int, float]]] = {}
-    pending: list[tuple[str, float, int]] = []
-    start_step, run_id = 0, None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step, run_id = int(state["step"]), state["run_id"] or None
-        history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
-        pending = [(k, v, int(s)) for k, v, s in state["pending"]]
+    start_step, run_id, history, pending = restore(state, model, optimizer)
     ckpt = Path(config.out_dir) / "last.pt"
     tags = {"molwm.stage": "pretrain", "objective": config.objective, "modalities": "graph,assay,image",
             "molwm.synthetic": str(build.synthetic).lower()}

@@ -11,7 +11,7 @@ import torch
 from molwm.config import from_dict
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import load_resume_checkpoint, plot_curves, save_checkpoint
-from molwm.train.loop import LoopSchedule, count_parameters, drop_logged, flush, run_steps
+from molwm.train.loop import LoopSchedule, count_parameters, drop_logged, flush, restore, run_steps
 from molwm.world.data import TimeCourses
 from molwm.world.model import WorldNet
 from molwm.world.train import (WorldBuild, WorldConfig, build_world_data, fit_probes, initial_states, sample_batch,
@@ -84,15 +84,7 @@ def run_world(config: WorldConfig, tracker: Tracker | None = None, resume: str |
     net = build_net(config, build)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
-    history: dict[str, list[tuple[int, float]]] = {}
-    pending: list[tuple[str, float, int]] = []
-    start, run_id = 0, None
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, run_id = int(state["step"]), state["run_id"] or None
-        history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
-        pending = [(k, v, int(s)) for k, v, s in state["pending"]]
+    start, run_id, history, pending = restore(state, net, optimizer)
     ckpt = Path(config.out_dir) / "last.pt"
     c = build.courses
     tags = {"molwm.stage": "world", "objective": config.objective, "data.source": config.data.source,
