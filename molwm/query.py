@@ -119,7 +119,7 @@ class WorldModel:
             return cls(encoder=joint.model.targets["graph"], targets=list(joint.assay_names),
                        task="regression" if joint.probe is not None else None, source=str(uri), digest=digest,
                        joint=joint)
-        if kind == "multimodal_contrastive":
+        if kind in ("multimodal_contrastive", "multimodal_generative", "multimodal_contrastive_views"):
             from molwm.train.finetune import load_pretrained_encoder
 
             return cls(encoder=load_pretrained_encoder(str(path)).eval(), source=str(uri), digest=digest)

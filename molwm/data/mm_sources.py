@@ -95,8 +95,10 @@ class _Rows:
     image: list = field(default_factory=list)  # per row: site row in the image array or -1
     source: list = field(default_factory=list)
     compound: list = field(default_factory=list)
+    site: list = field(default_factory=list)  # per row: load_data.csv row or -1
 
-    def add(self, smiles, assays, image, source, compound):
+    def add(self, smiles, assays, image, source, compound, site=-1):
+        self.site.append(site)
         self.smiles.append(smiles)
         self.assays.append(assays)
         self.image.append(image)
@@ -138,10 +140,10 @@ def _lab_rows(config: MultimodalDataConfig, rejects: list[dict], progress: bool)
     train, held, held_part = _Rows(), _Rows(), []
     for k, (cid, smi, ctl) in enumerate(zip(frame["compound_id"], frame["smiles"], frame["is_control"])):
         if ctl:
-            train.add(None, {}, image_row[k], "lab-control", "control")
+            train.add(None, {}, image_row[k], "lab-control", "control", k)
             continue
         rows = train if part_of[cid] == "train" else held
-        rows.add(smi, panel.get(cid, {}), image_row[k], "lab", cid)
+        rows.add(smi, panel.get(cid, {}), image_row[k], "lab", cid, k)
         if rows is held:
             held_part.append(part_of[cid])
     return train, held, np.array(held_part), sites, assay_names, index.synthetic
@@ -217,7 +219,7 @@ def _data(rows: _Rows, assay_names, normalizer, images, present, rejects, what: 
         values = normalizer.transform(values).astype(np.float32)
     return MultimodalData(arrays, graph_of, values, list(assay_names), images, present,
                           np.asarray(rows.image, dtype=np.int64), list(rows.smiles), list(rows.source),
-                          list(rows.compound))
+                          list(rows.compound), np.asarray(rows.site, dtype=np.int64))
 
 
 def graphs_only(smiles: list) -> MultimodalData:

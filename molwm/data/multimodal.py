@@ -91,6 +91,8 @@ class MultimodalData:
         smiles: ``N`` SMILES (None where the sample has no molecule).
         source: ``N`` short source names (``sim``, ``moleculeace``, ...).
         compound: ``N`` compound keys (rows with the same key are the same compound).
+        site: ``[N]`` int64 row of the lab's ``load_data.csv`` each sample's image came
+            from (-1: no lab site); links samples to the lab's ground truth. None: unknown.
     """
 
     graphs: GraphArrays
@@ -103,6 +105,7 @@ class MultimodalData:
     smiles: list
     source: list[str]
     compound: list[str]
+    site: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.graph_of)
@@ -124,6 +127,15 @@ class MultimodalData:
             out[f"source.{s}"] = sum(1 for x in self.source if x == s)
         return out
 
+    def present(self, modalities: Sequence[str]) -> np.ndarray:
+        """``[N]`` bool: samples that have at least one of ``modalities``."""
+        has = {"graph": self.graph_of >= 0, "assay": ~np.isnan(self.assay_values).all(1),
+               "image": self.image_of >= 0}
+        out = np.zeros(len(self), dtype=bool)
+        for m in modalities:
+            out |= has[m]
+        return out
+
     def subset(self, rows: Sequence[int] | np.ndarray) -> "MultimodalData":
         """A view-like copy holding samples ``rows`` (graphs and images shared, maps re-indexed)."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -132,6 +144,7 @@ class MultimodalData:
             assay_names=self.assay_names, images=self.images, image_present=self.image_present,
             image_of=self.image_of[rows], smiles=[self.smiles[i] for i in rows],
             source=[self.source[i] for i in rows], compound=[self.compound[i] for i in rows],
+            site=None if self.site is None else self.site[rows],
         )
 
     def batch(self, rows: Sequence[int] | np.ndarray, drop: Sequence[str] = ()) -> MultimodalBatch:

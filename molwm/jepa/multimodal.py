@@ -99,6 +99,24 @@ class MultimodalOutput:
     target: Tensor
 
 
+@dataclass
+class HiddenQuery:
+    """The hidden tokens of one modality, as the predictor is asked about them.
+
+    Attributes:
+        modality: Index into ``MODALITIES``.
+        pos: ``[B, Tq, P_m]`` positional codes of the hidden tokens (padded per row).
+        pad: ``[B, Tq]`` bool, True where a row has no query.
+        select: Which tokens they are: graph, ``[Nt]`` atom indices into ``batch.graph``;
+            assay and image, ``[Bm, T]`` bool over that modality's rows and positions.
+    """
+
+    modality: int
+    pos: Tensor
+    pad: Tensor
+    select: Tensor
+
+
 def _place(x: Tensor, pad: Tensor, rows: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """Scatter ``x [Bm, T, *]`` / ``pad [Bm, T]`` into ``size`` batch rows (absent rows all pad)."""
     out = x.new_zeros((size, *x.shape[1:]))
@@ -161,9 +179,11 @@ class MultimodalJEPA(nn.Module):
         spec: Graph featurizer spec.
         n_assays: Assay vocabulary size.
         config: Sizes and objective.
+        with_targets: Build the EMA target encoders (objectives without one reuse the rest).
     """
 
-    def __init__(self, spec: GraphSpec, n_assays: int, config: MultimodalJEPAConfig | None = None):
+    def __init__(self, spec: GraphSpec, n_assays: int, config: MultimodalJEPAConfig | None = None,
+                 with_targets: bool = True):
         super().__init__()
         self.config = config = config or MultimodalJEPAConfig()
         self.encoders = nn.ModuleDict({
@@ -171,12 +191,19 @@ class MultimodalJEPA(nn.Module):
             "assay": AssayEncoder(n_assays, config.assay),
             "image": ImageEncoder(config.image),
         })
-        self.targets = copy.deepcopy(self.encoders)
-        for p in self.targets.parameters():
-            p.requires_grad_(False)
+        if with_targets:  # objectives without a target encoder (molwm.objectives.multimodal) skip it
+            self.targets = copy.deepcopy(self.encoders)
+            for p in self.targets.parameters():
+                p.requires_grad_(False)
         self.fusion = Fusion(config.dim, len(MODALITIES), config.fusion)
         pos_dims = [config.graph.pe_dim, n_assays, config.image.pos_dim]
         self.predictor = MultimodalPredictor(config.dim, pos_dims, config.predictor)
+
+    @property
+    def readout(self) -> nn.ModuleDict:
+        """The encoders targets and downstream reads come from: the EMA targets (the trained
+        encoders for objectives without targets)."""
+        return self.targets if hasattr(self, "targets") else self.encoders
 
     # ---- encoders -------------------------------------------------------------------------------
     def _encode(self, encoders: nn.ModuleDict, batch: MultimodalBatch, modality: int, keep: Tensor | None):
@@ -216,67 +243,84 @@ class MultimodalJEPA(nn.Module):
     @torch.no_grad()
     def target_tokens(self, batch: MultimodalBatch, modality: int):
         """Layer-normed target tokens of one modality for its rows: ``(x [Bm, T, D], pad [Bm, T])``."""
-        for enc in self.targets.values():
+        for enc in self.readout.values():
             enc.eval()
-        t, _ = self._encode(self.targets, batch, modality, None)
+        t, _ = self._encode(self.readout, batch, modality, None)
         return F.layer_norm(t.x, (self.config.dim,)), t.pad
 
     # ---- objective ------------------------------------------------------------------------------
+    def hidden_queries(self, batch: MultimodalBatch, masks: MultimodalMasks) -> list[HiddenQuery]:
+        """One query group per modality with hidden tokens: where they are and which they are.
+
+        Every objective that predicts hidden parts (embeddings here, raw content in
+        :mod:`molwm.objectives.multimodal`) asks the predictor the same questions.
+        """
+        b, out = batch.size, []
+        for m in (G, A, I):
+            if getattr(batch, MODALITIES[m]) is None:
+                continue
+            rows = batch.rows(MODALITIES[m])
+            if m == G:
+                gm = masks.graph
+                if gm is None or len(gm.target_idx) == 0:
+                    continue
+                pos, real_q = to_dense_batch(batch.graph.pe[gm.target_idx], rows[gm.target_mol], batch_size=b)
+                out.append(HiddenQuery(m, pos, ~real_q, gm.target_idx))
+                continue
+            tmask = masks.assay_target if m == A else masks.image_target  # [Bm, T]
+            if tmask is None or not bool(tmask.any()):
+                continue
+            code = self.encoders["assay"].positions(batch.assay.ids) if m == A else \
+                self.encoders["image"].pos_code.expand(len(rows), -1, -1)
+            pos, qpad, _ = gather_tokens(code, tmask)  # [Bm, K, P]
+            pos, qpad = _place(pos, qpad, rows, b)
+            out.append(HiddenQuery(m, pos, qpad, tmask))
+        return out
+
     def forward(self, batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalOutput:
         """One JEPA pass over a multimodal batch; masks come from the collate step."""
         d, b = self.config.dim, batch.size
-        queries, targets, names, pooled_t = [], [], [], torch.zeros(b, d)
+        pooled_t = torch.zeros(b, d)
+        tokens = {}
         for m in (G, A, I):
             if getattr(batch, MODALITIES[m]) is None:
                 continue
             tx, tpad = self.target_tokens(batch, m)  # [Bm, T, D]
-            rows = batch.rows(MODALITIES[m])
+            tokens[m] = (tx, tpad)
             real = (~tpad).unsqueeze(-1).to(tx.dtype)
             mean = (tx * real).sum(1) / real.sum(1).clamp(min=1.0)  # [Bm, D]
-            pooled_t[rows] = F.layer_norm(mean, (d,))
-            if m == G:
-                gm = masks.graph
-                if len(gm.target_idx) == 0:
-                    continue
-                h = tx[~tpad]  # [N, D] atoms in batch order
-                tgt = h[gm.target_idx]
-                pos, real_q = to_dense_batch(batch.graph.pe[gm.target_idx], rows[gm.target_mol], batch_size=b)
-                qpad = ~real_q
-            else:
-                tmask = masks.assay_target if m == A else masks.image_target  # [Bm, T]
-                if not bool(tmask.any()):
-                    continue
-                tgt = tx[tmask]
-                code = self.encoders["assay"].positions(batch.assay.ids) if m == A else \
-                    self.encoders["image"].pos_code.expand(len(rows), -1, -1)
-                pos, qpad, _ = gather_tokens(code, tmask)  # [Bm, K, P]
-                pos, qpad = _place(pos, qpad, rows, b)
-            if len(tgt) == 0:
-                continue
-            queries.append((m, pos, qpad))
-            targets.append(tgt)
-            names.append(MODALITIES[m])
+            pooled_t[batch.rows(MODALITIES[m])] = F.layer_norm(mean, (d,))
+        queries = self.hidden_queries(batch, masks)
+        targets = []
+        for q in queries:
+            tx, tpad = tokens[q.modality]
+            # graph: atoms in batch order, then the hidden ones; others: hidden tokens row-major
+            targets.append(tx[~tpad][q.select] if q.modality == G else tx[q.select])
         context = self.context(batch, masks)
-        preds, pooled_p = self.predictor(context, queries, masks.hidden)
+        preds, pooled_p = self.predictor(context, [(q.modality, q.pos, q.pad) for q in queries], masks.hidden)
         per_modality = {}
         flat_pred = []
-        for (m, _, qpad), pred, tgt, name in zip(queries, preds, targets, names):
-            p = pred[~qpad]  # row-major: rows ascending, tokens in position order, like the targets
-            per_modality[name] = prediction_loss(p, tgt, self.config.loss)
+        for q, pred, tgt in zip(queries, preds, targets):
+            p = pred[~q.pad]  # row-major: rows ascending, tokens in position order, like the targets
+            per_modality[MODALITIES[q.modality]] = prediction_loss(p, tgt, self.config.loss)
             flat_pred.append(p)
         zero = context.joint.sum() * 0.0
         pred_loss = torch.stack(list(per_modality.values())).mean() if per_modality else zero
         whole = masks.hidden >= 0
         pooled_loss = prediction_loss(pooled_p[whole], pooled_t[whole], self.config.loss) if whole.any() else zero
-        # anti-collapse on the joint embedding and on each modality's own pooled context embedding:
-        # a modality whose pooled tokens barely vary across samples cannot serve as a target
-        regs = [vicreg_regulariser(context.joint)]
-        regs += [vicreg_regulariser(z) for z in context.pooled.values() if len(z) >= 2]
-        reg = torch.stack(regs).mean()
+        reg = self.anti_collapse(context)
         loss = pred_loss + self.config.pooled_weight * pooled_loss + self.config.anti_collapse_weight * reg
         pred = torch.cat(flat_pred) if flat_pred else pooled_p[:0]
         target = torch.cat(targets) if targets else pooled_t[:0]
         return MultimodalOutput(loss, pred_loss, pooled_loss, reg, per_modality, context.joint, pred, target)
+
+    @staticmethod
+    def anti_collapse(context: FusedTokens) -> Tensor:
+        """VICReg on the joint embedding and on each modality's own pooled context embedding:
+        a modality whose pooled tokens barely vary across samples cannot serve as a target."""
+        regs = [vicreg_regulariser(context.joint)]
+        regs += [vicreg_regulariser(z) for z in context.pooled.values() if len(z) >= 2]
+        return torch.stack(regs).mean()
 
     @torch.no_grad()
     def ema_update(self, momentum: float) -> None:
@@ -323,8 +367,8 @@ class MultimodalJEPA(nn.Module):
         (tokens,), _ = self.predictor(context, queries, torch.full((b,), -1, dtype=torch.long))
         graph = torch.zeros(b, d)
         if batch.graph is not None:
-            self.targets["graph"].eval()
-            graph[batch.graph_rows] = self.targets["graph"].embed(batch.graph)
+            self.readout["graph"].eval()
+            graph[batch.graph_rows] = self.readout["graph"].embed(batch.graph)
         return torch.cat([graph, context.joint], dim=1), tokens
 
     @torch.no_grad()

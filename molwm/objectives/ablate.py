@@ -1,5 +1,12 @@
 """``molwm ablate``: pretraining objectives side by side, at an equal budget, with probes and label-efficiency fine-tunes.
 
+Graphs (``modality: graph``) are described below. Images and assays
+(``modality: image`` / ``assay``, with a ``multimodal`` pretraining config on a
+synthetic lab) pretrain that modality's encoder under each objective and probe
+it, frozen, on the lab's ground truth (mechanism per compound, cell state per
+well; :mod:`molwm.objectives.lab_probes`) along the way; the same probe on an
+untrained encoder and on hand-made features of the raw inputs gives the floor.
+
 One parent MLflow run; under it, per objective and pretraining seed, a nested
 pretraining run (probes every K steps, logged against wall time and samples
 seen) and nested fine-tuning runs at each label fraction; then training from
@@ -25,6 +32,7 @@ from molwm.config import ConfigError, to_dict
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.finetune import FinetuneConfig
 from molwm.train.pretrain import PretrainConfig
+from molwm.train.pretrain_mm import MultimodalPretrainConfig
 
 
 @dataclass
@@ -59,23 +67,27 @@ class AblateConfig:
     """An ablation of pretraining objectives (``kind: ablate``).
 
     Attributes:
-        modality: ``graph`` (images and assays: see docs/objectives.md).
-        objectives: Objectives compared (names in ``molwm.objectives.OBJECTIVES``).
+        modality: ``graph``, ``image`` or ``assay``.
+        objectives: Objectives compared (graph: names in ``molwm.objectives.OBJECTIVES``;
+            image and assay: in ``molwm.objectives.multimodal.MULTIMODAL_OBJECTIVES``).
         seeds: Pretraining seeds per objective.
-        pretrain: The pretraining run every objective shares (set its budget:
+        pretrain: Graphs: the pretraining run every objective shares (set its budget:
             ``budget_seconds`` for equal wall time or ``budget_samples`` for equal data,
             and ``probes`` for the curves); ``objective``, ``seed`` and ``out_dir`` are set per run.
-        finetune: Label-efficiency sweep (``null``: skip).
+        multimodal: Images and assays: the multimodal pretraining run every objective shares
+            (``modalities``, a budget and lab ``probes`` set likewise).
+        finetune: Label-efficiency sweep of the graph encoders (``null``: skip; graphs only).
         out_dir: Where runs and the report go.
         experiment: MLflow experiment.
         run_name: Name of the parent run.
     """
 
     kind: Literal["ablate"] = "ablate"
-    modality: Literal["graph"] = "graph"
+    modality: Literal["graph", "image", "assay"] = "graph"
     objectives: list[str] = field(default_factory=lambda: ["jepa", "generative", "contrastive"])
     seeds: list[int] = field(default_factory=lambda: [0])
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    multimodal: MultimodalPretrainConfig | None = None
     finetune: FinetuneSweep | None = field(default_factory=FinetuneSweep)
     out_dir: str = "outputs/ablate"
     experiment: str = "molwm-ablate"
@@ -83,13 +95,25 @@ class AblateConfig:
 
     def validate(self) -> None:
         from molwm.objectives import OBJECTIVES
+        from molwm.objectives.multimodal import MULTIMODAL_OBJECTIVES
 
-        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        known = OBJECTIVES if self.modality == "graph" else MULTIMODAL_OBJECTIVES
+        unknown = [o for o in self.objectives if o not in known]
         if unknown or not self.objectives:
-            raise ConfigError(f"objectives: unknown {unknown} (known: {sorted(OBJECTIVES)})")
-        if not (self.pretrain.budget_seconds or self.pretrain.budget_samples or self.pretrain.max_steps):
+            raise ConfigError(f"objectives: unknown {unknown} for modality {self.modality} (known: {sorted(known)})")
+        run = self.pretrain if self.modality == "graph" else self.multimodal
+        if run is None:
+            raise ConfigError(f"modality {self.modality}: set `multimodal:` (the pretraining run every objective "
+                              "shares: data.lab, modalities, budget, probes)")
+        if not (run.budget_seconds or run.budget_samples or run.max_steps):
             raise ConfigError("pretrain: set budget_seconds (equal wall time), budget_samples (equal data) "
                               "or max_steps, so every objective gets the same budget")
+        if self.modality != "graph":
+            if self.finetune is not None:
+                raise ConfigError(f"modality {self.modality}: set finetune: null (label-efficiency fine-tunes "
+                                  "are graph property tasks; the lab probes measure these encoders)")
+            if run.probes is None or run.probes.modality != self.modality:
+                raise ConfigError(f"multimodal.probes: set probes with modality: {self.modality}")
 
 
 @dataclass
@@ -123,6 +147,62 @@ def _pretrain(config: AblateConfig, objective: str, seed: int, tracker: Tracker,
             "final": {k: v for k, v in last.items() if k.startswith(("probe.", "health."))},
             "history": {k: v for k, v in hist.items() if k.startswith(("probe.", "health.")) or
                         k in ("wall_seconds", "samples_seen", "loss")}}
+
+
+def _pretrain_multimodal(config: AblateConfig, objective: str, seed: int, tracker: Tracker, progress: bool,
+                         data=None) -> tuple[dict, object]:
+    """One multimodal pretraining run of the ablation (on ``data`` when already built: every run
+    reads the same ``multimodal.data``); returns its summary and the data."""
+    from molwm.train.loop import count_parameters
+    from molwm.train.pretrain_mm import build_model, run_multimodal_pretrain
+
+    cfg = copy.deepcopy(config.multimodal)
+    cfg.objective, cfg.seed = objective, seed
+    cfg.out_dir = str(Path(config.out_dir) / f"pretrain-{objective}-s{seed}")
+    cfg.run_name, cfg.experiment = f"pretrain-{objective}-s{seed}", config.experiment
+    result = run_multimodal_pretrain(cfg, tracker, progress=progress, data=data)
+    model, _ = build_model(cfg, result.build.train.n_assays)
+    hist = result.history
+    last = {k: v[-1][1] for k, v in hist.items() if v}
+    info = {"objective": objective, "seed": seed, "checkpoint": str(result.checkpoint), "steps": result.steps,
+            "wall_seconds": last.get("wall_seconds", float("nan")),
+            "samples_seen": last.get("samples_seen", float("nan")),
+            "params_encoder": count_parameters(model.readout[config.modality]),
+            "params_trained": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "final": {k: v for k, v in last.items() if k.startswith(("probe.", "health."))},
+            "history": {k: v for k, v in hist.items() if k.startswith(("probe.", "health.")) or
+                        k in ("wall_seconds", "samples_seen", "loss")}}
+    return info, result.build
+
+
+def _probe_rows(config: AblateConfig, runs: list[dict], build) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """Final lab probes per objective (mean ± std over seeds), and the floors: the same probe on an
+    untrained encoder (each seed's initialisation) and on hand-made features of the raw inputs."""
+    from molwm.objectives.lab_probes import LabProbeSuite
+    from molwm.train.pretrain_mm import build_model
+
+    cfg = config.multimodal
+    suite = LabProbeSuite(cfg.probes, build.heldout, cfg.data.lab)
+    scores: dict[str, list[dict[str, float]]] = {}
+    for r in runs:
+        scores.setdefault(r["objective"], []).append({k: v for k, v in r["final"].items() if k.startswith("probe.")})
+    for seed in config.seeds:
+        untrained = copy.deepcopy(cfg)
+        untrained.seed = seed
+        model, _ = build_model(untrained, build.train.n_assays)
+        scores.setdefault("untrained", []).append(suite(model))
+    scores["raw_features"] = [suite.score(suite.raw_features())]
+    rows = []
+    for encoder, per_seed in scores.items():
+        for key in sorted(per_seed[0]):
+            vals = [d[key] for d in per_seed if key in d]
+            rows.append({"encoder": encoder, "dataset": f"lab {config.modality} -> {key.split('.')[1]}",
+                         "fraction": 1.0, "metric": key.split(".")[-1], "mean": float(np.mean(vals)),
+                         "std": float(np.std(vals)), "n_seeds": len(vals), "split_file": "",
+                         "objective": encoder, "pretrain_seed": -1})
+    floors = {name: {k: float(np.mean([d[k] for d in scores[name]])) for k in scores[name][0]}
+              for name in ("untrained", "raw_features")}
+    return rows, floors
 
 
 def _finetune_rows(sweep: FinetuneSweep, label: str, tracker: Tracker, progress: bool, from_model: str | None,
@@ -181,6 +261,28 @@ def _forest_rows(sweep: FinetuneSweep, split_files: dict[tuple[str, float], str]
     return rows
 
 
+def _graph_rows(config: AblateConfig, runs: list[dict], tracker: Tracker, progress: bool, out: Path) -> list[dict]:
+    """Pretrain every graph objective (appending to ``runs``), fine-tune each encoder at every label
+    fraction, then scratch and random forests on the same rows; returns the table rows."""
+    rows = []
+    for objective in config.objectives:
+        for seed in config.seeds:
+            info = _pretrain(config, objective, seed, tracker, progress)
+            runs.append(info)
+            if config.finetune is not None:
+                for r in _finetune_rows(config.finetune, f"{objective}-s{seed}", tracker, progress,
+                                        info["checkpoint"], None, out):
+                    rows.append({**r, "objective": objective, "pretrain_seed": seed})
+    sweep = config.finetune
+    if sweep is not None and sweep.scratch:
+        for r in _finetune_rows(sweep, "scratch", tracker, progress, None, config.pretrain.model.encoder, out):
+            rows.append({**r, "objective": "scratch", "pretrain_seed": -1})
+    if sweep is not None and sweep.random_forests and rows:
+        files = {(r["dataset"], r["fraction"]): r["split_file"] for r in rows}
+        rows += [{**r, "objective": r["encoder"], "pretrain_seed": -1} for r in _forest_rows(sweep, files)]
+    return rows
+
+
 def run_ablation(config: AblateConfig, tracker: Tracker | None = None, progress: bool = True) -> AblateResult:
     """Run every objective, its probes and fine-tunes, and the baselines; write the report."""
     from molwm.objectives.report import write_report
@@ -189,27 +291,23 @@ def run_ablation(config: AblateConfig, tracker: Tracker | None = None, progress:
     tracker = tracker or NullTracker()
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs, rows = [], []
+    runs: list[dict] = []
     t0 = time.perf_counter()
     with tracker.run(config.run_name or f"ablate-{config.modality}", tags={"molwm.stage": "ablate"}) as run_id:
         tracker.log_config(config)
-        for objective in config.objectives:
-            for seed in config.seeds:
-                info = _pretrain(config, objective, seed, tracker, progress)
-                runs.append(info)
-                if config.finetune is not None:
-                    for r in _finetune_rows(config.finetune, f"{objective}-s{seed}", tracker, progress,
-                                            info["checkpoint"], None, out):
-                        rows.append({**r, "objective": objective, "pretrain_seed": seed})
-        sweep = config.finetune
-        if sweep is not None and sweep.scratch:
-            for r in _finetune_rows(sweep, "scratch", tracker, progress, None, config.pretrain.model.encoder, out):
-                rows.append({**r, "objective": "scratch", "pretrain_seed": -1})
-        if sweep is not None and sweep.random_forests and rows:
-            files = {(r["dataset"], r["fraction"]): r["split_file"] for r in rows}
-            rows += [{**r, "objective": r["encoder"], "pretrain_seed": -1} for r in _forest_rows(sweep, files)]
+        floors = None
+        if config.modality == "graph":
+            rows = _graph_rows(config, runs, tracker, progress, out)
+        else:
+            build = None
+            for objective in config.objectives:
+                for seed in config.seeds:
+                    info, build = _pretrain_multimodal(config, objective, seed, tracker, progress, build)
+                    runs.append(info)
+            rows, floors = _probe_rows(config, runs, build)
+            tracker.log_metrics({f"floor.{name}.{k}": v for name, d in floors.items() for k, v in d.items()})
         table = pd.DataFrame(rows)
-        files = write_report(config, runs, table, out)
+        files = write_report(config, runs, table, out, floors)
         for f in files:
             tracker.log_artifact(f, "report")
         tracker.log_metrics({"seconds_total": time.perf_counter() - t0})

@@ -15,8 +15,10 @@ def _pairs(history: dict, key: str, x: str) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else (np.zeros(0), np.zeros(0))
 
 
-def plot_probe_curves(runs: list[dict], path: Path, x: str = "wall_seconds") -> Path | None:
-    """Probe metric against ``x`` (training wall time or samples seen), one line per objective and seed."""
+def plot_probe_curves(runs: list[dict], path: Path, x: str = "wall_seconds",
+                      floors: dict[str, dict[str, float]] | None = None) -> Path | None:
+    """Probe metric against ``x`` (training wall time or samples seen), one line per objective and seed;
+    ``floors`` (``{name: {probe key: value}}``, e.g. an untrained encoder) are drawn as dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,8 +34,12 @@ def plot_probe_curves(runs: list[dict], path: Path, x: str = "wall_seconds") -> 
         for ax, k in zip(axes[0], keys):
             xs, ys = _pairs(r["history"], k, x)
             ax.plot(xs, ys, "o-", ms=3, color=c, alpha=0.8, label=f"{r['objective']} (seed {r['seed']})")
+    for i, (name, values) in enumerate((floors or {}).items()):
+        for ax, k in zip(axes[0], keys):
+            if k in values:
+                ax.axhline(values[k], ls="--", lw=1, color=f"0.{3 + 2 * i}", label=name)
     for ax, k in zip(axes[0], keys):
-        ax.set(xlabel="training seconds" if x == "wall_seconds" else "molecules seen", ylabel=k.split(".", 1)[1],
+        ax.set(xlabel="training seconds" if x == "wall_seconds" else "samples seen", ylabel=k.split(".", 1)[1],
                title=k.split(".")[1] + " (frozen encoder, linear probe)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
@@ -70,7 +76,7 @@ def plot_label_efficiency(table: pd.DataFrame, path: Path) -> Path | None:
 
 def markdown(runs: list[dict], table: pd.DataFrame) -> str:
     """Budgets and end-of-run probes per run; fine-tune results per dataset and label fraction."""
-    lines = ["| objective | seed | steps | training s | molecules seen | encoder params | trained params | "
+    lines = ["| objective | seed | steps | training s | samples seen | encoder params | trained params | "
              + " | ".join(sorted({k for r in runs for k in r["final"]})) + " |"]
     keys = sorted({k for r in runs for k in r["final"]})
     lines.append("|" + "---|" * (7 + len(keys)))
@@ -86,17 +92,21 @@ def markdown(runs: list[dict], table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(config, runs: list[dict], table: pd.DataFrame, out: Path) -> list[Path]:
-    """Write ``ablation.csv``, ``ablation.md`` and the plots into ``out``; returns the files."""
+def write_report(config, runs: list[dict], table: pd.DataFrame, out: Path,
+                 floors: dict[str, dict[str, float]] | None = None) -> list[Path]:
+    """Write ``ablation.csv``, ``ablation.md`` and the plots into ``out``; returns the files.
+
+    ``floors``: probe values of reference encoders drawn on the probe curves (lab probes)."""
     files = []
     csv = out / "ablation.csv"
     table.to_csv(csv, index=False)
     md = out / "ablation.md"
     md.write_text(markdown(runs, table))
     files += [csv, md]
-    for path in (plot_probe_curves(runs, out / "probes_vs_wall_time.png", "wall_seconds"),
-                 plot_probe_curves(runs, out / "probes_vs_samples.png", "samples_seen"),
-                 plot_label_efficiency(table, out / "label_efficiency.png")):
+    label_plot = plot_label_efficiency(table, out / "label_efficiency.png") if config.modality == "graph" else None
+    for path in (plot_probe_curves(runs, out / "probes_vs_wall_time.png", "wall_seconds", floors),
+                 plot_probe_curves(runs, out / "probes_vs_samples.png", "samples_seen", floors),
+                 label_plot):
         if path is not None:
             files.append(path)
     return files

@@ -137,8 +137,8 @@ def load_pretrained_encoder(uri: str) -> GraphEncoder:
 
         cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["encoder"])
         prefix, weights = encoder_prefix(state.get("objective", "jepa")), state["model"]
-    elif state.get("kind") in ("multimodal_jepa", "multimodal_contrastive"):
-        # the graph encoder of a multimodal run: the EMA target (JEPA) or the trained one (contrastive)
+    elif str(state.get("kind")).startswith("multimodal_"):
+        # the graph encoder of a multimodal run: the EMA target (JEPA) or the trained one (other objectives)
         cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["graph"])
         prefix = "targets.graph." if state["kind"] == "multimodal_jepa" else "encoders.graph."
         weights = state["model"]

@@ -25,10 +25,13 @@ from molwm.encoders.graph import structural_pe
 from molwm.jepa.contrastive import ContrastiveMolImage
 from molwm.jepa.health import embedding_health
 from molwm.jepa.mm_masking import MultimodalMaskConfig, sample_multimodal_masks
-from molwm.jepa.multimodal import MultimodalJEPA, MultimodalJEPAConfig
+from molwm.jepa.multimodal import MultimodalJEPAConfig
+from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
+from molwm.objectives.multimodal import MULTIMODAL_OBJECTIVES
 from molwm.tasks.probes import RidgeProbe
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
+from molwm.train.pretrain import _schedule_total
 from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps
 
 
@@ -38,14 +41,22 @@ class MultimodalPretrainConfig:
 
     Attributes:
         kind: Always ``multimodal`` (tells ``molwm pretrain`` which schema a YAML file uses).
-        objective: ``jepa`` (predict hidden embeddings) or ``contrastive``
-            (CLOOME-style InfoNCE between molecules and images).
+        objective: ``jepa`` (predict hidden embeddings), ``generative`` (predict the hidden
+            raw content: pixels MAE-style, assay values, atom attributes), ``contrastive_views``
+            (InfoNCE between two disjoint masked views) or ``contrastive`` (CLOOME-style
+            InfoNCE between molecules and images); see :mod:`molwm.objectives.multimodal`.
+        modalities: Modalities the model is shown (the others are left out of every batch),
+            e.g. ``[image]`` to pretrain the image encoder alone.
         data: Sources.
         model: Encoders, fusion, predictor, objective weights.
         mask: Masks at the three levels.
         batch_size: Samples per step.
         epochs: Passes over the samples (ignored when ``max_steps`` is set).
         max_steps: Stop after this many steps.
+        budget_samples: Stop once this many samples have been seen (equal data).
+        budget_seconds: Stop once training has taken this many seconds (probes and
+            checkpoints not counted; LR and EMA schedules projected from the time per step).
+        probes: Frozen-encoder probes on a synthetic lab's ground truth (None: none).
         lr: Peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         warmup_steps: Linear warmup.
@@ -65,13 +76,17 @@ class MultimodalPretrainConfig:
     """
 
     kind: Literal["multimodal"] = "multimodal"
-    objective: Literal["jepa", "contrastive"] = "jepa"
+    objective: Literal["jepa", "generative", "contrastive_views", "contrastive"] = "jepa"
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
     data: MultimodalDataConfig = field(default_factory=lambda: MultimodalDataConfig(moleculeace=True))
     model: MultimodalJEPAConfig = field(default_factory=MultimodalJEPAConfig)
     mask: MultimodalMaskConfig = field(default_factory=MultimodalMaskConfig)
     batch_size: int = 64
     epochs: int = 1
     max_steps: int | None = None
+    budget_samples: int | None = None
+    budget_seconds: float | None = None
+    probes: LabProbeConfig | None = None
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 50
@@ -88,7 +103,14 @@ class MultimodalPretrainConfig:
     init_graph: str | None = None
 
     def validate(self) -> None:
+        from molwm.config import ConfigError
+
         check_schedule(self)
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad or not self.modalities:
+            raise ConfigError(f"modalities: unknown {bad} (known: {list(MODALITIES)})")
+        if self.probes is not None and self.data.lab is None:
+            raise ConfigError("probes read a synthetic lab's ground truth: set data.lab")
 
 
 @dataclass
@@ -117,17 +139,23 @@ class MultimodalSteps:
 
     def __init__(self, data: MultimodalData, config: MultimodalPretrainConfig):
         self.data, self.config = data, config
-        self.steps_per_epoch = max(1, len(data) // config.batch_size)
+
+        self.drop = tuple(m for m in MODALITIES if m not in config.modalities)
+        self.data_rows = np.flatnonzero(data.present(config.modalities))  # samples showing a kept modality
+        self.steps_per_epoch = max(1, len(self.data_rows) // config.batch_size)
 
     def total_steps(self) -> int:
-        return self.config.max_steps or self.config.epochs * self.steps_per_epoch
+        steps = self.config.max_steps or self.config.epochs * self.steps_per_epoch
+        if self.config.budget_samples:
+            steps = min(steps, -(-self.config.budget_samples // self.config.batch_size))
+        return steps
 
     def batch(self, step: int):
         """``(MultimodalBatch with pe, masks)`` for ``step``."""
         epoch, pos = divmod(step, self.steps_per_epoch)
-        perm = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.data))
+        perm = self.data_rows[np.random.default_rng([self.config.seed, epoch]).permutation(len(self.data_rows))]
         bs = self.config.batch_size
-        b = self.data.batch(perm[pos * bs:(pos + 1) * bs])
+        b = self.data.batch(perm[pos * bs:(pos + 1) * bs], drop=self.drop)
         add_pe(b, self.config.model, torch.Generator().manual_seed(self.config.seed * 1_000_003 + step))
         grid = self.config.model.image.grid
         masks = sample_multimodal_masks(b, self.config.mask, grid, np.random.default_rng([self.config.seed, 1, step]))
@@ -140,7 +168,7 @@ def build_model(config: MultimodalPretrainConfig, n_assays: int):
     if config.objective == "contrastive":
         model = ContrastiveMolImage(GRAPH_SPEC, config.model)
     else:
-        model = MultimodalJEPA(GRAPH_SPEC, max(1, n_assays), config.model)
+        model = MULTIMODAL_OBJECTIVES[config.objective](GRAPH_SPEC, max(1, n_assays), config.model)
     if config.init_graph:
         from molwm.config import ConfigError
         from molwm.train.finetune import load_pretrained_encoder
@@ -202,6 +230,11 @@ def _unseen_parameters(batch: MultimodalBatch, masks) -> tuple[str, ...]:
     out = [f"encoders.{m}." for m, keep in keeps.items()
            if getattr(batch, m) is None or keep is None or not bool(keep.any())]
     out += [f"predictor.pos.{MODALITIES.index(m)}." for m, has in targets.items() if not has]
+    # generative heads of modalities with nothing hidden
+    out += [head for m, head in (("graph", "atom_heads."), ("assay", "value_head."), ("image", "pixel_head."))
+            if not targets[m]]
+    if not bool((masks.hidden >= 0).any()):
+        out.append("predictor.pooled_query")  # no modality hidden whole: no pooled query asked
     return tuple(out)
 
 
@@ -271,9 +304,10 @@ def fit_assay_probe(model, data: MultimodalData) -> RidgeProbe | None:
     return RidgeProbe.fit_columns(xs, ys)
 
 
-def _state(model, optimizer, config, step, run_id, history, pending, build: MultimodalBuild, probe=None) -> dict:
+def _state(model, optimizer, config, step, run_id, history, pending, build: MultimodalBuild, probe=None,
+           elapsed: float = 0.0) -> dict:
     return {
-        "kind": "multimodal_jepa" if config.objective == "jepa" else "multimodal_contrastive",
+        "kind": f"multimodal_{config.objective}", "elapsed": float(elapsed),
         "config": to_dict(config), "spec": GRAPH_SPEC.to_dict(), "step": step,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "run_id": run_id or "",
         "assay_names": list(build.train.assay_names), "normalizer": build.normalizer.to_dict(),
@@ -286,7 +320,8 @@ def _state(model, optimizer, config, step, run_id, history, pending, build: Mult
 
 def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker | None = None,
                             resume: str | Path | None = None, progress: bool = True,
-                            stop_after: int | None = None) -> MultimodalPretrainResult:
+                            stop_after: int | None = None, data: MultimodalBuild | None = None
+                            ) -> MultimodalPretrainResult:
     """Pretrain on multimodal samples; returns where the run and the model are.
 
     Args:
@@ -295,6 +330,8 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
         resume: Checkpoint to continue from.
         progress: Show progress bars.
         stop_after: Stop (as if interrupted) at this step, without end-of-run outputs.
+        data: Data already built from ``config.data`` (e.g. by the previous run of an
+            ablation); read again when None.
     """
     tracker = tracker or NullTracker()
     state = None
@@ -303,13 +340,13 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
         config = from_dict(MultimodalPretrainConfig, state["config"])
     if config.threads:
         torch.set_num_threads(config.threads)
-    build = build_multimodal_data(config.data, progress=progress)
+    build = data if data is not None else build_multimodal_data(config.data, progress=progress)
     steps = MultimodalSteps(build.train, config)
     total = steps.total_steps()
     model, optimizer = build_model(config, build.train.n_assays)
     start_step, run_id, history, pending = restore(state, model, optimizer)
     ckpt = Path(config.out_dir) / "last.pt"
-    tags = {"molwm.stage": "pretrain", "objective": config.objective, "modalities": "graph,assay,image",
+    tags = {"molwm.stage": "pretrain", "objective": config.objective, "modalities": ",".join(config.modalities),
             "molwm.synthetic": str(build.synthetic).lower()}
     with tracker.run(config.run_name or f"pretrain-multimodal-{config.objective}", tags=tags,
                      run_id=run_id) as active_id:
@@ -324,19 +361,29 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
         drop_logged(tracker, pending)
         flush(tracker, pending)
         schedule = LoopSchedule(total, config.batch_size, config.log_every, config.health_every,
-                                config.checkpoint_every, ckpt, dedupe=state is not None)
+                                config.checkpoint_every, ckpt, max_seconds=config.budget_seconds,
+                                probe_every=config.probes.every if config.probes else 0,
+                                elapsed=float(state.get("elapsed", 0.0)) if state is not None else 0.0,
+                                dedupe=state is not None)
+        probes = LabProbeSuite(config.probes, build.heldout, config.data.lab) if config.probes else None
         done, last_loss = run_steps(
             schedule, start_step, tracker, history, pending, batch_fn=steps.batch,
-            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step, total, step == 0),
+            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step,
+                                               _schedule_total(step, total, schedule, config), step == 0),
             health_fn=lambda b: health(model, b[0], b[1]),
-            state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending, build),
-            progress=progress, stop_after=stop_after, desc=f"pretrain ({config.objective})")
-        if done < total:
+            state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending, build,
+                                        elapsed=schedule.elapsed),
+            progress=progress, stop_after=stop_after, desc=f"pretrain ({config.objective})",
+            probe_fn=(lambda step: probes(model)) if probes else None)
+        if done < schedule.total:
             return MultimodalPretrainResult(run_id, None, ckpt, done, last_loss, history, build)
-        probe = fit_assay_probe(model, build.train) if config.objective == "jepa" else None
+        total = schedule.total
+        readable = config.objective == "jepa" and "graph" in config.modalities
+        probe = fit_assay_probe(model, build.train) if readable else None
         from molwm.train.common import save_checkpoint
 
-        save_checkpoint(_state(model, optimizer, config, total, run_id, history, pending, build, probe), ckpt)
+        save_checkpoint(_state(model, optimizer, config, total, run_id, history, pending, build, probe,
+                               schedule.elapsed), ckpt)
         model_uri = _log_outputs(tracker, history, ckpt, config)
     return MultimodalPretrainResult(run_id, model_uri, ckpt, total, last_loss, history, build)
 

@@ -60,3 +60,46 @@ def test_ablate_refuses_an_unbounded_budget_and_unknown_objectives(capsys, tmp_p
     assert main(["ablate", "--config", cfg, "pretrain.max_steps=null", "pretrain.budget_samples=null",
                  "--no-track", "--no-progress"]) == 2
     assert "budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("modality", ["image", "assay"])
+def test_ablate_image_and_assay_objectives_on_a_lab_with_probes_and_floors(capsys, tmp_path, modality):
+    from mlflow import MlflowClient
+
+    lab, out = tmp_path / "lab", tmp_path / "abl"
+    assert main(["sim", "generate", "--molecules", "60", "--out", str(lab), "--image-size", "48",
+                 "--no-progress"]) == 0
+    extra = [] if modality == "image" else [
+        "modality=assay", "multimodal.modalities=[assay]", "multimodal.probes.modality=assay",
+        "multimodal.probes.targets=[mechanism]"]
+    assert main(["ablate", "--config", os.path.join(ROOT, "configs/ablate/image_tiny.yaml"), "--no-progress",
+                 f"out_dir={out}", f"multimodal.data.lab={lab}", *extra]) == 0
+    text = capsys.readouterr().out
+    parent = re.search(r"^run_id: (\S+)$", text, re.M).group(1)
+    table = pd.read_csv(out / "ablation.csv")
+    assert set(table["encoder"]) == {"jepa", "generative", "contrastive_views", "untrained", "raw_features"}
+    targets = {"mechanism", "state"} if modality == "image" else {"mechanism"}
+    assert set(table["dataset"]) == {f"lab {modality} -> {t}" for t in targets} and table["mean"].notna().all()
+    for name in ("probes_vs_wall_time.png", "probes_vs_samples.png", "ablation.md"):
+        assert (out / name).is_file()
+    assert not (out / "label_efficiency.png").exists()
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent}'")
+    pretrains = {c.info.run_name: c for c in children}
+    assert set(pretrains) == {"pretrain-jepa-s0", "pretrain-generative-s0", "pretrain-contrastive_views-s0"}
+    assert {c.data.tags["modalities"] for c in children} == {modality}
+    assert {c.data.metrics["samples_seen"] for c in children} == {96.0}  # equal data budget
+    history = client.get_metric_history(pretrains["pretrain-generative-s0"].info.run_id, "probe.mechanism.r2")
+    assert len(history) >= 2  # every 3 steps and at the end
+    assert "floor.untrained.probe.mechanism.r2" in client.get_run(parent).data.metrics
+
+
+def test_ablate_image_needs_a_multimodal_run_and_lab_probes(capsys):
+    cfg = os.path.join(ROOT, "configs/ablate/image_tiny.yaml")
+    assert main(["ablate", "--config", cfg, "multimodal=null", "--no-track", "--no-progress"]) == 2
+    assert "multimodal" in capsys.readouterr().err
+    assert main(["ablate", "--config", cfg, "multimodal.probes=null", "--no-track", "--no-progress"]) == 2
+    assert "probes" in capsys.readouterr().err
+    assert main(["ablate", "--config", cfg, "objectives=[jepa,contrastive]", "--no-track", "--no-progress"]) == 2
+    assert "contrastive" in capsys.readouterr().err

@@ -1,0 +1,172 @@
+"""Multimodal objectives beside the JEPA: predict the raw hidden content, or contrast two masked views.
+
+Both reuse the JEPA's context encoders, fusion, predictor, masks, data and
+step loop (:mod:`molwm.train.pretrain_mm`); only what is predicted changes,
+so the comparison is at equal architecture and budget.
+
+* ``generative`` (MAE-style for images, masked values for assays, attribute
+  masking for graphs): the predictor answers the same hidden-token queries as
+  the JEPA's, and small heads map each answer to the raw content: the
+  normalised pixels of a hidden patch (each patch and channel standardised on
+  its own, as MAE's normalised-pixel target; absent channels carry no loss),
+  the normalised value of a hidden measurement, the categories of a hidden
+  atom. The targets are read from the input batch, never from an encoder.
+* ``contrastive_views`` (SimCLR/GraphCL-style for any modality): view 1 is the
+  masks' context, view 2 the tokens the masks hide (disjoint); the two joint
+  embeddings of a sample are matched against the batch's other samples with
+  symmetric InfoNCE through a projection head.
+
+Neither has an EMA target encoder: the trained encoders are the ones probes
+and downstream tasks read.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from featurizers.spec import GraphSpec
+from molwm.data.multimodal import MultimodalBatch
+from molwm.jepa.mm_masking import MultimodalMasks
+from molwm.jepa.multimodal import A, G, MultimodalJEPA, MultimodalJEPAConfig, MultimodalOutput
+
+
+def normalised_patches(pixels: Tensor, patch: int, eps: float = 1e-6) -> Tensor:
+    """Pixels as patches, each patch and channel standardised by its own mean and std (MAE's target).
+
+    Shapes:
+        pixels ``[B, C, H, W]`` -> ``[B, Np, C, patch*patch]`` (patches row-major, like the encoder's).
+    """
+    x = rearrange(pixels, "b c (h p1) (w p2) -> b (h w) c (p1 p2)", p1=patch, p2=patch)
+    mean, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)
+    return (x - mean) / (var + eps).sqrt()
+
+
+class _NoTargets(MultimodalJEPA):
+    """The JEPA's modules without EMA target encoders (nothing to average)."""
+
+    def __init__(self, spec: GraphSpec, n_assays: int, config: MultimodalJEPAConfig | None = None):
+        super().__init__(spec, n_assays, config, with_targets=False)
+
+    def ema_update(self, momentum: float) -> None:
+        return None
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        return 0.0
+
+
+class MultimodalGenerative(_NoTargets):
+    """Predict the raw content of hidden tokens: pixels, assay values, atom attributes.
+
+    Args:
+        spec: Graph featurizer spec (the atom heads' category counts).
+        n_assays: Assay vocabulary size.
+        config: Sizes (shared with the JEPA).
+    """
+
+    def __init__(self, spec: GraphSpec, n_assays: int, config: MultimodalJEPAConfig | None = None):
+        super().__init__(spec, n_assays, config)
+        d, img = self.config.dim, self.config.image
+        self.pixel_head = nn.Linear(d, img.channels * img.patch**2)
+        self.value_head = nn.Linear(d, 1)
+        self.atom_heads = nn.ModuleList(nn.Linear(d, n) for n in spec.atom_sizes)
+
+    def raw_targets(self, batch: MultimodalBatch, select: Tensor, modality: int) -> tuple[Tensor, Tensor | None]:
+        """The raw hidden content of one modality, read from the input: ``(target, weight)``.
+
+        Graph: ``[Nt, Ca]`` atom categories; assay: ``[Nt]`` values; image:
+        ``[Nt, C, p*p]`` normalised pixels with ``[Nt, C]`` present-channel weights.
+        """
+        if modality == G:
+            return batch.graph.x[select].clone(), None
+        if modality == A:
+            return batch.assay.values[select].clone(), None
+        patches = normalised_patches(batch.image.pixels, self.config.image.patch)  # [Bi, Np, C, p*p]
+        present = batch.image.present[:, None, :].expand(-1, patches.shape[1], -1)  # [Bi, Np, C]
+        return patches[select], present[select].to(patches.dtype)
+
+    def forward(self, batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalOutput:
+        """Reconstruct every hidden token's raw content from the fused context."""
+        queries = self.hidden_queries(batch, masks)
+        targets = [self.raw_targets(batch, q.select, q.modality) for q in queries]  # read before encoding
+        context = self.context(batch, masks)
+        none = torch.full((batch.size,), -1, dtype=torch.long)
+        preds, _ = self.predictor(context, [(q.modality, q.pos, q.pad) for q in queries], none)
+        per_modality = {}
+        for q, pred, (tgt, weight) in zip(queries, preds, targets):
+            h = pred[~q.pad]  # [Nt, D] in the targets' order
+            if q.modality == G:
+                loss = torch.stack([F.cross_entropy(head(h), tgt[:, j]) for j, head in enumerate(self.atom_heads)])
+                per_modality["graph"] = loss.mean()
+            elif q.modality == A:
+                per_modality["assay"] = F.mse_loss(self.value_head(h).squeeze(-1), tgt)
+            else:
+                out = self.pixel_head(h).reshape(tgt.shape)  # [Nt, C, p*p]
+                err = ((out - tgt) ** 2).mean(-1)  # [Nt, C]
+                per_modality["image"] = (err * weight).sum() / weight.sum().clamp(min=1.0)
+        zero = context.joint.sum() * 0.0
+        pred_loss = torch.stack(list(per_modality.values())).mean() if per_modality else zero
+        reg = self.anti_collapse(context).detach()  # logged for comparison, not trained on
+        empty = context.joint[:0]
+        return MultimodalOutput(pred_loss, pred_loss, zero, reg, per_modality, context.joint, empty, empty)
+
+
+class MultimodalViews(_NoTargets):
+    """Two disjoint masked views of each sample, symmetric InfoNCE on their joint embeddings.
+
+    Args:
+        spec: Graph featurizer spec.
+        n_assays: Assay vocabulary size.
+        config: Sizes (shared with the JEPA).
+        temperature: InfoNCE temperature.
+    """
+
+    def __init__(self, spec: GraphSpec, n_assays: int, config: MultimodalJEPAConfig | None = None,
+                 temperature: float = 0.1):
+        super().__init__(spec, n_assays, config)
+        self.predictor = None  # nothing is predicted: the two views' embeddings are compared
+        d = self.config.dim
+        self.projection = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        self.temperature = temperature
+
+    @staticmethod
+    def second_view(batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalMasks:
+        """The hidden tokens as a context: view 2 sees exactly what view 1 does not predict from."""
+        from dataclasses import replace
+
+        graph = None
+        if masks.graph is not None:
+            keep = torch.zeros(batch.graph.num_nodes, dtype=torch.bool)
+            keep[masks.graph.target_idx] = True
+            graph = replace(masks.graph, keep=keep)
+        return replace(masks, graph=graph, image_keep=masks.image_target, assay_keep=masks.assay_target)
+
+    @staticmethod
+    def _has_tokens(context) -> Tensor:
+        return (~context.pad[:, 1:]).any(1)  # position 0 is the global token
+
+    def forward(self, batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalOutput:
+        """InfoNCE between the two views over the samples that have tokens in both."""
+        c1 = self.context(batch, masks)
+        c2 = self.context(batch, self.second_view(batch, masks))
+        both = self._has_tokens(c1) & self._has_tokens(c2)
+        reg = self.anti_collapse(c1).detach()
+        if int(both.sum()) < 2:
+            zero = c1.joint.sum() * 0.0
+            return MultimodalOutput(zero, zero, zero, reg, {}, c1.joint, c1.joint[:0], c1.joint[:0])
+        z1 = F.normalize(self.projection(c1.joint[both]), dim=-1)
+        z2 = F.normalize(self.projection(c2.joint[both]), dim=-1)
+        logits = z1 @ z2.T / self.temperature
+        labels = torch.arange(len(z1))
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        zero = loss * 0.0
+        return MultimodalOutput(loss, loss, zero, reg, {"infonce": loss.detach()}, c1.joint, c1.joint[:0],
+                                c1.joint[:0])
+
+
+#: Multimodal objectives by name (``contrastive``, CLOOME-style molecule-image matching, lives in
+#: :mod:`molwm.jepa.contrastive`; it needs both a graph and an image per sample).
+MULTIMODAL_OBJECTIVES = {"jepa": MultimodalJEPA, "generative": MultimodalGenerative,
+                         "contrastive_views": MultimodalViews}
