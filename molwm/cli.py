@@ -110,11 +110,15 @@ def _print_chain(run_id, model_uri) -> None:
 
 
 def cmd_pretrain(args) -> int:
-    from molwm.config import load_config
+    from molwm.config import ConfigError, load_config
     from molwm.tracking import make_tracker
+    from molwm.train.distributed import env_world_size, is_main_process
     from molwm.train.pretrain import PretrainConfig, run_pretrain
 
     kind = _kind(args)
+    if kind != "graph" and env_world_size() > 1:
+        raise ConfigError(f"torchrun (WORLD_SIZE={env_world_size()}) runs graph pretraining only; "
+                          f"start {kind} pretraining as one process")
     if kind == "world":
         from molwm.world.run import run_world
         from molwm.world.train import WorldConfig
@@ -137,8 +141,11 @@ def cmd_pretrain(args) -> int:
               f"with assays, {counts['with_image']:,} images), {len(result.build.rejects)} rejected")
     else:
         config = load_config(PretrainConfig, args.config, args.overrides)
-        tracker = make_tracker(not args.no_track, experiment=config.experiment)
+        # under torchrun, rank 0 alone logs and prints (and so alone touches the MLflow store)
+        tracker = make_tracker(not args.no_track and is_main_process(), experiment=config.experiment)
         result = run_pretrain(config, tracker, resume=args.resume, progress=not args.no_progress)
+        if not is_main_process():
+            return 0
     print(f"pretrained {result.steps} steps, final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
     _print_chain(result.run_id, result.model_uri)
     return 0
@@ -283,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "multimodal: molwm.train.pretrain_mm.run_multimodal_pretrain)",
                        epilog="Any config key can be set as key=value, e.g. model.encoder.dim=64. A YAML with "
                               "'kind: multimodal' runs the multimodal JEPA (configs/pretrain/multimodal.yaml), "
-                              "'kind: world' a world model (configs/world/lab.yaml).")
+                              "'kind: world' a world model (configs/world/lab.yaml). Under torchrun "
+                              "--nproc_per_node=N, graph pretraining runs data-parallel with N x batch_size "
+                              "molecules per step (docs/distributed.md).")
     p.add_argument("--config", default=None, help="YAML, e.g. configs/pretrain/graph_jepa.yaml")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its checkpoint")
     quiet(p)

@@ -37,6 +37,8 @@ class LoopSchedule:
         elapsed: Training seconds so far (restored on resume; updated as the loop runs).
         dedupe: Before each flush, drop buffered points the tracker already has (set on
             resume: a run resumed from an older checkpoint re-runs steps it had logged).
+        writer: This process measures health, runs probes and writes checkpoints (False on
+            the ranks other than 0 of a distributed run, which only train).
     """
 
     total: int
@@ -50,6 +52,7 @@ class LoopSchedule:
     probe_every: int = 0
     elapsed: float = 0.0
     dedupe: bool = False
+    writer: bool = True
 
 
 def record(history: History, pending: Pending, metrics: dict[str, float], step: int) -> None:
@@ -94,7 +97,8 @@ def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history
               batch_fn: Callable[[int], Any], step_fn: Callable[[int, Any], dict[str, float]],
               health_fn: Callable[[Any], dict[str, float]], state_fn: Callable[[int], dict],
               progress: bool = True, stop_after: int | None = None, desc: str = "pretrain",
-              probe_fn: Callable[[int], dict[str, float]] | None = None) -> tuple[int, float]:
+              probe_fn: Callable[[int], dict[str, float]] | None = None,
+              agree: Callable[[float], float] | None = None) -> tuple[int, float]:
     """Run steps ``start_step .. total - 1``.
 
     Args:
@@ -112,6 +116,8 @@ def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history
         desc: Progress bar label.
         probe_fn: ``step -> metrics`` (e.g. frozen-encoder probes), every ``probe_every``
             steps and at the last one; its time is not charged to the budget.
+        agree: ``seconds -> seconds`` every process uses (a distributed run passes rank 0's,
+            broadcast), so a time budget ends every rank at the same step.
 
     Every logged point also carries ``wall_seconds`` (training time so far) and
     ``samples_seen``, so curves can be drawn against compute rather than steps.
@@ -142,6 +148,8 @@ def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history
         last_loss = metrics["loss"]
         now = time.perf_counter()
         schedule.elapsed += now - clock
+        if agree is not None:
+            schedule.elapsed = agree(schedule.elapsed)
         clock = now
         if schedule.max_seconds is not None and schedule.elapsed >= schedule.max_seconds:
             schedule.total = step + 1  # the budget is spent: this step is the last
@@ -154,11 +162,14 @@ def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history
             metrics[schedule.rate_name] = schedule.batch_size * schedule.log_every / max(now - t_last, 1e-9)
             t_last = now
             record(history, pending, metrics, step)
-        if (step + 1) % schedule.health_every == 0 or last:
+        if schedule.writer and ((step + 1) % schedule.health_every == 0 or last):
             record(history, pending, health_fn(batch), step)
-        if probe_fn is not None and ((schedule.probe_every and (step + 1) % schedule.probe_every == 0) or last):
+        if schedule.writer and probe_fn is not None and (
+                (schedule.probe_every and (step + 1) % schedule.probe_every == 0) or last):
             record(history, pending, {**probe_fn(step), **({} if logged else compute)}, step)
-        if (step + 1) % schedule.checkpoint_every == 0 or last:
+        if ((step + 1) % schedule.checkpoint_every == 0 or last) and not schedule.writer:
+            pending.clear()  # rank 0 alone logs; the others keep no buffer
+        elif (step + 1) % schedule.checkpoint_every == 0 or last:
             save_checkpoint(state_fn(step + 1), schedule.checkpoint)
             if schedule.dedupe:
                 drop_logged(tracker, pending)
@@ -170,6 +181,15 @@ def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history
             break
     bar.close()
     return schedule.total, last_loss
+
+
+def schedule_total(step: int, total: int, schedule: LoopSchedule, budget_seconds: float | None) -> int:
+    """Steps the LR and EMA schedules run over: the planned total, or under a wall-time budget the
+    total projected from the training time per step so far (so every objective anneals fully)."""
+    if not budget_seconds or step == 0 or schedule.elapsed <= 0:
+        return total
+    projected = int(step * budget_seconds / schedule.elapsed)
+    return max(step + 1, min(total, projected))
 
 
 def count_parameters(module) -> int:

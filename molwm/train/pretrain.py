@@ -6,6 +6,10 @@ run resumed from a checkpoint at step ``s`` therefore continues exactly as the
 uninterrupted run would have. Metrics are buffered and written to the tracker
 right after each checkpoint (the pending buffer is stored inside it), so a run
 killed at any moment and resumed has no duplicated and no missing steps.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs data-parallel: each
+rank trains on its slice of the step's global batch (see
+:mod:`molwm.train.distributed` and docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from molwm.objectives.graph import ObjectiveConfig, build_objective, encoder_of
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
-from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps
+from molwm.train.distributed import (DistContext, check_in_sync, from_main, in_turn, init_distributed,
+                                     mean_over_ranks, model_rank, rank_slice, to_device, unwrap, wrap)
+from molwm.train.loop import (LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps,
+                              schedule_total)
 
 
 @dataclass
@@ -46,11 +53,13 @@ class PretrainConfig:
         objective_settings: Settings of the generative and contrastive objectives.
         model: Encoder, predictor and the JEPA's loss settings.
         mask: Hidden atom blocks (every objective uses the same ones).
-        batch_size: Molecules per step.
+        batch_size: Molecules per step and process: under ``torchrun`` with N processes a
+            step sees ``N * batch_size`` molecules (the global batch), exactly the ones
+            one process with ``batch_size = N * batch_size`` would see.
         epochs: Passes over the data (ignored when ``max_steps`` is set).
         max_steps: Stop after this many steps (for budgets and tests).
-        budget_samples: Stop once this many molecules have been seen (the step count
-            that reaches it caps ``max_steps``/``epochs``): an equal-data budget.
+        budget_samples: Stop once this many molecules have been seen, over all processes
+            (the step count that reaches it caps ``max_steps``/``epochs``): an equal-data budget.
         budget_seconds: Stop once training has taken this many seconds (probes and
             checkpoints not counted): an equal-wall-time budget.
         probes: Frozen-encoder linear probes during the run (None: none).
@@ -113,35 +122,61 @@ class PretrainResult:
 
 
 class PretrainData:
-    """Deterministic batches: step ``s`` always yields the same molecules, masks and codes."""
+    """Deterministic batches: step ``s`` always yields the same molecules, masks and codes.
 
-    def __init__(self, graphs: CachedGraphs, config: PretrainConfig):
+    Args:
+        graphs: The cached molecules.
+        config: Seed, batch size, budgets, mask and encoder settings.
+        rank: This process's rank in a distributed run.
+        world_size: Processes in the run; the global batch is ``world_size * batch_size``.
+
+    Raises:
+        ConfigError: In a distributed run, if the dataset is smaller than one global batch.
+    """
+
+    def __init__(self, graphs: CachedGraphs, config: PretrainConfig, rank: int = 0, world_size: int = 1):
+        from molwm.config import ConfigError
+
         self.graphs = graphs
         self.config = config
-        self.steps_per_epoch = max(1, len(graphs) // config.batch_size)
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = config.batch_size * world_size
+        if world_size > 1 and len(graphs) < self.global_batch:
+            raise ConfigError(f"{len(graphs)} molecules cannot fill a global batch of {world_size} "
+                              f"processes x batch_size {config.batch_size}; lower batch_size")
+        self.steps_per_epoch = max(1, len(graphs) // self.global_batch)
         self._perm_epoch, self._perm = -1, None
 
     def total_steps(self) -> int:
+        """Steps in the run: ``max_steps``, else whole epochs, capped by ``budget_samples``."""
         steps = self.config.max_steps or self.config.epochs * self.steps_per_epoch
         if self.config.budget_samples:
-            steps = min(steps, -(-self.config.budget_samples // self.config.batch_size))
+            steps = min(steps, -(-self.config.budget_samples // self.global_batch))
         return steps
 
     def rows(self, step: int) -> np.ndarray:
+        """Cache positions of the global batch of ``step`` (one permutation per epoch)."""
         epoch, pos = divmod(step, self.steps_per_epoch)
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.graphs))
             self._perm_epoch = epoch
-        bs = self.config.batch_size
+        bs = self.global_batch
         return self._perm[pos * bs : (pos + 1) * bs]
 
     def batch(self, step: int):
-        """``(GraphBatch with pe, GraphMasks)`` for ``step``."""
+        """``(GraphBatch with pe, GraphMasks)`` for ``step``: this rank's share of the global batch.
+
+        Codes and masks are drawn for the whole global batch, then sliced, so the
+        ranks together train on exactly what one process would (each rank pays
+        the collate cost of the global batch).
+        """
         enc = self.config.model.encoder
         batch = self.graphs.batch(self.rows(step))
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
         batch.pe = structural_pe(batch.edge_index, batch.batch, batch.num_graphs, enc.rw_steps, enc.lap_k, gen)
         masks = sample_graph_masks(batch, self.config.mask, np.random.default_rng([self.config.seed, 1, step]))
+        if self.world_size > 1:
+            return rank_slice(batch, masks, self.rank, self.world_size)
         return batch, masks
 
 
@@ -163,13 +198,18 @@ def train_step(model: torch.nn.Module, optimizer, batch: GraphBatch, masks, conf
                total_steps: int, check_grads: bool = False) -> dict[str, float]:
     """Forward, backward, clip, optimizer step and EMA update for one batch.
 
+    ``model`` may be wrapped in DistributedDataParallel: gradients are then averaged
+    over ranks in ``backward`` and each rank draws its own dropout.
+
     Raises:
         TrainingDiverged: If the loss or the gradient norm is not finite (the
             weights are left as they were before this step).
         RuntimeError: With ``check_grads``, if an optimised parameter got no gradient.
     """
+    core = unwrap(model)
     model.train()
-    torch.manual_seed(config.seed * 7919 + step)  # dropout depends on (seed, step) only
+    # dropout depends on (seed, step) only, and on the rank so ranks do not share one pattern
+    torch.manual_seed(config.seed * 7919 + step + 1_000_003 * model_rank(model))
     lr = lr_at(step, config.lr, config.warmup_steps, total_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -185,7 +225,7 @@ def train_step(model: torch.nn.Module, optimizer, batch: GraphBatch, masks, conf
     if not all_finite(out.loss.detach(), grad_norm):
         raise TrainingDiverged(f"loss {out.loss.item()} / gradient norm {grad_norm.item()} at step {step}")
     optimizer.step()
-    model.ema_update(model.momentum_at(step, total_steps))
+    core.ema_update(core.momentum_at(step, total_steps))  # from the synchronised weights: same on every rank
     metrics = {
         "loss": float(out.loss.detach()),
         "pred_loss": float(out.pred_loss.detach()),
@@ -209,8 +249,11 @@ def evaluate_health(model: torch.nn.Module, batch: GraphBatch, masks) -> dict[st
     return embedding_health(z, out.pred, out.target)
 
 
-def _state(model, optimizer, config, step, run_id, history, pending, elapsed: float = 0.0) -> dict:
+def _state(model, optimizer, config, step, run_id, history, pending, elapsed: float = 0.0,
+           world_size: int = 1) -> dict:
+    extra = {"world_size": int(world_size)} if world_size > 1 else {}  # one-process checkpoints unchanged
     return {
+        **extra,
         "elapsed": float(elapsed),
         "kind": "graph_jepa" if config.objective == "jepa" else "graph_pretrain",
         "objective": config.objective,
@@ -229,6 +272,11 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
                  progress: bool = True, stop_after: int | None = None) -> PretrainResult:
     """Pretrain a graph JEPA; returns where the run and the model are.
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this joins the process group and trains
+    data-parallel: rank 0 alone logs to ``tracker``, shows progress and writes
+    checkpoints (the others log nothing); every rank loads ``resume``. Without
+    ``WORLD_SIZE`` it is a plain single-process run.
+
     Args:
         config: The run (ignored when resuming: the checkpoint's config wins).
         tracker: Where to log; default logs nothing.
@@ -237,19 +285,35 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
         stop_after: Stop (as if interrupted) once this global step is reached,
             without the end-of-run outputs; used to test resumption.
     """
-    tracker = tracker or NullTracker()
     state = None
     if resume is not None:
         state = load_resume_checkpoint(resume)
         config = from_dict(PretrainConfig, state["config"])
     if config.threads:
         torch.set_num_threads(config.threads)
-    prep = prepare_dataset(PrepareConfig(dataset=config.dataset, limit=config.limit, cache_dir=config.cache_dir,
-                                         progress=progress))
-    data = PretrainData(CachedGraphs(prep.cache, with_labels=False), config)
+    ctx = init_distributed()
+    if not ctx.is_main:
+        tracker, progress = NullTracker(), False
+    return _run(config, tracker or NullTracker(), state, progress, stop_after, ctx)
+
+
+def _run(config: PretrainConfig, tracker: Tracker, state: dict | None, progress: bool, stop_after: int | None,
+         ctx: DistContext) -> PretrainResult:
+    if state is not None and int(state.get("world_size", 1)) != ctx.world_size:
+        import warnings
+
+        warnings.warn(f"resuming a run made with {state.get('world_size', 1)} processes on {ctx.world_size}: "
+                      "the global batch, the data order and the schedules change from here on", stacklevel=3)
+    # rank 0 featurizes once; the others then find the cache (see in_turn for node-local disks)
+    prep = in_turn(lambda: prepare_dataset(PrepareConfig(dataset=config.dataset, limit=config.limit,
+                                                         cache_dir=config.cache_dir, progress=progress)), ctx)
+    data = PretrainData(CachedGraphs(prep.cache, with_labels=False), config, ctx.rank, ctx.world_size)
     total = data.total_steps()
     model, optimizer = build(config)
+    if ctx.device.type != "cpu":
+        model.to(ctx.device)  # before restore, so the optimizer state lands on the device too
     start_step, run_id, history, pending = restore(state, model, optimizer)
+    trained = wrap(model, ctx)
     out_dir = Path(config.out_dir)
     ckpt_path = out_dir / "last.pt"
     tags = {"molwm.stage": "pretrain", "dataset": config.dataset, "objective": config.objective}
@@ -260,38 +324,44 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
             tracker.log_params({"data.n_molecules": len(data.graphs), "data.cache_key": prep.cache.manifest["key"],
                                 "steps_total": total, "params_encoder": count_parameters(encoder_of(model)),
                                 "params_trained": sum(p.numel() for p in model.parameters() if p.requires_grad)})
+            if ctx.enabled:
+                tracker.log_params({"ddp.world_size": ctx.world_size, "ddp.backend": ctx.backend,
+                                    "ddp.global_batch": data.global_batch})
         drop_logged(tracker, pending)
         flush(tracker, pending)
-        schedule = LoopSchedule(total, config.batch_size, config.log_every, config.health_every,
+        schedule = LoopSchedule(total, data.global_batch, config.log_every, config.health_every,
                                 config.checkpoint_every, ckpt_path, rate_name="graphs_per_s",
                                 max_seconds=config.budget_seconds,
                                 probe_every=config.probes.every if config.probes else 0,
                                 elapsed=float(state.get("elapsed", 0.0)) if state is not None else 0.0,
-                                dedupe=state is not None)
-        probes = ProbeSuite(config.probes, config.cache_dir) if config.probes else None
+                                dedupe=state is not None, writer=ctx.is_main)
+        # probes touch the weights only to read them, so rank 0 runs them while the others go on
+        probes = ProbeSuite(config.probes, config.cache_dir) if config.probes and ctx.is_main else None
+
+        def batch_fn(step: int):
+            return to_device(*data.batch(step), ctx.device)
+
+        def step_fn(step: int, b) -> dict[str, float]:
+            metrics = train_step(trained, optimizer, b[0], b[1], config, step,
+                                 schedule_total(step, total, schedule, config.budget_seconds),
+                                 check_grads=step == 0)
+            return mean_over_ranks(metrics, ctx)
+
         done, last_loss = run_steps(
             schedule, start_step, tracker, history, pending,
-            batch_fn=data.batch,
-            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step,
-                                               _schedule_total(step, total, schedule, config),
-                                               check_grads=step == 0),
+            batch_fn=batch_fn,
+            step_fn=step_fn,
             health_fn=lambda b: evaluate_health(model, b[0], b[1]),
-            state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending, schedule.elapsed),
+            state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending,
+                                        schedule.elapsed, ctx.world_size),
             progress=progress, stop_after=stop_after, desc=f"pretrain ({config.objective})",
-            probe_fn=(lambda step: probes(encoder_of(model))) if probes else None)
+            probe_fn=(lambda step: probes(encoder_of(model))) if probes else None,
+            agree=(lambda seconds: from_main(seconds, ctx)) if ctx.enabled else None)
+        check_in_sync(model, ctx)
         if done < schedule.total:
             return PretrainResult(run_id, None, ckpt_path, done, last_loss, history)
-        model_uri = _log_outputs(tracker, history, ckpt_path, config)
+        model_uri = _log_outputs(tracker, history, ckpt_path, config) if ctx.is_main else None
     return PretrainResult(run_id, model_uri, ckpt_path, schedule.total, last_loss, history)
-
-
-def _schedule_total(step: int, total: int, schedule: LoopSchedule, config: PretrainConfig) -> int:
-    """Steps the LR and EMA schedules run over: the planned total, or under a wall-time budget the
-    total projected from the training time per step so far (so every objective anneals fully)."""
-    if not config.budget_seconds or step == 0 or schedule.elapsed <= 0:
-        return total
-    projected = int(step * config.budget_seconds / schedule.elapsed)
-    return max(step + 1, min(total, projected))
 
 
 def _log_outputs(tracker: Tracker, history, ckpt_path: Path, config: PretrainConfig) -> str | None:
