@@ -397,21 +397,32 @@ class ChannelStats:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, images: np.ndarray, present: np.ndarray) -> "ChannelStats":
-        """Fit on ``images [N, C, H, W]`` (raw intensities) with ``present [N, C]``."""
+    def fit(cls, images: np.ndarray, present: np.ndarray, chunk: int = 512) -> "ChannelStats":
+        """Fit on ``images [N, C, H, W]`` (raw intensities) with ``present [N, C]``; reads
+        ``chunk`` sites at a time, so memory does not grow with ``N``."""
         c = images.shape[1]
+        total, sq, count = np.zeros(c), np.zeros(c), np.zeros(c)
+        for i in range(0, len(images), chunk):
+            x = images[i:i + chunk].astype(np.float64)  # [n, C, H, W]
+            w = present[i:i + chunk].astype(np.float64)[:, :, None, None]
+            total += (x * w).sum((0, 2, 3))
+            sq += (x * x * w).sum((0, 2, 3))
+            count += w.sum((0, 2, 3)) * x.shape[2] * x.shape[3]
         mean, std = np.zeros(c), np.ones(c)
-        for k in range(c):
-            rows = np.flatnonzero(present[:, k])
-            if len(rows):
-                x = images[rows, k].astype(np.float64)
-                mean[k], std[k] = x.mean(), max(float(x.std()), 1e-6)
-        return cls(mean.astype(np.float32), std.astype(np.float32))
+        seen = count > 0
+        mean[seen] = total[seen] / count[seen]
+        std[seen] = np.sqrt(np.maximum(sq[seen] / count[seen] - mean[seen] ** 2, 0.0))
+        return cls(mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
 
-    def apply(self, images: np.ndarray, present: np.ndarray) -> np.ndarray:
-        """``(x - mean) / std`` per channel; absent channels stay zero. Returns float32 ``[N, C, H, W]``."""
-        out = (images.astype(np.float32) - self.mean[None, :, None, None]) / self.std[None, :, None, None]
-        out[~present] = 0.0
+    def apply(self, images: np.ndarray, present: np.ndarray, dtype=np.float32, chunk: int = 512) -> np.ndarray:
+        """``(x - mean) / std`` per channel; absent channels stay zero. Returns ``[N, C, H, W]`` of ``dtype``,
+        computed ``chunk`` sites at a time (no full-size float32 temporaries)."""
+        out = np.empty(images.shape, dtype=dtype)
+        mean, std = self.mean[None, :, None, None], self.std[None, :, None, None]
+        for i in range(0, len(images), chunk):
+            x = (images[i:i + chunk].astype(np.float32) - mean) / std
+            x[~present[i:i + chunk]] = 0.0
+            out[i:i + chunk] = x
         return out
 
     def to_dict(self) -> dict:

@@ -165,7 +165,7 @@ def build_multimodal_data(config: MultimodalDataConfig, progress: bool = True) -
     if sites is not None and len(sites):
         train_sites = np.asarray([i for i in train.image if i >= 0], dtype=np.int64)
         stats = ChannelStats.fit(sites.images[train_sites], sites.present[train_sites])
-        images, present = stats.apply(sites.images, sites.present).astype(np.float16), sites.present
+        images, present = stats.apply(sites.images, sites.present, dtype=np.float16), sites.present
     raw = _panel(train, assay_names)
     normalizer = AssayNormalizer(columns=list(assay_names)).fit(raw) if assay_names else AssayNormalizer(columns=[])
     train_data = _data(train, assay_names, normalizer, images, present, rejects, "train")

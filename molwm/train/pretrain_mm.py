@@ -31,8 +31,8 @@ from molwm.objectives.multimodal import MULTIMODAL_OBJECTIVES
 from molwm.tasks.probes import RidgeProbe
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
-from molwm.train.pretrain import _schedule_total
-from molwm.train.loop import LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps
+from molwm.train.loop import (LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps,
+                              schedule_total)
 
 
 @dataclass
@@ -368,8 +368,9 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
         probes = LabProbeSuite(config.probes, build.heldout, config.data.lab) if config.probes else None
         done, last_loss = run_steps(
             schedule, start_step, tracker, history, pending, batch_fn=steps.batch,
-            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step,
-                                               _schedule_total(step, total, schedule, config), step == 0),
+            step_fn=lambda step, b: train_step(
+                model, optimizer, b[0], b[1], config, step, schedule_total(step, total, schedule, config.budget_seconds),
+                step == 0),
             health_fn=lambda b: health(model, b[0], b[1]),
             state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending, build,
                                         elapsed=schedule.elapsed),
