@@ -76,38 +76,47 @@ def structural_pe(edge_index: Tensor, batch: Tensor, num_graphs: int, rw_steps: 
         lap_k: Eigenvectors of the normalised Laplacian after the trivial one;
             zero-padded for molecules with fewer atoms.
         generator: If given, each eigenvector's sign is flipped at random
-            (eigenvectors are defined up to sign; training sees both).
+            (eigenvectors are defined up to sign; training sees both). The signs are
+            drawn on the generator's device and moved to the batch's.
+
+    Training calls this on the CPU at collate time and moves the result; it also
+    runs on a batch already on a GPU (the code lands on the batch's device).
 
     Shapes:
         Returns ``[N, rw_steps + lap_k]`` float.
     """
     n = batch.numel()
+    dev = batch.device
     if n == 0 or not (rw_steps or lap_k):
-        return torch.zeros(n, rw_steps + lap_k)
+        return torch.zeros(n, rw_steps + lap_k, device=dev)
     counts = torch.bincount(batch, minlength=num_graphs)  # [B]
     m = int(counts.max())
-    local = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[batch]  # [N] position inside its molecule
-    mask = torch.arange(m).unsqueeze(0) < counts.unsqueeze(1)  # [B, M]
-    adj = torch.zeros(num_graphs, m, m, dtype=torch.float64)
+    starts = torch.cumsum(counts, 0) - counts  # [B] first atom of each molecule
+    local = torch.arange(n, device=dev) - starts[batch]  # [N] position inside its molecule
+    mask = torch.arange(m, device=dev).unsqueeze(0) < counts.unsqueeze(1)  # [B, M]
+    adj = torch.zeros(num_graphs, m, m, dtype=torch.float64, device=dev)
     src, dst = edge_index
     adj[batch[src], local[src], local[dst]] = 1.0
     deg = adj.sum(-1)  # [B, M]
     inv_sqrt = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), torch.zeros_like(deg))
-    lap = torch.eye(m, dtype=torch.float64) - inv_sqrt.unsqueeze(-1) * adj * inv_sqrt.unsqueeze(-2)
+    eye = torch.eye(m, dtype=torch.float64, device=dev)
+    lap = eye - inv_sqrt.unsqueeze(-1) * adj * inv_sqrt.unsqueeze(-2)
     # padding rows get eigenvalue 3, outside the spectrum [0, 2], so they sort last and never mix
     # with a molecule's own eigenvectors (bipartite molecules have eigenvalue 2)
     lap = lap + torch.diag_embed((~mask).to(torch.float64) * 2)
     mu, vecs = torch.linalg.eigh(lap)  # ascending; [B, M], [B, M, M]
     parts = []
     if rw_steps:
-        powers = (1 - mu).unsqueeze(-1) ** torch.arange(1, rw_steps + 1, dtype=torch.float64)  # [B, M, k]
+        k = torch.arange(1, rw_steps + 1, dtype=torch.float64, device=dev)  # [k]
+        powers = (1 - mu).unsqueeze(-1) ** k  # [B, M, k]
         parts.append((vecs * vecs) @ powers)  # [B, M, rw_steps]
     if lap_k:
         lv = vecs[:, :, 1 : lap_k + 1]
         if lv.shape[-1] < lap_k:
             lv = torch.nn.functional.pad(lv, (0, lap_k - lv.shape[-1]))
         if generator is not None:
-            signs = torch.randint(0, 2, (num_graphs, 1, lap_k), generator=generator).to(lv.dtype) * 2 - 1
+            signs = torch.randint(0, 2, (num_graphs, 1, lap_k), generator=generator, device=generator.device)
+            signs = signs.to(lv) * 2 - 1  # [B, 1, lap_k]
             lv = lv * signs
         parts.append(lv * mask.unsqueeze(-1))
     dense = torch.cat(parts, -1).to(torch.float32)  # [B, M, P]
@@ -120,14 +129,14 @@ def _distinct_rows(attr: Tensor, radix: Tensor) -> tuple[Tensor, Tensor]:
     Rows are coded as mixed-radix integers (``radix`` from the column sizes), so
     this is one ``unique`` over ``E`` integers.
     """
-    codes = attr @ radix  # [E]
+    codes = (attr * radix).sum(1)  # [E]; not ``attr @ radix``: CUDA has no integer matmul
     uniq, inverse = torch.unique(codes, return_inverse=True)  # [U], [E]
     return _decode(uniq, radix), inverse
 
 
 def _decode(codes: Tensor, radix: Tensor) -> Tensor:
     """Inverse of ``attr @ radix`` for mixed-radix codes: ``[U] -> [U, C]``."""
-    out = torch.empty(codes.numel(), radix.numel(), dtype=torch.long)
+    out = torch.empty(codes.numel(), radix.numel(), dtype=torch.long, device=codes.device)
     rest = codes.clone()
     for j in range(radix.numel()):
         out[:, j] = torch.div(rest, radix[j], rounding_mode="floor")

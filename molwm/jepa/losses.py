@@ -45,7 +45,9 @@ def sigreg_regulariser(z: Tensor, n_directions: int = 64, n_points: int = 17,
     the Gaussian window.
     """
     d = z.shape[1]
-    dirs = torch.randn(d, n_directions, generator=generator).to(z)
+    # drawn where the generator lives (a CPU one in training), then moved: the same directions on every device
+    where = generator.device if generator is not None else torch.device("cpu")
+    dirs = torch.randn(d, n_directions, generator=generator, device=where).to(z)  # [D, K]
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
     proj = z @ dirs  # [B, K]
     t = torch.linspace(-3.0, 3.0, n_points, device=z.device, dtype=z.dtype)  # [T]

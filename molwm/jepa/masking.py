@@ -100,11 +100,12 @@ def sample_graph_masks(batch: GraphBatch, config: MaskConfig, generator: np.rand
 
     Returns:
         :class:`GraphMasks` with connected blocks; molecules too small to hide
-        anything while keeping ``min_context`` atoms contribute no targets.
+        anything while keeping ``min_context`` atoms contribute no targets. They are
+        drawn on the CPU (NumPy) and put on the batch's device.
     """
     ptr = batch.ptr.tolist()
-    src, dst = batch.edge_index.numpy()
-    ring = batch.edge_attr[:, _BOND_IN_RING].numpy().astype(bool)
+    src, dst = batch.edge_index.cpu().numpy()
+    ring = batch.edge_attr[:, _BOND_IN_RING].cpu().numpy().astype(bool)
     keep = np.ones(batch.num_nodes, dtype=bool)
     t_idx, t_block, t_mol = [], [], []
     block_id = 0
@@ -141,9 +142,10 @@ def sample_graph_masks(batch: GraphBatch, config: MaskConfig, generator: np.rand
             t_mol += [m] * len(block)
             block_id += 1
         keep[a0:a1] = free
+    dev = batch.x.device
     return GraphMasks(
-        keep=torch.from_numpy(keep),
-        target_idx=torch.tensor(t_idx, dtype=torch.long),
-        target_block=torch.tensor(t_block, dtype=torch.long),
-        target_mol=torch.tensor(t_mol, dtype=torch.long),
+        keep=torch.from_numpy(keep).to(dev),
+        target_idx=torch.tensor(t_idx, dtype=torch.long, device=dev),
+        target_block=torch.tensor(t_block, dtype=torch.long, device=dev),
+        target_mol=torch.tensor(t_mol, dtype=torch.long, device=dev),
     )

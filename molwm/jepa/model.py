@@ -172,7 +172,8 @@ class GraphJEPA(nn.Module):
             h_full, mol = self.target_encoder(batch)  # [N, D]
             target = F.layer_norm(h_full, (d,))[masks.target_idx]  # [Nt, D]
             if with_graph:
-                total = torch.zeros(batch.num_graphs, d, dtype=h_full.dtype).index_add_(0, mol, h_full)
+                total = torch.zeros(batch.num_graphs, d, dtype=h_full.dtype,
+                                    device=h_full.device).index_add_(0, mol, h_full)  # [B, D]
                 counts = torch.bincount(mol, minlength=batch.num_graphs).clamp(min=1).unsqueeze(1)
                 graph_target = F.layer_norm(total / counts, (d,))  # [B, D]
         context = self.context_encoder.tokens(batch, keep=masks.keep)

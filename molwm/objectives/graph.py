@@ -40,6 +40,13 @@ def _pool(h: Tensor, mol: Tensor, n: int) -> Tensor:
     return total / torch.bincount(mol, minlength=n).clamp(min=1).unsqueeze(1).to(h.dtype)
 
 
+def _hidden_atoms(batch: GraphBatch, masks: GraphMasks) -> Tensor:
+    """``[N]`` bool on the batch's device: True for the masks' hidden atoms."""
+    atoms = torch.zeros(batch.x.shape[0], dtype=torch.bool, device=batch.x.device)
+    atoms[masks.target_idx] = True
+    return atoms
+
+
 def _head(d: int, out: int, hidden: int) -> nn.Module:
     return nn.Linear(d, out) if hidden <= 0 else nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, out))
 
@@ -85,16 +92,14 @@ class GenerativeGraph(_NoTarget):
 
     def targets(self, batch: GraphBatch, masks: GraphMasks) -> tuple[Tensor, Tensor, Tensor]:
         """Hidden atoms' raw attributes ``[Nt, Ca]``, hidden bonds ``[Eh]`` (bool over edges) and their attributes."""
-        atoms = torch.zeros(batch.x.shape[0], dtype=torch.bool)
-        atoms[masks.target_idx] = True
+        atoms = _hidden_atoms(batch, masks)
         src, dst = batch.edge_index
         bonds = atoms[src] | atoms[dst]
         return batch.x[masks.target_idx].clone(), bonds, batch.edge_attr[bonds].clone()
 
     def forward(self, batch: GraphBatch, masks: GraphMasks, generator: torch.Generator | None = None) -> JEPAOutput:
         x_t, bonds, e_t = self.targets(batch, masks)
-        atoms = torch.zeros(batch.x.shape[0], dtype=torch.bool)
-        atoms[masks.target_idx] = True
+        atoms = _hidden_atoms(batch, masks)
         hide = HiddenAttributes(atoms, self.atom_token, bonds, self.bond_token)
         h, mol = self.encoder(batch, hide=hide)
         ht = h[masks.target_idx]
@@ -127,14 +132,17 @@ class ContrastiveGraph(_NoTarget):
         n = batch.num_graphs
         h1, mol1 = self.encoder(batch, keep=masks.keep)
         z1 = _pool(h1, mol1, n)
-        draw = torch.rand(batch.x.shape[0], generator=generator)
+        # drawn where the generator lives (training passes a CPU one), then moved: a GPU run sees the
+        # same views as a CPU run
+        where = generator.device if generator is not None else torch.device("cpu")
+        draw = torch.rand(batch.x.shape[0], generator=generator, device=where).to(batch.x.device)  # [N]
         h2, mol2 = self.encoder(batch, hide=HiddenAttributes(draw < self.objective.view_mask_fraction,
                                                              self.atom_token))
         z2 = _pool(h2, mol2, n)
         p1 = F.normalize(self.projection(z1), dim=1)
         p2 = F.normalize(self.projection(z2), dim=1)
         logits = p1 @ p2.T / self.objective.temperature  # [B, B]
-        labels = torch.arange(n)
+        labels = torch.arange(n, device=logits.device)
         loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()

@@ -73,14 +73,21 @@ class ProbeSuite:
 
     @torch.no_grad()
     def embed(self, encoder: GraphEncoder, task: _Task, batch_size: int = 256) -> np.ndarray:
+        """``[rows, D]`` float64 embeddings of a task's molecules, encoded on the encoder's device.
+
+        Batches and positional codes are made on the CPU and moved; the result is NumPy.
+        """
         was_training = encoder.training
         encoder.eval()
         out = []
         cfg = encoder.config
+        device = next(encoder.parameters()).device
         for i in range(0, len(task.rows), batch_size):
             b = task.graphs.batch(task.rows[i:i + batch_size])
             b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, cfg.rw_steps, cfg.lap_k)
-            out.append(encoder.embed(b).numpy())
+            if device.type != "cpu":
+                b = b.to(device)
+            out.append(encoder.embed(b).cpu().numpy())
         encoder.train(was_training)
         return np.concatenate(out).astype(np.float64)
 

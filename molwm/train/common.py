@@ -29,16 +29,39 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ra
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def to_cpu(tree: Any) -> Any:
+    """``tree`` (nested dicts, lists and tuples) with every tensor on the CPU.
+
+    CPU tensors are returned as they are (no copy), so a CPU run's checkpoint is unchanged.
+    """
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        moved = {k: to_cpu(v) for k, v in tree.items()}
+        if all(moved[k] is v for k, v in tree.items()):
+            return tree  # nothing to move: the very same object (a CPU run's checkpoint is unchanged)
+        out = type(tree)(moved)  # keeps OrderedDict (state_dict)
+        if hasattr(tree, "_metadata"):  # a state_dict's per-module versions, read by load_state_dict
+            out._metadata = tree._metadata
+        return out
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        moved = [to_cpu(v) for v in tree]
+        return tree if all(m is v for m, v in zip(moved, tree)) else type(tree)(moved)
+    return tree
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` atomically: to ``<path>.tmp``, fsync, then rename over ``path``.
 
+    Tensors are written as CPU tensors (:func:`to_cpu`), so a checkpoint of a GPU run
+    loads on a machine without one; resuming moves them back to the model's device.
     The checkpoint it replaces is kept as ``prev.pt`` beside it, the fallback of
     :func:`load_resume_checkpoint` if ``path`` is ever found damaged.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    state = {**state, "format": CHECKPOINT_FORMAT}
+    state = {**to_cpu(state), "format": CHECKPOINT_FORMAT}
     with open(tmp, "wb") as fh:
         torch.save(state, fh)
         fh.flush()

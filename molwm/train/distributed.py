@@ -15,12 +15,14 @@ logs to MLflow and writes checkpoints.
 Backend: ``nccl`` with one GPU per rank (``cuda:LOCAL_RANK``) when CUDA is
 available, else ``gloo`` on CPU; ``MOLWM_DIST_BACKEND=gloo`` forces CPU.
 ``MOLWM_DIST_TIMEOUT`` (seconds) overrides PyTorch's collective timeout.
+A single process uses the device its config names (:func:`resolve_device`).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from typing import Callable, TypeVar
@@ -68,6 +70,43 @@ class DistContext:
 
 
 SINGLE = DistContext()
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_name(name: str) -> None:
+    """Raise ConfigError unless ``name`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (syntax only:
+    a config naming a GPU must still load on a machine without one, e.g. to fine-tune its checkpoint)."""
+    from molwm.config import ConfigError
+
+    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device a single-process run trains on.
+
+    Args:
+        name: ``auto`` (the current CUDA device if CUDA is available, else the CPU), ``cpu``,
+            ``cuda`` (the current CUDA device) or ``cuda:N``.
+
+    Raises:
+        ConfigError: If ``name`` is malformed, or names a GPU this machine does not have.
+    """
+    from molwm.config import ConfigError
+
+    check_device_name(name)
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available here "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                          "use device=cpu or device=auto")
+    index = int(name.split(":")[1]) if ":" in name else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} was asked for but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)
 
 
 def env_world_size() -> int:
@@ -118,6 +157,8 @@ def init_distributed(backend: str | None = None) -> DistContext:
         dist.init_process_group(backend=backend, **kwargs)
         atexit.register(_shutdown)
     backend = dist.get_backend()
+    if backend == "nccl":  # also when the caller made the group: NCCL works on the current device
+        torch.cuda.set_device(local_rank)
     device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, device)
 
@@ -134,7 +175,10 @@ def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         import torch.distributed as dist
 
-        dist.barrier()
+        if ctx.device.type == "cuda":  # NCCL: name this rank's GPU rather than let it guess
+            dist.barrier(device_ids=[ctx.device.index])
+        else:
+            dist.barrier()
 
 
 def in_turn(fn: Callable[[], T], ctx: DistContext) -> T:
@@ -239,7 +283,10 @@ def check_in_sync(module: torch.nn.Module, ctx: DistContext) -> None:
 
 
 def to_device(batch: GraphBatch, masks: GraphMasks, device: torch.device) -> tuple[GraphBatch, GraphMasks]:
-    """Move a batch and its masks to ``device`` (unchanged on CPU)."""
+    """Move a batch and its masks (drawn on the CPU at collate time) to ``device``.
+
+    On the CPU they are returned as they are (the same objects), so CPU runs are unchanged.
+    """
     if device.type == "cpu":
         return batch, masks
     moved = {f.name: getattr(masks, f.name).to(device) for f in fields(masks)}

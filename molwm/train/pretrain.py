@@ -10,11 +10,17 @@ killed at any moment and resumed has no duplicated and no missing steps.
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs data-parallel: each
 rank trains on its slice of the step's global batch (see
 :mod:`molwm.train.distributed` and docs/distributed.md).
+
+Devices: batches, positional codes and masks are always made on the CPU (so
+they are the same on every device) and then moved to the run's device
+(``device`` in the config for one process, ``cuda:LOCAL_RANK`` or the CPU under
+``torchrun``); checkpoints hold CPU tensors, so a GPU run's checkpoint loads on
+a machine without one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,8 +39,9 @@ from molwm.objectives.graph import ObjectiveConfig, build_objective, encoder_of
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
-from molwm.train.distributed import (DistContext, check_in_sync, from_main, in_turn, init_distributed,
-                                     mean_over_ranks, model_rank, rank_slice, to_device, unwrap, wrap)
+from molwm.train.distributed import (DistContext, check_device_name, check_in_sync, from_main, in_turn,
+                                     init_distributed, mean_over_ranks, model_rank, rank_slice,
+                                     resolve_device, to_device, unwrap, wrap)
 from molwm.train.loop import (LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps,
                               schedule_total)
 
@@ -73,6 +80,9 @@ class PretrainConfig:
         checkpoint_every: Steps between checkpoints.
         out_dir: Where checkpoints go.
         threads: torch intra-op threads (0: leave torch's default).
+        device: Where one process trains: ``auto`` (CUDA if available, else CPU), ``cpu``,
+            ``cuda`` or ``cuda:N``. Under ``torchrun`` each rank's device wins (``cuda:LOCAL_RANK``
+            with NCCL, the CPU with gloo).
         experiment: MLflow experiment.
         run_name: MLflow run name.
         register_name: If set, register the final encoder under this name.
@@ -101,12 +111,14 @@ class PretrainConfig:
     checkpoint_every: int = 200
     out_dir: str = "outputs/pretrain"
     threads: int = 0
+    device: str = "auto"
     experiment: str = "molwm-pretrain"
     run_name: str | None = None
     register_name: str | None = None
 
     def validate(self) -> None:
         check_schedule(self)
+        check_device_name(self.device)  # availability is checked when the run starts, not on load
 
 
 @dataclass
@@ -292,6 +304,13 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
     if config.threads:
         torch.set_num_threads(config.threads)
     ctx = init_distributed()
+    if not ctx.enabled:  # one process: the config's device (raises ConfigError for a GPU that is not here)
+        ctx = replace(ctx, device=resolve_device(config.device))
+    elif config.device == "cpu" and ctx.device.type != "cpu":
+        import warnings
+
+        warnings.warn(f"device=cpu is ignored under torchrun: this rank trains on {ctx.device} "
+                      f"({ctx.backend}); set MOLWM_DIST_BACKEND=gloo to train on the CPU", stacklevel=2)
     if not ctx.is_main:
         tracker, progress = NullTracker(), False
     return _run(config, tracker or NullTracker(), state, progress, stop_after, ctx)
@@ -309,7 +328,7 @@ def _run(config: PretrainConfig, tracker: Tracker, state: dict | None, progress:
                                                          cache_dir=config.cache_dir, progress=progress)), ctx)
     data = PretrainData(CachedGraphs(prep.cache, with_labels=False), config, ctx.rank, ctx.world_size)
     total = data.total_steps()
-    model, optimizer = build(config)
+    model, optimizer = build(config)  # initialised on the CPU (the same weights on every device)
     if ctx.device.type != "cpu":
         model.to(ctx.device)  # before restore, so the optimizer state lands on the device too
     start_step, run_id, history, pending = restore(state, model, optimizer)
@@ -322,6 +341,7 @@ def _run(config: PretrainConfig, tracker: Tracker, state: dict | None, progress:
         if state is None:
             tracker.log_config(config)
             tracker.log_params({"data.n_molecules": len(data.graphs), "data.cache_key": prep.cache.manifest["key"],
+                                "device_resolved": str(ctx.device),
                                 "steps_total": total, "params_encoder": count_parameters(encoder_of(model)),
                                 "params_trained": sum(p.numel() for p in model.parameters() if p.requires_grad)})
             if ctx.enabled:

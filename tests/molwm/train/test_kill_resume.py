@@ -20,7 +20,8 @@ from molwm.train.common import CheckpointError, load_checkpoint, load_resume_che
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 TINY = str(ROOT / "configs/pretrain/tiny.yaml")
-ARGS = ["max_steps=240", "checkpoint_every=10", "log_every=1", "health_every=60", "threads=1"]  # same float order
+# same float order; device=cpu: exact resume is a CPU guarantee (GPU scatter-adds are not bit-reproducible)
+ARGS = ["max_steps=240", "checkpoint_every=10", "log_every=1", "health_every=60", "threads=1", "device=cpu"]
 
 
 def _weights(path: Path) -> dict:

@@ -17,7 +17,9 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "p
 
 
 def _cfg(tmp_path, name, **over):
-    items = [f"out_dir={tmp_path / name}", f"cache_dir={tmp_path / 'cache'}"] + [f"{k}={v}" for k, v in over.items()]
+    # device=cpu: exact resume is a CPU guarantee (GPU scatter-adds are not bit-reproducible)
+    items = [f"out_dir={tmp_path / name}", f"cache_dir={tmp_path / 'cache'}", "device=cpu"]
+    items += [f"{k}={v}" for k, v in over.items()]
     return load_config(PretrainConfig, CONFIG, items)
 
 

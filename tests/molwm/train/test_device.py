@@ -1,0 +1,175 @@
+"""Devices: the ``device`` key, CPU-tensor checkpoints, no tensor made off the input's device inside the
+graph objectives, and (only where CUDA is available) every objective trained on the GPU."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from featurizers import GRAPH_SPEC, featurize_arrays
+from molwm.config import ConfigError, load_config
+from molwm.data.batch import GraphBatch
+from molwm.encoders.graph import GraphEncoderConfig, structural_pe
+from molwm.jepa.health import embedding_health
+from molwm.jepa.masking import MaskConfig, sample_graph_masks
+from molwm.jepa.model import JEPAConfig, PredictorConfig
+from molwm.objectives import OBJECTIVES, ObjectiveConfig, build_objective
+from molwm.train.common import load_checkpoint, save_checkpoint, to_cpu
+from molwm.train.distributed import resolve_device
+from molwm.train.pretrain import PretrainConfig, run_pretrain
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY = str(ROOT / "configs/pretrain/tiny.yaml")
+CUDA = torch.cuda.is_available()
+MOLWM = str(ROOT / "molwm")
+
+# 48 small, valid, distinct molecules: a pretraining set and a probe task in seconds
+SMILES = [p + "C" * k + s for k in range(1, 17) for p, s in [("", "O"), ("", "N"), ("c1ccccc1", "")]]
+
+
+def _card(tmp_path: Path, monkeypatch) -> str:
+    """Card ``mols``: a local CSV with a made-up regression target (so it also serves as a probe task)."""
+    csv = tmp_path / "mols.csv"
+    csv.write_text("smiles,y\n" + "".join(f"{s},{0.1 * len(s):.2f}\n" for s in SMILES))
+    card = tmp_path / "cards" / "mols.yaml"
+    card.parent.mkdir(exist_ok=True)
+    card.write_text(
+        "name: mols\nsource:\n  kind: local\n  files:\n    - path: ../mols.csv\n"
+        f"      sha256: {hashlib.sha256(csv.read_bytes()).hexdigest()}\n"
+        "columns:\n  smiles: smiles\n  targets: [y]\ntask:\n  type: regression\n  metric: rmse\n"
+        "license: CC0-1.0\ncitation: made up for tests\n"
+    )
+    monkeypatch.setenv("MOLWM_DATASETS", str(card.parent))
+    return "mols"
+
+
+@pytest.mark.unit
+def test_asking_for_cuda_without_it_is_a_clear_config_error(monkeypatch, tmp_path):
+    with pytest.raises(ConfigError, match="device must be"):
+        load_config(PretrainConfig, TINY, ["device=gpu"])
+    # a config naming a GPU still loads anywhere (its checkpoints are read on CPU machines)
+    cfg = load_config(PretrainConfig, TINY, ["device=cuda:0", f"out_dir={tmp_path / 'o'}"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device(name)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        run_pretrain(cfg, progress=False)  # before featurizing anything
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.unit
+def test_checkpoints_keep_cpu_tensors_as_they_are(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "pair": (1, torch.ones(2))}
+    assert to_cpu(state) is state  # nothing on a GPU: the very objects (a CPU run's checkpoint is unchanged)
+    back = load_checkpoint(save_checkpoint(state, tmp_path / "c.pt"))
+    assert all(torch.equal(back["model"][k], v) for k, v in state["model"].items())
+
+
+class _FactoryAudit(TorchFunctionMode):
+    """Records tensor factories called from molwm code without a ``device`` (they would land on the CPU
+    whatever device the inputs are on)."""
+
+    FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.rand, torch.randn,
+                 torch.randint, torch.randperm, torch.tensor, torch.as_tensor, torch.eye, torch.linspace}
+
+    def __init__(self):
+        super().__init__()
+        self.hits: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FACTORIES and "device" not in kwargs:
+            ours = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(MOLWM)]
+            if ours:
+                self.hits.append(f"torch.{func.__name__} at {ours[-1].filename}:{ours[-1].lineno}")
+        return func(*args, **kwargs)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("anti_collapse", ["vicreg", "sigreg"])
+def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse):
+    """The CPU-checkable half of running on a GPU: forward, backward, EMA, embed and health create
+    no tensor without saying where (the GPU half is the CUDA test below)."""
+    arrays, _ = featurize_arrays(SMILES[:8])
+    b = GraphBatch.from_arrays(arrays, range(len(arrays)))
+    b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, 4, 4)
+    masks = sample_graph_masks(b, MaskConfig(), np.random.default_rng(0))
+    config = JEPAConfig(encoder=GraphEncoderConfig(dim=16, layers=2, rw_steps=4, lap_k=4),
+                        predictor=PredictorConfig(dim=16, layers=1, heads=2), anti_collapse=anti_collapse,
+                        graph_target_weight=1.0)
+    model = build_objective(name, GRAPH_SPEC, config, ObjectiveConfig())
+    with _FactoryAudit() as audit:
+        out = model(b, masks, generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        model.ema_update(0.9)
+        embedding_health(model.embed(b), out.pred, out.target)
+    assert not audit.hits, sorted(set(audit.hits))
+
+
+def _short_run(tmp_path: Path, objective: str, device: str, card: str):
+    cfg = load_config(PretrainConfig, TINY, [
+        f"dataset={card}", "limit=null", f"objective={objective}", f"device={device}", "batch_size=16",
+        "max_steps=3", "log_every=1", "health_every=3", "checkpoint_every=3", "warmup_steps=1",
+        f"probes={{datasets: ['{card}'], every: 0, max_rows: 48}}",
+        f"out_dir={tmp_path / f'{objective}-{device}'}", f"cache_dir={tmp_path / 'cache'}"])
+    return run_pretrain(cfg, progress=False)
+
+
+def _check_cpu_checkpoint(result) -> None:
+    """Every tensor of the checkpoint was saved on the CPU, and its encoder embeds on the CPU."""
+    from molwm.train.finetune import load_pretrained_encoder
+
+    raw = torch.load(result.checkpoint, weights_only=True)  # no map_location: devices as saved
+    tensors = [t for part in (raw["model"], raw["optimizer"]["state"]) for t in _leaves(part)]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+    encoder = load_pretrained_encoder(str(result.checkpoint))
+    arrays, _ = featurize_arrays(SMILES[:4])
+    b = GraphBatch.from_arrays(arrays, range(4))
+    b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, encoder.config.rw_steps, encoder.config.lap_k)
+    assert torch.isfinite(encoder.embed(b)).all()
+
+
+def _leaves(tree):
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+
+
+@pytest.mark.integration
+def test_a_short_cpu_run_with_probes_leaves_a_cpu_checkpoint(tmp_path, monkeypatch):
+    """The same harness as the CUDA test, on the CPU (so CI runs it)."""
+    result = _short_run(tmp_path, "contrastive", "cpu", _card(tmp_path, monkeypatch))
+    assert all(math.isfinite(v) for _, v in result.history["loss"])
+    assert math.isfinite(result.history["probe.mols.rmse"][-1][1])
+    _check_cpu_checkpoint(result)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it on one)")
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_each_objective_trains_on_cuda_and_its_checkpoint_loads_on_cpu(tmp_path, monkeypatch, name):
+    card = _card(tmp_path, monkeypatch)
+    gpu = _short_run(tmp_path, name, "cuda", card)
+    assert len(gpu.history["loss"]) == 3 and all(math.isfinite(v) for _, v in gpu.history["loss"])
+    assert math.isfinite(gpu.history["probe.mols.rmse"][-1][1])  # probes encoded on the GPU
+    assert "health.rankme" in gpu.history
+    _check_cpu_checkpoint(gpu)
+    # same initial weights, batches, codes, masks and view draws as on the CPU: the first loss agrees
+    cpu = _short_run(tmp_path, name, "cpu", card)
+    assert gpu.history["loss"][0][1] == pytest.approx(cpu.history["loss"][0][1], rel=1e-3)
