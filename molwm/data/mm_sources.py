@@ -46,6 +46,8 @@ class MultimodalDataConfig:
         graphs_limit: First N molecules of it.
         image_size: Crop side the image encoder takes.
         max_sites: Use at most this many lab sites (None: all).
+        images: Read the lab's images (false: its sites become image-less samples,
+            e.g. for a run that shows only assays; nothing is read from ``images/``).
     """
 
     lab: str | None = None
@@ -57,6 +59,7 @@ class MultimodalDataConfig:
     graphs_limit: int = 10_000
     image_size: int = 96
     max_sites: int | None = None
+    images: bool = True
 
     def validate(self) -> None:
         from molwm.config import ConfigError
@@ -117,12 +120,14 @@ def _lab_rows(config: MultimodalDataConfig, rejects: list[dict], progress: bool)
         frame = frame.iloc[: config.max_sites]
     # raw intensities; scaled below with statistics of the training sites (per-site scaling would
     # erase the between-well intensity differences that make up a phenotype)
-    sites = featurize_sites(index.site_paths()[: len(frame)], size=config.image_size, progress=progress,
-                            normalize=None)
-    for r in sites.rejects:
-        rejects.append({"source": "lab/images", "row": r.index, "input": r.smiles, "reason": r.reason})
     image_row = np.full(len(frame), -1, dtype=np.int64)
-    image_row[sites.index] = np.arange(len(sites))
+    sites = None
+    if config.images:
+        sites = featurize_sites(index.site_paths()[: len(frame)], size=config.image_size, progress=progress,
+                                normalize=None)
+        for r in sites.rejects:
+            rejects.append({"source": "lab/images", "row": r.index, "input": r.smiles, "reason": r.reason})
+        image_row[sites.index] = np.arange(len(sites))
     panel = {}
     assay_names: list[str] = []
     if (root / "assays.csv").is_file():

@@ -1,4 +1,5 @@
-"""``molwm ablate``: pretraining objectives side by side, at an equal budget, with probes and label-efficiency fine-tunes.
+"""``molwm ablate``: pretraining objectives side by side at an equal budget, with probes and label-efficiency
+fine-tunes.
 
 Graphs (``modality: graph``) are described below. Images and assays
 (``modality: image`` / ``assay``, with a ``multimodal`` pretraining config on a

@@ -312,7 +312,8 @@ def _state(model, optimizer, config, step, run_id, history, pending, build: Mult
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "run_id": run_id or "",
         "assay_names": list(build.train.assay_names), "normalizer": build.normalizer.to_dict(),
         "synthetic": bool(build.synthetic),
-        "image_stats": build.image_stats.to_dict() if build.image_stats is not None else None, "probe": probe.to_dict() if probe is not None else None,
+        "image_stats": build.image_stats.to_dict() if build.image_stats is not None else None,
+        "probe": probe.to_dict() if probe is not None else None,
         "history": {k: [list(p) for p in v] for k, v in history.items()},
         "pending": [[k, float(v), int(s)] for k, v, s in pending],
     }
@@ -368,9 +369,9 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
         probes = LabProbeSuite(config.probes, build.heldout, config.data.lab) if config.probes else None
         done, last_loss = run_steps(
             schedule, start_step, tracker, history, pending, batch_fn=steps.batch,
-            step_fn=lambda step, b: train_step(
-                model, optimizer, b[0], b[1], config, step, schedule_total(step, total, schedule, config.budget_seconds),
-                step == 0),
+            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step,
+                                               schedule_total(step, total, schedule, config.budget_seconds),
+                                               step == 0),
             health_fn=lambda b: health(model, b[0], b[1]),
             state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending, build,
                                         elapsed=schedule.elapsed),
