@@ -81,8 +81,10 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -q -m "unit"
 
+# side-by-side benchmarks at small sizes (~10-15 min on 2 cores), then a summary of ratios;
+# BENCH_ARGS="--full" for the recorded sizes, "--only rest,query" for a subset (benchmarks/run_all.py)
 bench: setup
-	$(PY) benchmarks/featurize.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean-demo:
 	rm -rf mlflow.db mlruns mlartifacts .cache/molwm-demo

@@ -68,7 +68,8 @@ def _chemprop(binary, smiles, y, names, task, splits_pos, workdir: Path) -> tupl
         raise RuntimeError(proc.stderr[-2000:])
     out = []
     for k, (_, _, test) in enumerate(splits_pos):
-        pred_file = workdir / "out" / f"replicate_{k}" / "model_0" / "test_predictions.csv"
+        rep_dir = workdir / "out" / (f"replicate_{k}" if len(splits_pos) > 1 else "")  # one split: no replicate dir
+        pred_file = rep_dir / "model_0" / "test_predictions.csv"
         pred = pd.read_csv(pred_file)
         assert pred["smiles"].tolist() == [smiles[i] for i in test], "Chemprop reordered the test set"
         metrics = task_metrics(task, y[test], pred[names].to_numpy(dtype=float))

@@ -8,11 +8,19 @@
    memory flat in the number of candidates.
 3. REST: a 3-seed ensemble is logged to a temporary MLflow store and served with
    ``molwm serve``; a second process posts 1-molecule and 100-molecule requests
-   in a bounded loop and reports p50 / p95 latency.
+   in a bounded loop and reports p50 / p95 latency (``benchmarks/rest.py`` puts
+   the same requests beside the in-process call of the same model).
+4. Latency of the query API (``WorldModel.predict``, a solubility model fine-tuned
+   here for one epoch; latency does not depend on training) on 1 and 100 MOSES
+   molecules per call, beside the floor doing the same job with RDKit and
+   scikit-learn only: Morgan fingerprints (r=2, 2048 bits) + ridge, and + a
+   500-tree random forest, fitted on the same solubility molecules. Calls are
+   interleaved so machine noise hits all alike.
 
 Never fails on a slow machine; prints figures and ratios. Usage::
 
-    python benchmarks/query.py [--molecules 20000] [--sizes 10000,100000] [--requests 50]
+    python benchmarks/query.py [--molecules 20000] [--sizes 10000,100000] [--requests 50] [--skip ...]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -152,15 +160,68 @@ def rest_latency(workdir: Path, requests: int) -> dict:
     return out
 
 
+def query_latency(workdir: Path, requests: int, threads: int, seeds: str) -> dict:
+    """p50 / p95 ms per call of the query API and of the RDKit + scikit-learn floor, same molecules."""
+    import torch
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import Ridge
+
+    from molwm.baselines import morgan_fingerprints
+    from molwm.config import load_config
+    from molwm.data.prepare import PrepareConfig, prepare_dataset
+    from molwm.data.registry import get_card
+    from molwm.data.sources import load_table
+    from molwm.query import WorldModel
+    from molwm.train.finetune import FinetuneConfig, run_finetune
+
+    root = Path(__file__).resolve().parent.parent
+    torch.set_num_threads(threads)
+    config = load_config(FinetuneConfig, root / "configs" / "finetune" / "solubility.yaml",
+                         ["mode=scratch", "epochs=1", f"seeds=[{seeds}]", f"out_dir={workdir / 'ft_latency'}"])
+    result = run_finetune(config, progress=False)
+    model = WorldModel.load(result.checkpoint)
+    cache = prepare_dataset(PrepareConfig(dataset="solubility", progress=False)).cache
+    meta, target = cache.meta(), cache.target_names[0]
+    train_x = morgan_fingerprints(meta["smiles"].tolist())
+    ridge = Ridge(alpha=1.0).fit(train_x, meta[target].to_numpy())
+    forest = RandomForestRegressor(n_estimators=500, n_jobs=threads, random_state=0).fit(
+        train_x, meta[target].to_numpy())
+    smiles = load_table(get_card("moses"), limit=400).frame["smiles"].tolist()
+    callers = {
+        f"molwm WorldModel.predict ({len(model.members)} member{'s' * (len(model.members) > 1)})":
+            lambda s: model.predict(s),
+        "floor: RDKit Morgan + sklearn ridge": lambda s: ridge.predict(morgan_fingerprints(s)),
+        "RDKit Morgan + sklearn random forest (500 trees)": lambda s: forest.predict(morgan_fingerprints(s)),
+    }
+    out: dict = {"members": len(model.members), "threads": threads}
+    for size in (1, 100):
+        n = requests if size == 1 else max(10, requests // 2)
+        times: dict[str, list[float]] = {k: [] for k in callers}
+        for i in range(n + 3):
+            batch = [smiles[(i * size + j) % len(smiles)] for j in range(size)]
+            for name, fn in callers.items():
+                t = time.perf_counter()
+                fn(batch)
+                if i >= 3:  # warm-up calls not counted
+                    times[name].append((time.perf_counter() - t) * 1000)
+        out[size] = {k: {"calls": len(v), "p50_ms": float(np.percentile(v, 50)),
+                         "p95_ms": float(np.percentile(v, 95))} for k, v in times.items()}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--molecules", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--requests", type=int, default=50)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,files,rest")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: throughput,files,rest,latency")
+    parser.add_argument("--latency-seeds", default="0", help="ensemble members of the query-latency model")
+    parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
+    record: dict = {"molecules": args.molecules, "threads": args.threads}
 
     if "throughput" not in skip:
         tp = throughput(args.molecules, args.threads)
@@ -169,6 +230,7 @@ def main() -> None:
         print("| stage | molecules/s | vs featurizer alone |\n|---|---|---|")
         for k, v in tp.items():
             print(f"| {k} | {v:,.0f} | {v / tp['featurize']:.2f}x |")
+        record["throughput"] = tp
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         if "files" not in skip:
@@ -207,6 +269,20 @@ def main() -> None:
                         print(f"| {size} | failed: {r['error'][-300:]} |")
                     else:
                         print(f"| {size} | {r['requests']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |")
+            record["rest"] = lat
+        if "latency" not in skip:
+            lat = query_latency(d, args.requests, args.threads, args.latency_seeds)
+            record["latency"] = lat
+            print(f"\n## query latency per call (MOSES molecules, {args.threads} torch/sklearn threads, "
+                  "calls interleaved)")
+            print("| molecules per call | method | calls | p50 ms | p95 ms | p50 / floor |\n|---|---|---|---|---|---|")
+            for size in (1, 100):
+                floor = lat[size]["floor: RDKit Morgan + sklearn ridge"]["p50_ms"]
+                for name, r in lat[size].items():
+                    print(f"| {size} | {name} | {r['calls']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+                          f"{r['p50_ms'] / floor:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ Building a batch from the cache's flat arrays is vectorised NumPy (no per-molecu
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -156,22 +158,43 @@ class CachedGraphs:
     """Random access to a prepared dataset's molecules as :class:`GraphBatch` es.
 
     Shards stay memory-mapped, so memory does not grow with the dataset; labels
-    (if any) are read from the shards' meta tables.
+    (if any) are read from the shards' meta tables. Every ``release_every`` batches
+    the shard pages read so far are unmapped from this process (``madvise``
+    ``MADV_DONTNEED``; they stay in the kernel's page cache, so reading them again
+    costs a minor fault, not a disk read). Without that, resident memory grows with
+    the share of the cache a run has touched, up to the cache's size on disk: each
+    random batch of 256 maps ~80 MiB (the kernel maps 64 KiB around every page
+    read), and all of MOSES's 750 MiB is mapped after a few dozen batches. Releasing
+    after every batch costs a few ms per batch (docs/benchmarks.md, "Streaming at scale").
 
     Args:
         cache: A :class:`~molwm.data.cache.GraphCache`.
         with_labels: Load the target columns as ``y``.
+        limit: Only the first ``limit`` molecules of the cache (None: all). Reads the
+            same shards as the whole cache (no second cache is built), so a subset and
+            the whole set can be compared on identical files.
+        release_every: Batches between unmapping the pages read (0: never).
     """
 
-    def __init__(self, cache, with_labels: bool = True):
+    def __init__(self, cache, with_labels: bool = True, limit: int | None = None, release_every: int = 1):
+        if limit is not None and limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
         self.cache = cache
-        self.shards = [cache.shard_arrays(i) for i in range(len(cache.shard_names))]
-        counts = [len(a) for a in self.shards]
+        self.release_every = release_every
+        self._served = 0
+        self.shards = []
+        counts: list[int] = []
+        for i in range(len(cache.shard_names)):
+            if limit is not None and sum(counts) >= limit:
+                break  # shards past the limit are never opened
+            self.shards.append(cache.shard_arrays(i))
+            n = len(self.shards[-1])
+            counts.append(n if limit is None else min(n, limit - sum(counts)))
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.labels = None
         if with_labels and cache.target_names:
-            self.labels = [cache.shard_meta(i)[cache.target_names].to_numpy(np.float32)
-                           for i in range(len(self.shards))]
+            self.labels = [cache.shard_meta(i)[cache.target_names].to_numpy(np.float32)[:n]
+                           for i, n in enumerate(counts)]
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -179,13 +202,20 @@ class CachedGraphs:
     @property
     def source_index(self) -> np.ndarray:
         """Source-table row of every molecule, in cache order."""
-        return np.concatenate([np.asarray(a.index) for a in self.shards]) if self.shards else np.zeros(0, np.int64)
+        if not self.shards:
+            return np.zeros(0, np.int64)
+        return np.concatenate([np.asarray(a.index)[:n] for a, n in zip(self.shards, np.diff(self.offsets))])
 
     def batch(self, rows: Sequence[int] | np.ndarray) -> GraphBatch:
         """Molecules at cache positions ``rows``, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows must be in [0, {len(self)}), got {rows.min()}..{rows.max()}")
         shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
         shards = np.unique(shard_of)
+        self._served += 1
+        if self.release_every and self._served % self.release_every == 0:
+            self.release()  # before this batch: it reads only the pages it needs
         if len(shards) == 1:
             labels = None if self.labels is None else self.labels[shards[0]]
             return GraphBatch.from_arrays(self.shards[shards[0]], rows - self.offsets[shards[0]], labels)
@@ -200,6 +230,17 @@ class CachedGraphs:
         inverse = np.empty(len(rows), dtype=np.int64)
         inverse[np.concatenate(taken)] = np.arange(len(rows))
         return joined.select(inverse)
+
+    def release(self) -> None:
+        """Unmap the shard pages read so far from this process (they stay in the page cache)."""
+        if not hasattr(mmap, "MADV_DONTNEED"):  # e.g. Windows: nothing to do
+            return
+        for arrays in self.shards:
+            for name in arrays.FIELDS:
+                mapped = getattr(getattr(arrays, name), "_mmap", None)  # set by np.load(mmap_mode="r")
+                if isinstance(mapped, mmap.mmap):
+                    with contextlib.suppress(OSError, ValueError):  # a memory hint: never fail a batch for it
+                        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -47,3 +47,35 @@ def test_cached_graphs_keep_row_order_across_shards(tmp_path):
     assert np.allclose(b.y.numpy(), expected)
     single = [data.batch([r]) for r in rows]
     _same(b, concat_batches(single))
+
+
+def test_cached_graphs_limit_reads_the_first_rows_of_the_same_shards(tmp_path):
+    res = prepare_dataset(PrepareConfig(dataset="freesolv", cache_dir=str(tmp_path), shard_size=100, progress=False,
+                                        n_jobs=1))
+    full = CachedGraphs(res.cache)
+    head = CachedGraphs(res.cache, limit=250)
+    assert len(head) == 250 and len(head.shards) == 3  # the 4th to 7th shards are never opened
+    assert head.source_index.tolist() == full.source_index[:250].tolist()
+    assert np.allclose(np.concatenate(head.labels), np.concatenate(full.labels)[:250])
+    rows = np.array([249, 0, 120, 99, 100])
+    _same(head.batch(rows), full.batch(rows))
+    assert np.allclose(head.batch(rows).y.numpy(), full.batch(rows).y.numpy())
+    with pytest.raises(IndexError):
+        head.batch([250])  # past the limit, although the shard holds it
+    assert len(CachedGraphs(res.cache, limit=10_000)) == 642
+    with pytest.raises(ValueError):
+        CachedGraphs(res.cache, limit=0)
+
+
+def test_releasing_mapped_pages_keeps_batches_identical(tmp_path):
+    res = prepare_dataset(PrepareConfig(dataset="freesolv", cache_dir=str(tmp_path), shard_size=100, progress=False,
+                                        n_jobs=1))
+    kept = CachedGraphs(res.cache, release_every=0)
+    released = CachedGraphs(res.cache, release_every=1)
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # pages unmapped before every batch are read again from the file
+        rows = rng.choice(len(kept), 32, replace=False)
+        a, b = kept.batch(rows), released.batch(rows)
+        _same(a, b)
+        assert torch.equal(a.y, b.y)
+    assert isinstance(released.shards[0].atom_x, np.memmap)  # still memory-mapped, nothing loaded whole
