@@ -14,7 +14,7 @@ from featurizers.errors import Reject, count_reject_codes, write_rejects
 from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, GRAPH_SPEC, iter_featurized_chunks, resolve_n_jobs
 from molwm.data.cache import CACHE_FORMAT, GraphCache, ShardWriter, cache_key, cache_root
 from molwm.data.registry import DatasetCard, get_card
-from molwm.data.sources import load_table
+from molwm.data.sources import load_table, source_digest
 from molwm.tracking import NullTracker, Tracker
 
 
@@ -123,16 +123,22 @@ def prepare_dataset(config: PrepareConfig, tracker: Tracker | None = None,
     tracker = tracker or NullTracker()
     start = time.perf_counter()
     card = get_card(config.dataset, extra_card_dirs)
-    table = load_table(card, limit=config.limit, verify=config.verify_checksums)
-    key = cache_key(table.digest, config.limit, GRAPH_SPEC, max_smiles_length=config.max_smiles_length,
+    # the cache key needs only the files' checksums: on a hit the source table (1.6M rows for
+    # MOSES) is not read at all unless a real tracker logs it as the run's dataset
+    digest = source_digest(card, config.verify_checksums)
+    table = None if digest is not None else load_table(card, limit=config.limit, verify=config.verify_checksums)
+    digest = digest if table is None else table.digest
+    key = cache_key(digest, config.limit, GRAPH_SPEC, max_smiles_length=config.max_smiles_length,
                     largest_fragment=config.largest_fragment)
     directory = cache_root(config.cache_dir) / card.name / key
     tags = {"molwm.stage": "data.prepare", "dataset": card.name, "cache_key": key}
     with tracker.run(f"prepare-{card.name}", tags=tags):
         tracker.log_config(config)
         tracker.log_params({"featurizer.spec_digest": GRAPH_SPEC.digest(), "featurizer.version": GRAPH_SPEC.version,
-                            "source.digest": table.digest, "n_jobs_resolved": resolve_n_jobs(config.n_jobs)})
+                            "source.digest": digest, "n_jobs_resolved": resolve_n_jobs(config.n_jobs)})
         cache_hit = (directory / "manifest.json").is_file() and not config.force
+        if table is None and (not cache_hit or not isinstance(tracker, NullTracker)):
+            table = load_table(card, limit=config.limit, verify=config.verify_checksums)
         if cache_hit:
             cache = GraphCache.open(directory)
             from featurizers.errors import read_rejects
@@ -142,8 +148,8 @@ def prepare_dataset(config: PrepareConfig, tracker: Tracker | None = None,
             cache, rejects = _build(config, card, table, key, directory)
         seconds = time.perf_counter() - start
         counts = count_reject_codes(rejects)
-        result = PrepareResult(card, cache, len(table.frame), len(cache), rejects, seconds, cache_hit,
-                               _peak_rss_mb(), counts)
+        n_input = len(table.frame) if table is not None else int(cache.manifest["n_input"])
+        result = PrepareResult(card, cache, n_input, len(cache), rejects, seconds, cache_hit, _peak_rss_mb(), counts)
         metrics = {
             "n_input": result.n_input,
             "n_ok": result.n_ok,
@@ -164,8 +170,9 @@ def prepare_dataset(config: PrepareConfig, tracker: Tracker | None = None,
         if card.card_path:
             tracker.log_artifact(card.card_path, "data")
         targets = card.columns.target_names[0] if len(card.columns.target_names) == 1 else None
-        tracker.log_dataset(table.frame, name=card.name, source=_source_uri(card, table), digest=table.digest,
-                            targets=targets)
+        if table is not None:
+            tracker.log_dataset(table.frame, name=card.name, source=_source_uri(card, table), digest=digest,
+                                targets=targets)
     return result
 
 

@@ -243,6 +243,14 @@ def _load_molnet(card: DatasetCard, limit: int | None) -> LoadedTable:
     return LoadedTable(card, frame, files, digest, limit)
 
 
+def source_digest(card: DatasetCard, verify: bool = True) -> str | None:
+    """The digest :func:`load_table` gives this card's table, from its files' checksums alone
+    (no table is read); None for sources without fixed files (DeepChem's MolNet loaders)."""
+    if card.source.kind not in ("package", "local"):
+        return None
+    return hashlib.sha256("".join(d for _, _, d in resolve_files(card, verify)).encode()).hexdigest()
+
+
 def load_table(card: DatasetCard, limit: int | None = None, verify: bool = True) -> LoadedTable:
     """Read a card's data into one table.
 

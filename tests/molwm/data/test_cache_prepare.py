@@ -43,11 +43,17 @@ def test_prepare_writes_shards_rejects_and_tracks(local_csv_card, tmp_path):
     assert tracker.params["dataset"] == str(local_csv_card)
 
 
-def test_second_prepare_is_a_cache_hit(local_csv_card, tmp_path):
+def test_second_prepare_is_a_cache_hit(local_csv_card, tmp_path, monkeypatch):
     first = prepare_dataset(_config(local_csv_card, tmp_path))
-    second = prepare_dataset(_config(local_csv_card, tmp_path))
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("a cache hit read the source table")
+
+    with monkeypatch.context() as m:  # the key comes from the files' checksums: the table is never read
+        m.setattr(prepare_mod, "load_table", no_read)
+        second = prepare_dataset(_config(local_csv_card, tmp_path))
     assert not first.cache_hit and second.cache_hit
-    assert second.cache.path == first.cache.path
+    assert second.cache.path == first.cache.path and second.n_input == first.n_input == 6
     assert [r.index for r in second.rejects] == [2, 4]
     forced = prepare_dataset(_config(local_csv_card, tmp_path, force=True))
     assert not forced.cache_hit
