@@ -52,8 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         from molwm.objectives.report import plot_probe_curves
 
         args.plots.mkdir(parents=True, exist_ok=True)
+        floors: dict[str, dict[str, float]] = {}  # lab ablations: untrained and raw-feature probes as dashed lines
+        if tables:
+            for _, r in table[table["encoder"].isin(["untrained", "raw_features"])].iterrows():
+                target = str(r["dataset"]).split("-> ")[-1]
+                floors.setdefault(r["encoder"], {}).setdefault(f"probe.{target}.{r['metric']}", []).append(r["mean"])
+            floors = {n: {k: float(np.mean(v)) for k, v in d.items()} for n, d in floors.items()}
         for x, name in (("wall_seconds", "probes_vs_wall_time.png"), ("samples_seen", "probes_vs_samples.png")):
-            path = plot_probe_curves(runs, args.plots / name, x)
+            path = plot_probe_curves(runs, args.plots / name, x, floors or None)
             if path is not None:
                 print(f"plot: {path}")
     return 0
