@@ -155,7 +155,7 @@ def _pretrain_multimodal(config: AblateConfig, objective: str, seed: int, tracke
     """One multimodal pretraining run of the ablation (on ``data`` when already built: every run
     reads the same ``multimodal.data``); returns its summary and the data."""
     from molwm.train.loop import count_parameters
-    from molwm.train.pretrain_mm import build_model, run_multimodal_pretrain
+    from molwm.train.pretrain_mm import build_model, run_multimodal_pretrain, shown_parameters
 
     cfg = copy.deepcopy(config.multimodal)
     cfg.objective, cfg.seed = objective, seed
@@ -169,7 +169,7 @@ def _pretrain_multimodal(config: AblateConfig, objective: str, seed: int, tracke
             "wall_seconds": last.get("wall_seconds", float("nan")),
             "samples_seen": last.get("samples_seen", float("nan")),
             "params_encoder": count_parameters(model.readout[config.modality]),
-            "params_trained": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "params_trained": shown_parameters(model, cfg.modalities),
             "final": {k: v for k, v in last.items() if k.startswith(("probe.", "health."))},
             "history": {k: v for k, v in hist.items() if k.startswith(("probe.", "health.")) or
                         k in ("wall_seconds", "samples_seen", "loss")}}

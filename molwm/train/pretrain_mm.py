@@ -238,6 +238,15 @@ def _unseen_parameters(batch: MultimodalBatch, masks) -> tuple[str, ...]:
     return tuple(out)
 
 
+def shown_parameters(model, modalities) -> int:
+    """Trainable parameters a run showing only ``modalities`` can train: the encoders, predictor
+    position codes and generative heads of the other modalities are left out."""
+    heads = {"graph": "atom_heads.", "assay": "value_head.", "image": "pixel_head."}
+    unused = tuple(p for m in MODALITIES if m not in modalities
+                   for p in (f"encoders.{m}.", f"predictor.pos.{MODALITIES.index(m)}.", heads[m]))
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith(unused))
+
+
 @torch.no_grad()
 def health(model, batch, masks) -> dict[str, float]:
     """Embedding health of the joint (or molecule) embedding on one batch."""
