@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from molwm.tasks.plots import pyplot, save_figure
+
 
 def _pairs(history: dict, key: str, x: str) -> tuple[np.ndarray, np.ndarray]:
     """``(x values, key values)`` at the steps where ``key`` was logged (``x`` read at the same step)."""
@@ -19,11 +21,7 @@ def plot_probe_curves(runs: list[dict], path: Path, x: str = "wall_seconds",
                       floors: dict[str, dict[str, float]] | None = None) -> Path | None:
     """Probe metric against ``x`` (training wall time or samples seen), one line per objective and seed;
     ``floors`` (``{name: {probe key: value}}``, e.g. an untrained encoder) are drawn as dashed lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     keys = sorted({k for r in runs for k in r["history"] if k.startswith("probe.")})
     if not keys:
         return None
@@ -43,19 +41,12 @@ def plot_probe_curves(runs: list[dict], path: Path, x: str = "wall_seconds",
                title=k.split(".")[1] + " (frozen encoder, linear probe)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_label_efficiency(table: pd.DataFrame, path: Path) -> Path | None:
     """Test metric (mean ± std over fine-tuning seeds) against the share of training labels, per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if table.empty:
         return None
     datasets = list(dict.fromkeys(table["dataset"]))
@@ -68,10 +59,7 @@ def plot_label_efficiency(table: pd.DataFrame, path: Path) -> Path | None:
         ax.set(xscale="log", xlabel="share of training labels", ylabel=f"test {sub['metric'].iloc[0]}", title=ds)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown(runs: list[dict], table: pd.DataFrame) -> str:

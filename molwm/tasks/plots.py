@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,17 +17,18 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write ``fig`` as a 110-dpi PNG at ``path`` and close it."""
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def parity_plot(y: np.ndarray, pred: np.ndarray, path: str | Path, title: str, names: list[str]) -> Path:
     """Predicted vs measured, one panel per task, with the identity line and RMSE."""
-    plt = _plt()
+    plt = pyplot()
     t = y.shape[1]
     fig, axes = plt.subplots(1, t, figsize=(4 * t, 4), squeeze=False)
     for j, ax in enumerate(axes[0]):
@@ -39,14 +41,14 @@ def parity_plot(y: np.ndarray, pred: np.ndarray, path: str | Path, title: str, n
         ax.set_xlabel("measured")
         ax.set_ylabel("predicted")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc_plot(y: np.ndarray, prob: np.ndarray, path: str | Path, title: str, names: list[str]) -> Path:
     """ROC curve per task with its AUC."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for j in range(y.shape[1]):
         ok = ~np.isnan(y[:, j])
@@ -59,7 +61,7 @@ def roc_plot(y: np.ndarray, prob: np.ndarray, path: str | Path, title: str, name
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def project_2d(background: np.ndarray | None, points: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, str]:
@@ -87,7 +89,7 @@ def project_2d(background: np.ndarray | None, points: np.ndarray) -> tuple[np.nd
 def embedding_map(background: np.ndarray | None, points: np.ndarray, path: str | Path, title: str,
                   background_label: str = "reference") -> Path:
     """Candidates (coloured) over a reference set (grey) in a 2-D projection of the embedding space."""
-    plt = _plt()
+    plt = pyplot()
     bg, xy, method = project_2d(background, points)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if bg is not None:
@@ -98,13 +100,13 @@ def embedding_map(background: np.ndarray | None, points: np.ndarray, path: str |
     ax.set_ylabel(f"{method} 2")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8, markerscale=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def property_histogram(pred: np.ndarray, train: np.ndarray | None, path: str | Path, name: str,
                        title: str) -> Path:
     """Histogram of predicted values, the training labels' distribution behind it (both as densities)."""
-    plt = _plt()
+    plt = pyplot()
     pred = pred[np.isfinite(pred)]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     parts = [pred] + ([train[np.isfinite(train)]] if train is not None else [])
@@ -118,4 +120,4 @@ def property_histogram(pred: np.ndarray, train: np.ndarray | None, path: str | P
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
