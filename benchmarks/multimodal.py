@@ -47,7 +47,7 @@ def _load(res, objective: str):
     from featurizers.molecule import GRAPH_SPEC
     from molwm.jepa.contrastive import ContrastiveMolImage
     from molwm.jepa.multimodal import MultimodalJEPA
-    from molwm.train.common import load_checkpoint
+    from molwm.checkpoints import load_checkpoint
 
     state = load_checkpoint(res.checkpoint)
     cfg = from_dict(MultimodalPretrainConfig, state["config"])

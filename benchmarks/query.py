@@ -240,7 +240,7 @@ def main() -> None:
             from molwm.config import to_dict
             from molwm.encoders.graph import GraphEncoderConfig
             from molwm.jepa.model import GraphJEPA, JEPAConfig
-            from molwm.train.common import save_checkpoint
+            from molwm.checkpoints import save_checkpoint
             from molwm.train.pretrain import PretrainConfig
 
             torch.manual_seed(0)

@@ -1,16 +1,18 @@
 """Load a trained molwm model and query it for candidate compounds.
 
-``WorldModel.load(uri)`` accepts a local checkpoint or an MLflow model URI
-(``runs:/...``, ``models:/name@alias``, ``models:/name/version``). Every
+``MoleculeModel.load(uri)`` accepts a local checkpoint or an MLflow model URI
+(``runs:/...``, ``models:/name@alias``, ``models:/name/version``) of any
+molecule-family kind (see :mod:`molwm.models`; :func:`molwm.api.load_model`
+loads world models too). Every
 method takes SMILES lists of any length, batches internally, keeps input
 order, and returns one row per input with a ``status`` column (``ok`` or the
 reject reason): a bad SMILES never fails the batch.
 
 Example::
 
-    from molwm.query import WorldModel
+    from molwm.query import MoleculeModel
 
-    model = WorldModel.load("models:/solubility@champion")
+    model = MoleculeModel.load("models:/solubility@champion")
     model.predict(["CCO", "c1ccccc1O", "not a smiles"])     # properties ± ensemble std
     model.embed(["CCO"])                                     # [1, D] array
     model.neighbours(["CCO"], reference="chembl_drugs", k=5)
@@ -20,23 +22,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, GRAPH_SPEC, iter_featurized_chunks
-from molwm.config import from_dict
+from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, iter_featurized_chunks
+from molwm import checkpoints
+from molwm.checkpoints import CheckpointError
 from molwm.data.batch import GraphBatch
+from molwm.data.cache import cache_root
+from molwm.data.candidates import load_reference_smiles
 from molwm.data.sources import sha256_file
-from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
-from molwm.tasks.heads import HeadConfig, PropertyModel
-from molwm.tracking import resolve_model_path
-from molwm.train.common import CheckpointError, load_checkpoint
-
-if TYPE_CHECKING:
-    from molwm.query_mm import JointGraphModel
+from molwm.encoders.graph import GraphEncoder, structural_pe
+from molwm.models import MoleculeParts, kind_of
+from molwm.models.multimodal import JointGraphModel
+from molwm.tasks.heads import PropertyModel
 
 WHAT = ("embed", "predict", "neighbours")
 """What a query can compute per molecule."""
@@ -63,8 +66,8 @@ class ReferenceSet:
 
 
 @dataclass
-class WorldModel:
-    """A loaded model: an encoder, and property heads if it was fine-tuned.
+class MoleculeModel:
+    """A loaded molecule model: an encoder, and property heads if it was fine-tuned.
 
     Attributes:
         encoder: The graph encoder used for embeddings.
@@ -99,44 +102,25 @@ class WorldModel:
     joint: JointGraphModel | None = None
 
     @classmethod
-    def load(cls, uri: str | Path) -> "WorldModel":
-        """Load from a checkpoint path or an MLflow model URI."""
-        path = resolve_model_path(uri)
-        if not path.is_file():
-            raise FileNotFoundError(f"no model at {uri} (expected a checkpoint file or an MLflow model URI)")
-        digest = sha256_file(path)
-        state = load_checkpoint(path)
-        kind = state.get("kind")
-        if kind in ("graph_jepa", "graph_pretrain"):
-            from molwm.train.finetune import load_pretrained_encoder
+    def load(cls, uri: str | Path, tracking_uri: str | None = None) -> "MoleculeModel":
+        """Load from a checkpoint path or an MLflow model URI.
 
-            # no default reference: the pretraining set (MOSES) is too large to embed on the fly
-            return cls(encoder=load_pretrained_encoder(str(path)).eval(), source=str(uri), digest=digest)
-        if kind == "multimodal_jepa":
-            from molwm.query_mm import JointGraphModel
+        Raises:
+            CheckpointError: If there is no model there, or it is a world model (load those with
+                :func:`molwm.api.load_model` or :class:`molwm.world.forecast.WorldForecaster`).
+        """
+        path, state = checkpoints.read(uri, tracking_uri)
+        kind = kind_of(state, uri)
+        if kind.parts is None:
+            raise CheckpointError(f"{uri}: a {kind.description} answers forecasts, not molecule queries "
+                                  "(molwm forecast / molwm.api.load_model)")
+        return cls.from_parts(kind.parts(state), source=str(uri), digest=sha256_file(path))
 
-            joint = JointGraphModel(state)
-            return cls(encoder=joint.model.targets["graph"], targets=list(joint.assay_names),
-                       task="regression" if joint.probe is not None else None, source=str(uri), digest=digest,
-                       joint=joint)
-        if kind in ("multimodal_contrastive", "multimodal_generative", "multimodal_contrastive_views"):
-            from molwm.train.finetune import load_pretrained_encoder
-
-            return cls(encoder=load_pretrained_encoder(str(path)).eval(), source=str(uri), digest=digest)
-        if kind != "property_model":
-            raise CheckpointError(f"{uri}: not a molwm model (checkpoint kind {kind!r})")
-        enc_cfg = from_dict(GraphEncoderConfig, state["encoder_config"])
-        head_cfg = from_dict(HeadConfig, state["head_config"])
-        members = []
-        for weights in state["members"]:
-            m = PropertyModel(GraphEncoder(GRAPH_SPEC, enc_cfg), len(state["targets"]), head_cfg)
-            m.load_state_dict(weights)
-            members.append(m.eval())
-        scalers = [(np.asarray(a), np.asarray(b)) for a, b in state["scalers"]]
-        train = state.get("train_targets")
-        train = None if train is None else np.asarray(train, dtype=np.float64).reshape(len(train), -1)
-        return cls(members[0].encoder, members, state["task"], list(state["targets"]), scalers, str(uri),
-                   train_targets=train, dataset=state.get("config", {}).get("dataset"), digest=digest)
+    @classmethod
+    def from_parts(cls, parts: MoleculeParts, source: str = "", digest: str = "") -> "MoleculeModel":
+        """A query handle over rebuilt parts (:meth:`molwm.models.ModelKind.parts`)."""
+        return cls(parts.encoder, parts.members, parts.task, parts.targets, parts.scalers, source,
+                   train_targets=parts.train_targets, dataset=parts.dataset, digest=digest, joint=parts.joint)
 
     # ------------------------------------------------------------------ core
 
@@ -255,19 +239,13 @@ class WorldModel:
         """
         if isinstance(reference, ReferenceSet):
             return reference
-        from molwm.data.candidates import load_reference_smiles
-
         name, smiles, ids, content_key = load_reference_smiles(reference)
         cache_file = None
         if content_key and self.digest:
-            from molwm.data.cache import cache_root
-
             cache_file = cache_root(cache_dir) / "embeddings" / f"{self.digest[:16]}-{content_key[:16]}.npz"
             if cache_file.is_file():
                 saved = np.load(cache_file, allow_pickle=False)
                 return ReferenceSet(name, saved["smiles"], saved["ids"], saved["unit"])
-        from tqdm.auto import tqdm
-
         emb, status = [], []
         with tqdm(total=len(smiles), unit="mol", desc=f"embedding reference {name}", disable=not progress) as bar:
             for i in range(0, len(smiles), 20_000):
@@ -361,3 +339,6 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
+
+WorldModel = MoleculeModel
+"""The former name of :class:`MoleculeModel` (kept so existing scripts run)."""

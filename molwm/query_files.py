@@ -20,7 +20,7 @@ import torch
 from featurizers.molecule import resolve_n_jobs
 from molwm.data.candidates import (CandidateError, candidate_frame, check_candidates_path, count_candidates,
                                    iter_candidates)
-from molwm.query import WHAT, WorldModel, embedding_frame, neighbour_frame
+from molwm.query import WHAT, MoleculeModel, embedding_frame, neighbour_frame
 
 PLOT_SAMPLE = 5000
 """Candidates kept (uniform reservoir sample) for the embedding map."""
@@ -102,14 +102,14 @@ def _chunks(smiles: Sequence[str] | None, input_path, smiles_column, chunk_size)
         yield from iter_candidates(input_path, smiles_column=smiles_column, chunk_size=chunk_size)
 
 
-def run_query(model: WorldModel | str, output: str | Path, smiles: Sequence[str] | None = None,
+def run_query(model: MoleculeModel | str, output: str | Path, smiles: Sequence[str] | None = None,
               input_path: str | Path | None = None, smiles_column: str | None = None,
               what: Sequence[str] | None = None, reference=None, k: int = 5, plot: bool = False,
               chunk_size: int = 10_000, workers: int = 1, progress: bool = True) -> QueryResult:
     """Answer ``what`` (``embed``, ``predict``, ``neighbours``) for every candidate; one output row per input.
 
     Args:
-        model: A loaded :class:`WorldModel` or anything :meth:`WorldModel.load` takes.
+        model: A loaded :class:`MoleculeModel` or anything :meth:`MoleculeModel.load` takes.
         output: ``.csv`` or ``.parquet``.
         smiles / input_path: The candidates: a list, or a .csv/.tsv/.smi/.sdf/.parquet file.
         smiles_column: For tables: the SMILES column (default: guessed).
@@ -122,7 +122,7 @@ def run_query(model: WorldModel | str, output: str | Path, smiles: Sequence[str]
         chunk_size: Candidates per chunk (memory is flat in the total).
         workers: Featurizer processes running ahead of the encoder (0: featurize in this process).
     """
-    wm = model if isinstance(model, WorldModel) else WorldModel.load(model)
+    wm = model if isinstance(model, MoleculeModel) else MoleculeModel.load(model)
     previous = wm.workers, torch.get_num_threads()
     wm.workers = workers
     if workers > 0:  # leave the featurizer processes their cores: oversubscribing is slower (docs/benchmarks.md)
@@ -134,7 +134,7 @@ def run_query(model: WorldModel | str, output: str | Path, smiles: Sequence[str]
         torch.set_num_threads(previous[1])
 
 
-def _query(wm: WorldModel, output, smiles, input_path, smiles_column, what, reference, k, plot, chunk_size,
+def _query(wm: MoleculeModel, output, smiles, input_path, smiles_column, what, reference, k, plot, chunk_size,
            progress) -> QueryResult:
     if (smiles is None) == (input_path is None):
         raise CandidateError("give either SMILES or an input file")
@@ -233,7 +233,7 @@ def _reservoir(sample: list, rows: np.ndarray, seen: int, rng: np.random.Generat
     return seen
 
 
-def _plots(wm: WorldModel, output: Path, sample: list, predicted: list, ref) -> list[Path]:
+def _plots(wm: MoleculeModel, output: Path, sample: list, predicted: list, ref) -> list[Path]:
     from molwm.tasks.plots import embedding_map, property_histogram
 
     written = []

@@ -33,6 +33,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from molwm.api import load_model
+from molwm.tracking import default_tracking_uri
+from molwm.world.forecast import WorldForecaster
+
 DEFAULT_MAX_MOLECULES = 1000
 DEFAULT_MAX_SMILES_LENGTH = 1000
 
@@ -56,21 +60,15 @@ def _limit(name: str, default: int) -> int:
 
 
 class MolwmPyfunc(mlflow.pyfunc.PythonModel):
-    """Loads the molwm checkpoint stored as the ``checkpoint`` artifact."""
+    """Loads the molwm checkpoint stored as the ``checkpoint`` artifact (logged from code by
+    :mod:`molwm.packaging`; models logged before that, as a pickle of this class, still load)."""
 
     def load_context(self, context) -> None:
-        from molwm.query import WorldModel
-        from molwm.train.common import load_checkpoint
-
-        path = context.artifacts["checkpoint"]
-        state = load_checkpoint(path)
-        self.world = None
-        if state.get("kind") == "world_model":
-            from molwm.world.forecast import WorldForecaster
-
-            self.world, self.model = WorldForecaster(state, str(path)), None
+        loaded = load_model(context.artifacts["checkpoint"])
+        if isinstance(loaded, WorldForecaster):
+            self.world, self.model = loaded, None
         else:
-            self.model = WorldModel.load(path)
+            self.world, self.model = None, loaded
         self.max_molecules = _limit("MOLWM_MAX_MOLECULES", DEFAULT_MAX_MOLECULES)
         self.max_smiles_length = _limit("MOLWM_MAX_SMILES_LENGTH", DEFAULT_MAX_SMILES_LENGTH)
         if self.model is not None:
@@ -132,31 +130,6 @@ def _as_frame(model_input) -> pd.DataFrame:
     raise _refuse("input must be a table with a 'smiles' column")
 
 
-def model_signature(kind: str = ""):
-    """Input: a ``smiles`` string column; parameter ``what`` (default ``auto``).
-    World models (``kind`` ``world_model``) also take ``dose_uM``, ``time_h`` and an optional ``context``."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
-    if kind == "world_model":
-        return ModelSignature(inputs=Schema([ColSpec("string", "smiles"), ColSpec("double", "dose_uM"),
-                                             ColSpec("double", "time_h"),
-                                             ColSpec("string", "context", required=False)]))
-    return ModelSignature(inputs=Schema([ColSpec("string", "smiles")]),
-                          params=ParamSchema([ParamSpec("what", "string", "auto")]))
-
-
-INPUT_EXAMPLE = pd.DataFrame({"smiles": ["CCO", "c1ccccc1O"]})
-"""Logged with every molecule model: what a request looks like."""
-WORLD_INPUT_EXAMPLE = pd.DataFrame({"smiles": ["CCO", "CCO"], "dose_uM": [1.0, 10.0], "time_h": [24.0, 24.0]})
-"""Logged with every world model."""
-
-
-def input_example(kind: str = "") -> pd.DataFrame:
-    """The request example logged with a model of this checkpoint ``kind``."""
-    return WORLD_INPUT_EXAMPLE if kind == "world_model" else INPUT_EXAMPLE
-
-
 def serve_command(model_uri: str, host: str = "127.0.0.1", port: int = 5000, workers: int | None = None
                   ) -> list[str]:
     """The ``mlflow models serve`` command line ``molwm serve`` runs."""
@@ -180,8 +153,6 @@ def serve(model_uri: str, host: str = "127.0.0.1", port: int = 5000, max_molecul
           max_smiles_length: int = DEFAULT_MAX_SMILES_LENGTH, workers: int | None = None,
           tracking_uri: str | None = None) -> int:
     """Run ``mlflow models serve`` for ``model_uri`` in the foreground with molwm's limits; its exit code."""
-    from molwm.tracking import default_tracking_uri
-
     # its own process group, so stopping molwm (Ctrl-C or SIGTERM to its PID) stops the uvicorn workers too
     proc = subprocess.Popen(serve_command(model_uri, host, port, workers), start_new_session=True,
                             env=serve_env(max_molecules, max_smiles_length, tracking_uri or default_tracking_uri()))

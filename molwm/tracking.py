@@ -1,7 +1,10 @@
 """Experiment tracking: the only module that talks to MLflow for logging.
 
-Library code takes a :class:`Tracker` and never imports mlflow itself. Two
-implementations share one interface:
+Library code takes a :class:`Tracker` and never imports mlflow itself. This module
+is a leaf: it depends on mlflow alone (imported when an :class:`MLflowTracker` is
+made) and on the error base, never on the rest of molwm; what a molwm model logs as its MLflow pyfunc
+is described by :mod:`molwm.packaging` and handed in as a :class:`ModelPackage`.
+Two implementations share one interface:
 
 * :class:`MLflowTracker` logs to an MLflow store. The default store is a
   local SQLite file, ``sqlite:///mlflow.db`` in the working directory, unless
@@ -18,12 +21,15 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
-
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from molwm.errors import MolwmError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -31,6 +37,38 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 def default_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else a SQLite file in the working directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def plain(obj: Any) -> Any:
+    """A dataclass tree as plain data (dicts, lists, str for paths), YAML/JSON-safe."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+@dataclass
+class ModelPackage:
+    """How a checkpoint is logged as an MLflow pyfunc model (models-from-code: nothing is pickled).
+
+    Attributes:
+        code: Path of the Python file that defines the model (it calls ``mlflow.models.set_model``).
+        inputs: Request columns as ``(name, mlflow type, required)``.
+        params: Request parameters as ``(name, mlflow type, default)``.
+        example: A request example, column name -> values.
+        pip_requirements: What the served model needs installed.
+    """
+
+    code: str
+    inputs: list[tuple[str, str, bool]]
+    params: list[tuple[str, str, Any]] = field(default_factory=list)
+    example: dict[str, list] = field(default_factory=dict)
+    pip_requirements: list[str] = field(default_factory=list)
 
 
 def flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -56,9 +94,17 @@ class Tracker:
         """Open a run (nested under the active one if ``nested``), or reopen ``run_id``; yields its id."""
         yield None
 
-    def log_model(self, checkpoint: str | Path, name: str = "model", registered_name: str | None = None,
-                  alias: str | None = None) -> str | None:
-        """Log a molwm checkpoint as an MLflow pyfunc model; returns its model URI."""
+    def log_model(self, checkpoint: str | Path, package: ModelPackage, name: str = "model",
+                  registered_name: str | None = None, alias: str | None = None) -> str | None:
+        """Log a checkpoint as an MLflow pyfunc model described by ``package``; returns its model URI.
+
+        Args:
+            checkpoint: The checkpoint file, stored as the model's ``checkpoint`` artifact.
+            package: The model's code file, request schema and example (:mod:`molwm.packaging`).
+            name: The model's name inside the run.
+            registered_name: Also register it in the model registry under this name.
+            alias: Point this alias of the registered model at the new version.
+        """
         return None
 
     def last_step(self, key: str) -> int:
@@ -104,7 +150,7 @@ class NullTracker(Tracker):
         self.tags.update(tags or {})
         yield run_id
 
-    def log_model(self, checkpoint, name="model", registered_name=None, alias=None):
+    def log_model(self, checkpoint, package, name="model", registered_name=None, alias=None):
         self.artifacts.append(str(checkpoint))
         return str(Path(checkpoint).resolve())
 
@@ -112,9 +158,7 @@ class NullTracker(Tracker):
         self.params.update(flatten(params))
 
     def log_config(self, config):
-        from molwm.config import to_dict
-
-        data = to_dict(config)
+        data = plain(config)
         self.params.update(flatten(data))
         self.dicts["config.yaml"] = data
 
@@ -175,9 +219,7 @@ class MLflowTracker(Tracker):
             self._mlflow.log_params(dict(items[i : i + 100]))
 
     def log_config(self, config):
-        from molwm.config import to_dict
-
-        data = to_dict(config)
+        data = plain(config)
         self.log_params(data)
         self.log_dict(data, "config.yaml")
 
@@ -212,25 +254,27 @@ class MLflowTracker(Tracker):
         history = MlflowClient(self.tracking_uri).get_metric_history(self.run_id, key)
         return max((m.step for m in history), default=-1)
 
-    def log_model(self, checkpoint, name="model", registered_name=None, alias=None):
+    def log_model(self, checkpoint, package, name="model", registered_name=None, alias=None):
         import logging
 
         import mlflow.pyfunc
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-        from molwm import __version__
-        from molwm.serving import MolwmPyfunc, input_example, model_signature
-        from molwm.train.common import load_checkpoint
+        import pandas as pd
 
-        kind = str(load_checkpoint(checkpoint).get("kind", ""))
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        inputs = Schema([ColSpec(kind, col, required=required) for col, kind, required in package.inputs])
+        params = ParamSchema([ParamSpec(p, kind, default) for p, kind, default in package.params]) \
+            if package.params else None
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=MolwmPyfunc(),
+            python_model=package.code,
             artifacts={"checkpoint": str(checkpoint)},
-            pip_requirements=[f"molwm=={__version__}"],
+            pip_requirements=list(package.pip_requirements),
             registered_model_name=registered_name,
-            signature=model_signature(kind),
-            input_example=input_example(kind),
+            signature=ModelSignature(inputs=inputs, params=params),
+            input_example=pd.DataFrame(package.example) if package.example else None,
         )
         if registered_name and alias:
             client = mlflow.MlflowClient(self.tracking_uri)
@@ -239,29 +283,28 @@ class MLflowTracker(Tracker):
         return info.model_uri
 
 
-def resolve_model_path(uri: str | Path) -> Path:
-    """A local molwm checkpoint for ``uri``: a file path, or an MLflow model URI
-    (``runs:/...``, ``models:/name@alias``, ``models:/name/version``) downloaded from the store.
-    """
-    text = str(uri)
-    if "://" not in text and not text.startswith(("runs:/", "models:/")):
-        return Path(text)
-    import mlflow.artifacts
+class StoreError(MolwmError, LookupError):
+    """The MLflow store could not give what was asked (the message is MLflow's first line)."""
 
+
+def download_model(uri: str, tracking_uri: str | None = None) -> Path:
+    """Download the MLflow model (or artifact) at ``uri`` from the store; its local path.
+
+    The store is ``tracking_uri`` (default :func:`default_tracking_uri`), also used as the
+    registry for ``models:/`` URIs; MLflow's global tracking URI is left as it was.
+
+    Raises:
+        StoreError: If the store cannot resolve ``uri``.
+    """
+    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(default_tracking_uri())
+    store = tracking_uri or default_tracking_uri()
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), tracking_uri=store,
+                                                        registry_uri=store))
     except MlflowException as err:
-        raise FileNotFoundError(f"cannot load model {text} from MLflow store {default_tracking_uri()}: "
-                                f"{err.message.splitlines()[0]}") from None
-    if local.is_file():
-        return local
-    found = sorted(local.rglob("*.pt"))
-    if not found:
-        raise FileNotFoundError(f"no molwm checkpoint (*.pt) inside the model at {text}")
-    return found[0]
+        raise StoreError(err.message.splitlines()[0]) from None
 
 
 def make_tracker(track: bool = True, experiment: str = "molwm", tracking_uri: str | None = None) -> Tracker:

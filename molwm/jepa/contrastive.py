@@ -21,6 +21,7 @@ from featurizers.spec import GraphSpec
 from molwm.data.multimodal import MultimodalBatch
 from molwm.encoders.graph import GraphEncoder
 from molwm.encoders.image import ImageEncoder
+from molwm.jepa.mm_masking import MultimodalMasks, unseen_parameters
 from molwm.jepa.multimodal import MultimodalJEPAConfig, MultimodalOutput
 
 
@@ -68,15 +69,28 @@ class ContrastiveMolImage(nn.Module):
         gi, ii = paired_rows(batch)
         if len(gi) < 2:
             zero = self.logit_scale * 0.0
-            return MultimodalOutput(zero, zero, zero, zero, {}, zero.reshape(1, 1), zero[None, None][:0],
-                                    zero[None, None][:0])
+            return MultimodalOutput(loss=zero, pred_loss=zero, pooled_loss=zero, reg=zero, per_modality={},
+                                    joint=zero.reshape(1, 1), pred=zero[None, None][:0], target=zero[None, None][:0])
         zg = self.molecule_embedding(batch)[gi]  # [P, D]
         zi = self.image_embedding(batch)[ii]  # [P, D]
         logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * zg @ zi.T  # [P, P]
         labels = torch.arange(len(gi))
         loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
         zero = loss * 0.0
-        return MultimodalOutput(loss, loss, zero, zero, {"infonce": loss.detach()}, zg, zg.detach(), zi.detach())
+        return MultimodalOutput(loss=loss, pred_loss=loss, pooled_loss=zero, reg=zero,
+                                per_modality={"infonce": loss.detach()}, joint=zg, pred=zg.detach(), target=zi.detach())
+
+    def graph_readout(self, batch: MultimodalBatch) -> tuple[Tensor, None]:
+        """What a probe reads for the samples with a graph: the projected molecule embedding (no tokens)."""
+        return self.molecule_embedding(batch), None
+
+    def retrieval_pair(self, graphs: MultimodalBatch, images: MultimodalBatch) -> tuple[Tensor, Tensor]:
+        """Query (projected molecule embedding) and key (projected image embedding)."""
+        return self.molecule_embedding(graphs), self.image_embedding(images)
+
+    def untrained_parameters(self, batch: MultimodalBatch, masks: MultimodalMasks | None) -> tuple[str, ...]:
+        """Encoders of modalities this batch does not show, and the temperature (clamped at its maximum)."""
+        return (*unseen_parameters(batch, masks), "logit_scale")
 
     def ema_update(self, momentum: float) -> None:
         """No target encoder: nothing to do (keeps one training loop for every objective)."""

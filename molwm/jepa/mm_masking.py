@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from molwm.data.multimodal import MODALITIES, MultimodalBatch
+from molwm.encoders.graph import structural_pe
 from molwm.jepa.masking import GraphMasks, MaskConfig, sample_graph_masks
 
 
@@ -219,3 +220,34 @@ def _graph_masks(batch: MultimodalBatch, config: MaskConfig, hidden: np.ndarray,
         target_block=torch.from_numpy(block[target_idx]),
         target_mol=torch.from_numpy(mol[target_idx]),
     )
+
+
+def unseen_parameters(batch: MultimodalBatch, masks: MultimodalMasks | None) -> tuple[str, ...]:
+    """Parameter prefixes of a multimodal model that a batch cannot train: encoders of modalities
+    with no visible token, predictor queries of modalities with no hidden token, and the pooled
+    query when no modality is hidden whole."""
+    if masks is None:
+        return ()
+    keeps = {"graph": masks.graph.keep if masks.graph is not None else None,
+             "assay": masks.assay_keep, "image": masks.image_keep}
+    out = [f"encoders.{m}." for m, keep in keeps.items()
+           if getattr(batch, m) is None or keep is None or not bool(keep.any())]
+    out += [f"predictor.pos.{MODALITIES.index(m)}." for m, has in hidden_tokens(masks).items() if not has]
+    if not bool((masks.hidden >= 0).any()):
+        out.append("predictor.pooled_query")  # no modality hidden whole: no pooled query asked
+    return tuple(out)
+
+
+def hidden_tokens(masks: MultimodalMasks) -> dict[str, bool]:
+    """For each modality: do the masks hide any of its tokens (is there anything to predict)?"""
+    return {"graph": masks.graph.target_idx.numel() > 0 if masks.graph is not None else False,
+            "assay": masks.assay_target is not None and bool(masks.assay_target.any()),
+            "image": masks.image_target is not None and bool(masks.image_target.any())}
+
+
+def add_pe(batch: MultimodalBatch, model_config, generator: torch.Generator | None = None):
+    """Fill the graph's positional code (random sign flips from ``generator``)."""
+    if batch.graph is not None:
+        g, enc = batch.graph, model_config.graph
+        g.pe = structural_pe(g.edge_index, g.batch, g.num_graphs, enc.rw_steps, enc.lap_k, generator)
+    return batch

@@ -194,7 +194,15 @@ class GraphJEPA(nn.Module):
         loss = pred_loss + self.config.anti_collapse_weight * reg
         if graph_loss is not None:
             loss = loss + self.config.graph_target_weight * graph_loss
-        return JEPAOutput(loss, pred_loss, reg, pred, target, z, graph_loss)
+        return JEPAOutput(loss=loss, pred_loss=pred_loss, reg=reg, pred=pred, target=target, context_embedding=z,
+                          graph_loss=graph_loss)
+
+    encoder_prefix = "target_encoder."
+    """Where the encoder downstream tasks read (the EMA target) sits in the ``state_dict``."""
+
+    def untrained_parameters(self, batch: GraphBatch, masks: GraphMasks) -> tuple[str, ...]:
+        """Parameter prefixes a batch may leave without a gradient: none (the EMA target is frozen)."""
+        return ()
 
     @torch.no_grad()
     def ema_update(self, momentum: float) -> None:

@@ -28,7 +28,7 @@ from molwm.encoders.fusion import FusedTokens, Fusion, FusionConfig
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
 from molwm.encoders.image import ImageEncoder, ImageEncoderConfig, gather_tokens
 from molwm.jepa.losses import prediction_loss, vicreg_regulariser
-from molwm.jepa.mm_masking import MultimodalMasks
+from molwm.jepa.mm_masking import MultimodalMasks, unseen_parameters
 from molwm.jepa.model import PredictorConfig
 
 G, A, I = (MODALITIES.index(m) for m in ("graph", "assay", "image"))
@@ -312,7 +312,8 @@ class MultimodalJEPA(nn.Module):
         loss = pred_loss + self.config.pooled_weight * pooled_loss + self.config.anti_collapse_weight * reg
         pred = torch.cat(flat_pred) if flat_pred else pooled_p[:0]
         target = torch.cat(targets) if targets else pooled_t[:0]
-        return MultimodalOutput(loss, pred_loss, pooled_loss, reg, per_modality, context.joint, pred, target)
+        return MultimodalOutput(loss=loss, pred_loss=pred_loss, pooled_loss=pooled_loss, reg=reg,
+                                per_modality=per_modality, joint=context.joint, pred=pred, target=target)
 
     @staticmethod
     def anti_collapse(context: FusedTokens) -> Tensor:
@@ -323,6 +324,19 @@ class MultimodalJEPA(nn.Module):
         return torch.stack(regs).mean()
 
     @torch.no_grad()
+    def graph_readout(self, batch: MultimodalBatch) -> tuple[Tensor, Tensor]:
+        """What the assay probes read for the samples with a graph: ``([Bg, 2D], [Bg, A, D])``."""
+        shared, per = self.assay_readout(batch)
+        return shared[batch.graph_rows], per[batch.graph_rows]
+
+    def retrieval_pair(self, graphs: MultimodalBatch, images: MultimodalBatch) -> tuple[Tensor, Tensor]:
+        """Query (the image embedding predicted from the molecule alone) and key (the target's image embedding)."""
+        return self.predict_modality(graphs, "image"), self.modality_embedding(images, "image")[0]
+
+    def untrained_parameters(self, batch: MultimodalBatch, masks: MultimodalMasks) -> tuple[str, ...]:
+        """Parameter prefixes this batch may leave without a gradient (modalities it does not show)."""
+        return unseen_parameters(batch, masks)
+
     def ema_update(self, momentum: float) -> None:
         """``target <- momentum * target + (1 - momentum) * context`` for every modality encoder."""
         for t, c in zip(self.targets.parameters(), self.encoders.parameters()):

@@ -1,21 +1,22 @@
-"""Pretraining objectives as plug-ins: the same encoder, data, optimiser and budget, a different loss.
+"""Pretraining objectives as plug-ins: the same encoders, data, optimiser and budget, a different loss.
 
-``OBJECTIVES`` maps a name (the ``objective:`` key of a pretraining config) to a
-builder ``(spec, model_config, objective_config) -> nn.Module``. Every module
-has the same surface as :class:`molwm.jepa.model.GraphJEPA`: ``forward(batch,
-masks, generator) -> JEPAOutput``, ``ema_update``, ``momentum_at``, ``embed``,
-and ``encoder_prefix`` (where the encoder that downstream tasks read sits in
-its ``state_dict``). See docs/objectives.md.
+One registry (:mod:`molwm.objectives.registry`) holds every objective under a domain
+(``graph`` or ``multimodal``) and a name (the ``objective:`` key of a pretraining config),
+with its settings dataclass (the config's ``objective_settings``). See docs/objectives.md.
 
-* ``jepa``: predict the target encoder's embeddings of hidden atom blocks (the project's own).
-* ``generative``: predict the raw attributes (atom and bond categories) of the same
-  hidden atoms, seen as mask tokens (attribute masking).
-* ``contrastive``: two views of each molecule (hidden blocks dropped; random atoms'
-  attributes masked), InfoNCE between them (GraphCL-style).
+Graph: ``jepa`` (predict the EMA target's embeddings of hidden atom blocks), ``generative``
+(attribute masking: the hidden atoms' and bonds' raw categories), ``contrastive`` (GraphCL-style
+InfoNCE between two views). Multimodal: ``jepa``, ``generative`` (MAE-style pixels, masked
+values, atom attributes), ``contrastive_views`` (InfoNCE between disjoint masked views) and
+``contrastive`` (CLOOME-style molecule-image matching).
+
+Importing this package registers them all: a new objective is a module here with a class
+decorated by :func:`~molwm.objectives.registry.register`, plus its import below.
 """
 
 from __future__ import annotations
 
-from molwm.objectives.graph import OBJECTIVES, ObjectiveConfig, build_objective
+from molwm.objectives import graph, multimodal  # noqa: F401  (registers the objectives)
+from molwm.objectives.registry import OBJECTIVES, ObjectiveInputs, build_objective, names, objective_settings
 
-__all__ = ["OBJECTIVES", "ObjectiveConfig", "build_objective"]
+__all__ = ["OBJECTIVES", "ObjectiveInputs", "build_objective", "names", "objective_settings"]

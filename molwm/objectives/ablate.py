@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 
 from molwm.config import ConfigError, to_dict
+from molwm.objectives import OBJECTIVES
+from molwm.objectives import names as objective_names
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.finetune import FinetuneConfig
 from molwm.train.pretrain import PretrainConfig
@@ -69,8 +71,8 @@ class AblateConfig:
 
     Attributes:
         modality: ``graph``, ``image`` or ``assay``.
-        objectives: Objectives compared (graph: names in ``molwm.objectives.OBJECTIVES``;
-            image and assay: in ``molwm.objectives.multimodal.MULTIMODAL_OBJECTIVES``).
+        objectives: Objectives compared (registered in :mod:`molwm.objectives.registry`: the
+            ``graph`` domain for graphs, ``multimodal`` for images and assays).
         seeds: Pretraining seeds per objective.
         pretrain: Graphs: the pretraining run every objective shares (set its budget:
             ``budget_seconds`` for equal wall time or ``budget_samples`` for equal data,
@@ -95,10 +97,10 @@ class AblateConfig:
     run_name: str | None = None
 
     def validate(self) -> None:
-        from molwm.objectives import OBJECTIVES
-        from molwm.objectives.multimodal import MULTIMODAL_OBJECTIVES
-
-        known = OBJECTIVES if self.modality == "graph" else MULTIMODAL_OBJECTIVES
+        domain = "graph" if self.modality == "graph" else "multimodal"
+        # an objective that pairs modalities cannot train on one modality shown alone
+        known = [n for n in objective_names(domain) if set(OBJECTIVES[(domain, n)].needs) <= {self.modality}
+                 or domain == "graph"]
         unknown = [o for o in self.objectives if o not in known]
         if unknown or not self.objectives:
             raise ConfigError(f"objectives: unknown {unknown} for modality {self.modality} (known: {sorted(known)})")

@@ -1,35 +1,47 @@
-"""Graph pretraining objectives: JEPA, attribute-masking generative, GraphCL-style contrastive."""
+"""Graph pretraining objectives: JEPA, attribute-masking generative, GraphCL-style contrastive.
+
+Each is registered in :mod:`molwm.objectives.registry` under the ``graph`` domain; the
+settings of an objective come from the run config's ``objective_settings``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from featurizers.spec import GraphSpec
 from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import GraphEncoder, HiddenAttributes
 from molwm.jepa.masking import GraphMasks
-from molwm.jepa.model import GraphJEPA, JEPAConfig, JEPAOutput
+from molwm.jepa.model import GraphJEPA, JEPAOutput
+from molwm.objectives.registry import ObjectiveInputs, register
 
 
 @dataclass
-class ObjectiveConfig:
-    """Settings of the non-JEPA objectives (the JEPA's live in ``model``).
+class GenerativeSettings:
+    """Settings of the attribute-masking objective.
 
     Attributes:
-        bond_weight: Generative: weight of the bond-attribute loss (bonds touching hidden atoms).
-        head_hidden: Generative: hidden width of the attribute heads (0: linear heads).
-        view_mask_fraction: Contrastive: share of atoms whose attributes the second view masks.
-        temperature: Contrastive: InfoNCE temperature.
-        projection_dim: Contrastive: width of the projection head.
+        bond_weight: Weight of the bond-attribute loss (bonds touching hidden atoms).
+        head_hidden: Hidden width of the attribute heads (0: linear heads).
     """
 
     bond_weight: float = 0.5
     head_hidden: int = 0
+
+
+@dataclass
+class ContrastiveSettings:
+    """Settings of the GraphCL-style objective.
+
+    Attributes:
+        view_mask_fraction: Share of atoms whose attributes the second view masks.
+        temperature: InfoNCE temperature.
+        projection_dim: Width of the projection head.
+    """
+
     view_mask_fraction: float = 0.25
     temperature: float = 0.1
     projection_dim: int = 128
@@ -57,11 +69,15 @@ class _NoTarget(nn.Module):
 
     encoder_prefix = "encoder."
 
-    def __init__(self, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig):
+    def __init__(self, inputs: ObjectiveInputs, settings):
         super().__init__()
-        self.config, self.objective = config, objective
-        self.encoder = GraphEncoder(spec, config.encoder)
-        self.atom_token = nn.Parameter(torch.randn(config.encoder.dim) * 0.02)
+        self.config, self.objective = inputs.model, settings
+        self.encoder = GraphEncoder(inputs.spec, inputs.model.encoder)
+        self.atom_token = nn.Parameter(torch.randn(inputs.model.encoder.dim) * 0.02)
+
+    def untrained_parameters(self, batch: GraphBatch, masks: GraphMasks) -> tuple[str, ...]:
+        """Parameter prefixes a batch may leave without a gradient: none."""
+        return ()
 
     def ema_update(self, momentum: float) -> None:  # nothing to average
         return None
@@ -76,6 +92,7 @@ class _NoTarget(nn.Module):
         return self.encoder.embed(batch)
 
 
+@register("graph", "generative", settings=GenerativeSettings)
 class GenerativeGraph(_NoTarget):
     """Attribute masking: hidden atoms (and their bonds) become mask tokens; heads predict their raw categories.
 
@@ -83,9 +100,10 @@ class GenerativeGraph(_NoTarget):
     read before the encoder replaces them, so they are the raw input, never an embedding.
     """
 
-    def __init__(self, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig):
-        super().__init__(spec, config, objective)
-        d = config.encoder.dim
+    def __init__(self, inputs: ObjectiveInputs, settings: GenerativeSettings):
+        super().__init__(inputs, settings)
+        spec, objective = inputs.spec, settings
+        d = inputs.model.encoder.dim
         self.bond_token = nn.Parameter(torch.randn(d) * 0.02)
         self.atom_heads = nn.ModuleList(_head(d, n, objective.head_hidden) for n in spec.atom_sizes)
         self.bond_heads = nn.ModuleList(_head(d, n, objective.head_hidden) for n in spec.bond_sizes)
@@ -115,18 +133,20 @@ class GenerativeGraph(_NoTarget):
             acc = (self.atom_heads[0](ht).argmax(1) == x_t[:, 0]).float().mean() if len(ht) else h.new_tensor(0.0)
         loss = atom_loss + self.objective.bond_weight * bond_loss
         empty = h.new_zeros(0, h.shape[1])
-        return JEPAOutput(loss, atom_loss, bond_loss, empty, empty, _pool(h, mol, batch.num_graphs),
-                          extra={"atom_type_accuracy": float(acc)})
+        return JEPAOutput(loss=loss, pred_loss=atom_loss, reg=h.sum().detach() * 0.0, pred=empty, target=empty,
+                          context_embedding=_pool(h, mol, batch.num_graphs),
+                          extra={"bond_loss": float(bond_loss.detach()), "atom_type_accuracy": float(acc)})
 
 
+@register("graph", "contrastive", settings=ContrastiveSettings)
 class ContrastiveGraph(_NoTarget):
     """GraphCL-style: view 1 drops the hidden atom blocks (a subgraph), view 2 masks the attributes of
     random atoms; a projection head and symmetric InfoNCE over the batch."""
 
-    def __init__(self, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig):
-        super().__init__(spec, config, objective)
-        d = config.encoder.dim
-        self.projection = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, objective.projection_dim))
+    def __init__(self, inputs: ObjectiveInputs, settings: ContrastiveSettings):
+        super().__init__(inputs, settings)
+        d = inputs.model.encoder.dim
+        self.projection = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, settings.projection_dim))
 
     def forward(self, batch: GraphBatch, masks: GraphMasks, generator: torch.Generator | None = None) -> JEPAOutput:
         n = batch.num_graphs
@@ -147,33 +167,22 @@ class ContrastiveGraph(_NoTarget):
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
         empty = z1.new_zeros(0, z1.shape[1])
-        return JEPAOutput(loss, loss, loss.detach() * 0.0, empty, empty, z1,
-                          extra={"view_match_accuracy": float(acc)})
+        return JEPAOutput(loss=loss, pred_loss=loss, reg=loss.detach() * 0.0, pred=empty, target=empty,
+                          context_embedding=z1, extra={"view_match_accuracy": float(acc)})
 
 
-def _jepa(spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig) -> GraphJEPA:
-    return GraphJEPA(spec, config)
-
-
-OBJECTIVES: dict[str, Callable[[GraphSpec, JEPAConfig, ObjectiveConfig], nn.Module]] = {
-    "jepa": _jepa,
-    "generative": GenerativeGraph,
-    "contrastive": ContrastiveGraph,
-}
-
-
-def build_objective(name: str, spec: GraphSpec, config: JEPAConfig, objective: ObjectiveConfig | None = None):
-    """The pretraining module for objective ``name`` (see :data:`OBJECTIVES`)."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}: expected one of {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name](spec, config, objective or ObjectiveConfig())
+@register("graph", "jepa")
+def graph_jepa(inputs: ObjectiveInputs, settings: None = None) -> GraphJEPA:
+    """Predict the EMA target encoder's embeddings of hidden atom blocks (settings live in ``model``)."""
+    return GraphJEPA(inputs.spec, inputs.model)
 
 
 def encoder_of(model: nn.Module) -> GraphEncoder:
     """The encoder downstream tasks read: the JEPA's EMA target, otherwise the trained encoder."""
-    return model.target_encoder if isinstance(model, GraphJEPA) else model.encoder
+    return model.get_submodule(model.encoder_prefix.rstrip("."))
 
 
 def encoder_prefix(objective: str) -> str:
-    """Key prefix of that encoder in the objective module's ``state_dict``."""
-    return "target_encoder." if objective == "jepa" else "encoder."
+    """Key prefix, in the ``state_dict`` of graph objective ``objective``, of the encoder downstream
+    tasks read (checkpoints name the objective, not the class)."""
+    return GraphJEPA.encoder_prefix if objective == "jepa" else _NoTarget.encoder_prefix

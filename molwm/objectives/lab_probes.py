@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from molwm.data.multimodal import MultimodalData
+from molwm.jepa.mm_masking import add_pe
 
 
 @dataclass
@@ -112,8 +113,6 @@ class LabProbeSuite:
     @torch.no_grad()
     def features(self, model, batch_size: int = 128) -> np.ndarray:
         """Pooled embeddings ``[n, D]`` of the probed modality (the model is left in its training mode)."""
-        from molwm.train.pretrain_mm import add_pe
-
         was_training = model.training
         model.eval()
         drop = tuple(m for m in ("graph", "assay", "image") if m != self.config.modality)

@@ -22,6 +22,8 @@ and downstream tasks read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -29,8 +31,10 @@ from torch import Tensor, nn
 
 from featurizers.spec import GraphSpec
 from molwm.data.multimodal import MultimodalBatch
-from molwm.jepa.mm_masking import MultimodalMasks
+from molwm.jepa.contrastive import ContrastiveMolImage
+from molwm.jepa.mm_masking import MultimodalMasks, hidden_tokens
 from molwm.jepa.multimodal import A, G, MultimodalJEPA, MultimodalJEPAConfig, MultimodalOutput
+from molwm.objectives.registry import ObjectiveInputs, register
 
 
 def normalised_patches(pixels: Tensor, patch: int, eps: float = 1e-6) -> Tensor:
@@ -73,6 +77,12 @@ class MultimodalGenerative(_NoTargets):
         self.value_head = nn.Linear(d, 1)
         self.atom_heads = nn.ModuleList(nn.Linear(d, n) for n in spec.atom_sizes)
 
+    def untrained_parameters(self, batch: MultimodalBatch, masks: MultimodalMasks) -> tuple[str, ...]:
+        """As the JEPA's, plus the raw-content heads of modalities with nothing hidden."""
+        heads = {"graph": "atom_heads.", "assay": "value_head.", "image": "pixel_head."}
+        return (*super().untrained_parameters(batch, masks),
+                *(heads[m] for m, has in hidden_tokens(masks).items() if not has))
+
     def raw_targets(self, batch: MultimodalBatch, select: Tensor, modality: int) -> tuple[Tensor, Tensor | None]:
         """The raw hidden content of one modality, read from the input: ``(target, weight)``.
 
@@ -110,7 +120,8 @@ class MultimodalGenerative(_NoTargets):
         pred_loss = torch.stack(list(per_modality.values())).mean() if per_modality else zero
         reg = self.anti_collapse(context).detach()  # logged for comparison, not trained on
         empty = context.joint[:0]
-        return MultimodalOutput(pred_loss, pred_loss, zero, reg, per_modality, context.joint, empty, empty)
+        return MultimodalOutput(loss=pred_loss, pred_loss=pred_loss, pooled_loss=zero, reg=reg,
+                                per_modality=per_modality, joint=context.joint, pred=empty, target=empty)
 
 
 class MultimodalViews(_NoTargets):
@@ -134,8 +145,6 @@ class MultimodalViews(_NoTargets):
     @staticmethod
     def second_view(batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalMasks:
         """The hidden tokens as a context: view 2 sees exactly what view 1 does not predict from."""
-        from dataclasses import replace
-
         graph = None
         if masks.graph is not None:
             keep = torch.zeros(batch.graph.num_nodes, dtype=torch.bool)
@@ -155,18 +164,56 @@ class MultimodalViews(_NoTargets):
         reg = self.anti_collapse(c1).detach()
         if int(both.sum()) < 2:
             zero = c1.joint.sum() * 0.0
-            return MultimodalOutput(zero, zero, zero, reg, {}, c1.joint, c1.joint[:0], c1.joint[:0])
+            return MultimodalOutput(loss=zero, pred_loss=zero, pooled_loss=zero, reg=reg, per_modality={},
+                                    joint=c1.joint, pred=c1.joint[:0], target=c1.joint[:0])
         z1 = F.normalize(self.projection(c1.joint[both]), dim=-1)
         z2 = F.normalize(self.projection(c2.joint[both]), dim=-1)
         logits = z1 @ z2.T / self.temperature
         labels = torch.arange(len(z1))
         loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
         zero = loss * 0.0
-        return MultimodalOutput(loss, loss, zero, reg, {"infonce": loss.detach()}, c1.joint, c1.joint[:0],
-                                c1.joint[:0])
+        return MultimodalOutput(loss=loss, pred_loss=loss, pooled_loss=zero, reg=reg,
+                                per_modality={"infonce": loss.detach()}, joint=c1.joint, pred=c1.joint[:0],
+                                target=c1.joint[:0])
 
 
-#: Multimodal objectives by name (``contrastive``, CLOOME-style molecule-image matching, lives in
-#: :mod:`molwm.jepa.contrastive`; it needs both a graph and an image per sample).
-MULTIMODAL_OBJECTIVES = {"jepa": MultimodalJEPA, "generative": MultimodalGenerative,
-                         "contrastive_views": MultimodalViews}
+@dataclass
+class InfoNCESettings:
+    """Settings of the contrastive multimodal objectives.
+
+    Attributes:
+        temperature: InfoNCE temperature (the CLOOME-style model's initial, learned one).
+    """
+
+    temperature: float = 0.1
+
+
+@dataclass
+class CLOOMESettings(InfoNCESettings):
+    """Settings of the CLOOME-style molecule-image model (CLIP's initial temperature)."""
+
+    temperature: float = 0.07
+
+
+@register("multimodal", "jepa")
+def multimodal_jepa(inputs: ObjectiveInputs, settings: None = None) -> MultimodalJEPA:
+    """Predict the per-modality EMA targets' embeddings of hidden tokens and wholly hidden modalities."""
+    return MultimodalJEPA(inputs.spec, inputs.n_assays, inputs.model)
+
+
+@register("multimodal", "generative")
+def multimodal_generative(inputs: ObjectiveInputs, settings: None = None) -> MultimodalGenerative:
+    """Predict the raw content of hidden tokens: pixels (MAE-style), assay values, atom attributes."""
+    return MultimodalGenerative(inputs.spec, inputs.n_assays, inputs.model)
+
+
+@register("multimodal", "contrastive_views", settings=InfoNCESettings)
+def multimodal_views(inputs: ObjectiveInputs, settings: InfoNCESettings) -> MultimodalViews:
+    """Two disjoint masked views of each sample, symmetric InfoNCE on their joint embeddings."""
+    return MultimodalViews(inputs.spec, inputs.n_assays, inputs.model, temperature=settings.temperature)
+
+
+@register("multimodal", "contrastive", settings=CLOOMESettings, needs=("graph", "image"))
+def cloome(inputs: ObjectiveInputs, settings: CLOOMESettings) -> ContrastiveMolImage:
+    """CLOOME-style: match each molecule to its own image against the batch's others (needs both)."""
+    return ContrastiveMolImage(inputs.spec, inputs.model, temperature=settings.temperature)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from molwm.data.multimodal import MultimodalData
+from molwm.jepa.mm_masking import add_pe
 
 
 def retrieval_accuracy(queries: np.ndarray, keys: np.ndarray, pool: int = 100, ks=(1, 5),
@@ -53,9 +54,6 @@ def molecule_image_pairs(model, data: MultimodalData, batch_size: int = 128) -> 
     alone, the key the target encoder's pooled image embedding. Contrastive:
     the projected molecule and image embeddings.
     """
-    from molwm.jepa.contrastive import ContrastiveMolImage
-    from molwm.train.pretrain_mm import add_pe
-
     rows = np.flatnonzero((data.graph_of >= 0) & (data.image_of >= 0))
     qs, ks = [], []
     model.eval()
@@ -63,12 +61,9 @@ def molecule_image_pairs(model, data: MultimodalData, batch_size: int = 128) -> 
         part = rows[i:i + batch_size]
         g = add_pe(data.batch(part, drop=("assay", "image")), model.config)
         im = data.batch(part, drop=("graph", "assay"))
-        if isinstance(model, ContrastiveMolImage):
-            qs.append(model.molecule_embedding(g).numpy())
-            ks.append(model.image_embedding(im).numpy())
-        else:
-            qs.append(model.predict_modality(g, "image").numpy())
-            ks.append(model.modality_embedding(im, "image")[0].numpy())
+        q, k = model.retrieval_pair(g, im)
+        qs.append(q.numpy())
+        ks.append(k.numpy())
     if not qs:
         return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32)
     return np.concatenate(qs), np.concatenate(ks)

@@ -28,8 +28,12 @@ from molwm.data.splits import load_splits, make_split, save_splits
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
 from molwm.tasks.heads import HeadConfig, PropertyModel
 from molwm.tasks.metrics import masked_loss, primary_metric, task_metrics
-from molwm.tracking import NullTracker, Tracker, resolve_model_path, temporary_artifact_dir
-from molwm.train.common import load_checkpoint, plot_curves, save_checkpoint
+from molwm.models import load_encoder
+from molwm.models.property import PROPERTY_MODEL
+from molwm.packaging import package_for
+from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
+from molwm.train.common import plot_curves
+from molwm.checkpoints import load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -109,6 +113,9 @@ class FinetuneConfig:
     def validate(self) -> None:
         if self.mode != "scratch" and not self.from_model:
             raise ConfigError(f"mode '{self.mode}' needs from_model (a pretrained checkpoint or model URI)")
+        if self.mode == "scratch" and self.from_model:  # a user who names a model expects it used
+            raise ConfigError("--from/from_model was given but mode is scratch; "
+                              "set mode=full or mode=linear_probe")
         if not self.seeds:
             raise ConfigError("seeds must list at least one seed")
         for name in ("epochs", "batch_size", "patience"):
@@ -127,29 +134,6 @@ class FinetuneResult:
     per_seed: list[dict[str, float]]
     summary: dict[str, float]
     split_file: Path
-
-
-def load_pretrained_encoder(uri: str) -> GraphEncoder:
-    """The encoder of a molwm checkpoint (JEPA target encoder, or a fine-tuned model's first member)."""
-    state = load_checkpoint(resolve_model_path(uri))
-    if state.get("kind") in ("graph_jepa", "graph_pretrain"):
-        from molwm.objectives.graph import encoder_prefix
-
-        cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["encoder"])
-        prefix, weights = encoder_prefix(state.get("objective", "jepa")), state["model"]
-    elif str(state.get("kind")).startswith("multimodal_"):
-        # the graph encoder of a multimodal run: the EMA target (JEPA) or the trained one (other objectives)
-        cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["graph"])
-        prefix = "targets.graph." if state["kind"] == "multimodal_jepa" else "encoders.graph."
-        weights = state["model"]
-    elif state.get("kind") == "property_model":
-        cfg = from_dict(GraphEncoderConfig, state["encoder_config"])
-        prefix, weights = "encoder.", state["members"][0]
-    else:
-        raise ConfigError(f"{uri}: not a molwm encoder checkpoint (kind {state.get('kind')!r})")
-    encoder = GraphEncoder(GRAPH_SPEC, cfg)
-    encoder.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
-    return encoder
 
 
 class _Labelled:
@@ -346,7 +330,7 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
     if not card.columns.target_names:
         raise ConfigError(f"dataset '{card.name}' has no targets to fine-tune on")
     graphs = CachedGraphs(prep.cache, with_labels=True)
-    pretrained = load_pretrained_encoder(config.from_model) if config.from_model and config.mode != "scratch" else None
+    pretrained = load_encoder(config.from_model) if config.from_model and config.mode != "scratch" else None
     enc_cfg = pretrained.config if pretrained is not None else config.encoder
     data = _Labelled(graphs, enc_cfg)
     names = card.columns.target_names
@@ -377,7 +361,7 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         split_file = save_splits([tuple(source[p] for p in s) for s in splits], out_dir / "split.json")
         tracker.log_artifact(split_file)
         state = {
-            "kind": "property_model",
+            "kind": PROPERTY_MODEL.name,
             "config": to_dict(config),
             "spec": GRAPH_SPEC.to_dict(),
             "encoder_config": to_dict(enc_cfg),
@@ -394,5 +378,6 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         ckpt = save_checkpoint(state, out_dir / "model.pt")
         (out_dir / "results.json").write_text(json.dumps({"per_seed": per_seed, "summary": summary}, indent=1))
         tracker.log_artifact(out_dir / "results.json")
-        model_uri = tracker.log_model(ckpt, name="model", registered_name=config.register_name, alias=config.alias)
+        model_uri = tracker.log_model(ckpt, package_for(PROPERTY_MODEL.name), name="model",
+                                      registered_name=config.register_name, alias=config.alias)
     return FinetuneResult(run_id, model_uri, ckpt, task, per_seed, summary, split_file)

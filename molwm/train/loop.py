@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from molwm.tracking import Tracker
-from molwm.train.common import TrainingDiverged, save_checkpoint
+from molwm.train.common import TrainingDiverged
+from molwm.checkpoints import save_checkpoint
 
 History = dict[str, list[tuple[int, float]]]
 Pending = list[tuple[str, float, int]]

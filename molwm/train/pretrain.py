@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,10 +35,14 @@ from molwm.encoders.graph import structural_pe
 from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import JEPAConfig
-from molwm.objectives.graph import ObjectiveConfig, build_objective, encoder_of
+from molwm.objectives import ObjectiveInputs, build_objective, objective_settings
+from molwm.objectives.graph import encoder_of
+from molwm.models.graph import kind_for as graph_kind_for
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
+from molwm.packaging import package_for
 from molwm.tracking import NullTracker, Tracker
-from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
+from molwm.train.common import TrainingDiverged, all_finite, lr_at, plot_curves
+from molwm.checkpoints import load_resume_checkpoint
 from molwm.train.distributed import (DistContext, check_device_name, check_in_sync, from_main, in_turn,
                                      init_distributed, mean_over_ranks, model_rank, rank_slice,
                                      resolve_device, to_device, unwrap, wrap)
@@ -54,10 +58,12 @@ class PretrainConfig:
         dataset: Card to pretrain on (prepared on first use).
         limit: First N molecules of it (None: all).
         cache_dir: Featurization cache root.
-        objective: ``jepa`` (predict target embeddings of hidden atom blocks), ``generative``
-            (predict the hidden atoms' and bonds' raw attributes) or ``contrastive``
-            (GraphCL-style InfoNCE between two views); same encoder, data, optimiser and budget.
-        objective_settings: Settings of the generative and contrastive objectives.
+        objective: A registered graph objective (:mod:`molwm.objectives`): ``jepa`` (predict target
+            embeddings of hidden atom blocks), ``generative`` (predict the hidden atoms' and bonds' raw
+            attributes) or ``contrastive`` (GraphCL-style InfoNCE between two views); same encoder,
+            data, optimiser and budget.
+        objective_settings: That objective's settings (its settings dataclass, e.g. ``bond_weight``
+            for ``generative``; the JEPA's live in ``model``).
         model: Encoder, predictor and the JEPA's loss settings.
         mask: Hidden atom blocks (every objective uses the same ones).
         batch_size: Molecules per step and process: under ``torchrun`` with N processes a
@@ -91,8 +97,8 @@ class PretrainConfig:
     dataset: str = "moses"
     limit: int | None = 100_000
     cache_dir: str | None = None
-    objective: Literal["jepa", "generative", "contrastive"] = "jepa"
-    objective_settings: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    objective: str = "jepa"
+    objective_settings: dict[str, Any] = field(default_factory=dict)
     model: JEPAConfig = field(default_factory=JEPAConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     batch_size: int = 256
@@ -118,6 +124,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         check_schedule(self)
+        objective_settings("graph", self.objective, self.objective_settings)  # a known objective, known keys
         check_device_name(self.device)  # availability is checked when the run starts, not on load
 
 
@@ -195,7 +202,8 @@ class PretrainData:
 def build(config: PretrainConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The objective's model and the optimizer, initialised from ``config.seed``."""
     torch.manual_seed(config.seed)
-    model = build_objective(config.objective, GRAPH_SPEC, config.model, config.objective_settings)
+    model = build_objective("graph", config.objective, ObjectiveInputs(GRAPH_SPEC, config.model),
+                            config.objective_settings)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -267,7 +275,7 @@ def _state(model, optimizer, config, step, run_id, history, pending, elapsed: fl
     return {
         **extra,
         "elapsed": float(elapsed),
-        "kind": "graph_jepa" if config.objective == "jepa" else "graph_pretrain",
+        "kind": graph_kind_for(config.objective),
         "objective": config.objective,
         "config": to_dict(config),
         "spec": GRAPH_SPEC.to_dict(),
@@ -396,4 +404,5 @@ def _log_outputs(tracker: Tracker, history, ckpt_path: Path, config: PretrainCon
             path = plot_curves(history, keys, d / name, f"{config.dataset} {config.objective} pretraining", log_y)
             if path is not None:
                 tracker.log_artifact(path, "plots")
-    return tracker.log_model(ckpt_path, name="encoder", registered_name=config.register_name)
+    return tracker.log_model(ckpt_path, package_for(graph_kind_for(config.objective)), name="encoder",
+                             registered_name=config.register_name)

@@ -12,25 +12,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from featurizers.molecule import GRAPH_SPEC
-from molwm.config import from_dict, to_dict
+from molwm.config import ConfigError, from_dict, to_dict
 from molwm.data.mm_sources import MultimodalBuild, MultimodalDataConfig, build_multimodal_data
 from molwm.data.multimodal import MODALITIES, MultimodalBatch, MultimodalData
-from molwm.encoders.graph import structural_pe
-from molwm.jepa.contrastive import ContrastiveMolImage
 from molwm.jepa.health import embedding_health
-from molwm.jepa.mm_masking import MultimodalMaskConfig, sample_multimodal_masks
+from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, sample_multimodal_masks
 from molwm.jepa.multimodal import MultimodalJEPAConfig
 from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
-from molwm.objectives.multimodal import MULTIMODAL_OBJECTIVES
+from molwm.objectives import ObjectiveInputs, build_objective, objective_settings
 from molwm.tasks.probes import RidgeProbe
-from molwm.tracking import NullTracker, Tracker
-from molwm.train.common import TrainingDiverged, all_finite, load_resume_checkpoint, lr_at, plot_curves
+from molwm.models import load_encoder
+from molwm.models.multimodal import kind_for as mm_kind_for
+from molwm.packaging import package_for
+from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
+from molwm.train.common import TrainingDiverged, all_finite, lr_at, plot_curves
+from molwm.checkpoints import load_resume_checkpoint
 from molwm.train.loop import (LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps,
                               schedule_total)
 
@@ -45,6 +47,7 @@ class MultimodalPretrainConfig:
             raw content: pixels MAE-style, assay values, atom attributes), ``contrastive_views``
             (InfoNCE between two disjoint masked views) or ``contrastive`` (CLOOME-style
             InfoNCE between molecules and images); see :mod:`molwm.objectives.multimodal`.
+        objective_settings: That objective's settings (e.g. ``temperature`` for the contrastive ones).
         modalities: Modalities the model is shown (the others are left out of every batch),
             e.g. ``[image]`` to pretrain the image encoder alone.
         data: Sources.
@@ -76,7 +79,8 @@ class MultimodalPretrainConfig:
     """
 
     kind: Literal["multimodal"] = "multimodal"
-    objective: Literal["jepa", "generative", "contrastive_views", "contrastive"] = "jepa"
+    objective: str = "jepa"
+    objective_settings: dict[str, Any] = field(default_factory=dict)
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
     data: MultimodalDataConfig = field(default_factory=lambda: MultimodalDataConfig(moleculeace=True))
     model: MultimodalJEPAConfig = field(default_factory=MultimodalJEPAConfig)
@@ -103,9 +107,8 @@ class MultimodalPretrainConfig:
     init_graph: str | None = None
 
     def validate(self) -> None:
-        from molwm.config import ConfigError
-
         check_schedule(self)
+        objective_settings("multimodal", self.objective, self.objective_settings)  # known objective and keys
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities:
             raise ConfigError(f"modalities: unknown {bad} (known: {list(MODALITIES)})")
@@ -124,14 +127,6 @@ class MultimodalPretrainResult:
     final_loss: float
     history: dict[str, list[tuple[int, float]]]
     build: MultimodalBuild
-
-
-def add_pe(batch: MultimodalBatch, model_config: MultimodalJEPAConfig, generator: torch.Generator | None = None):
-    """Fill the graph's positional code (random sign flips from ``generator``)."""
-    if batch.graph is not None:
-        g, enc = batch.graph, model_config.graph
-        g.pe = structural_pe(g.edge_index, g.batch, g.num_graphs, enc.rw_steps, enc.lap_k, generator)
-    return batch
 
 
 class MultimodalSteps:
@@ -165,15 +160,10 @@ class MultimodalSteps:
 def build_model(config: MultimodalPretrainConfig, n_assays: int):
     """Model and optimizer for the configured objective, initialised from ``config.seed``."""
     torch.manual_seed(config.seed)
-    if config.objective == "contrastive":
-        model = ContrastiveMolImage(GRAPH_SPEC, config.model)
-    else:
-        model = MULTIMODAL_OBJECTIVES[config.objective](GRAPH_SPEC, max(1, n_assays), config.model)
+    inputs = ObjectiveInputs(GRAPH_SPEC, config.model, max(1, n_assays))
+    model = build_objective("multimodal", config.objective, inputs, config.objective_settings)
     if config.init_graph:
-        from molwm.config import ConfigError
-        from molwm.train.finetune import load_pretrained_encoder
-
-        encoder = load_pretrained_encoder(config.init_graph)
+        encoder = load_encoder(config.init_graph)
         if to_dict(encoder.config) != to_dict(config.model.graph):
             raise ConfigError(f"init_graph {config.init_graph}: its graph encoder {to_dict(encoder.config)} "
                               f"differs from model.graph {to_dict(config.model.graph)}")
@@ -200,9 +190,9 @@ def train_step(model, optimizer, batch, masks, config: MultimodalPretrainConfig,
     params = [p for p in model.parameters() if p.requires_grad]
     if check_grads:
         # an encoder whose modality this batch does not show may rightly have no gradient
-        unseen = _unseen_parameters(batch, masks)
+        unseen = model.untrained_parameters(batch, masks)
         missing = [n for n, p in model.named_parameters()
-                   if p.requires_grad and p.grad is None and not n.startswith(unseen) and n != "logit_scale"]
+                   if p.requires_grad and p.grad is None and not n.startswith(unseen)]
         if missing:
             raise RuntimeError(f"parameters without gradient on step {step}: {missing[:5]}")
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
@@ -215,27 +205,6 @@ def train_step(model, optimizer, batch, masks, config: MultimodalPretrainConfig,
                "grad_norm": float(grad_norm), "lr": lr}
     metrics.update({f"loss.{k}": float(v.detach()) for k, v in out.per_modality.items()})
     return metrics
-
-
-def _unseen_parameters(batch: MultimodalBatch, masks) -> tuple[str, ...]:
-    """Parameter prefixes a batch cannot train: encoders of modalities with no visible token,
-    predictor queries of modalities with no hidden token."""
-    if masks is None:
-        return ()
-    keeps = {"graph": masks.graph.keep if masks.graph is not None else None,
-             "assay": masks.assay_keep, "image": masks.image_keep}
-    targets = {"graph": masks.graph.target_idx.numel() > 0 if masks.graph is not None else False,
-               "assay": masks.assay_target is not None and bool(masks.assay_target.any()),
-               "image": masks.image_target is not None and bool(masks.image_target.any())}
-    out = [f"encoders.{m}." for m, keep in keeps.items()
-           if getattr(batch, m) is None or keep is None or not bool(keep.any())]
-    out += [f"predictor.pos.{MODALITIES.index(m)}." for m, has in targets.items() if not has]
-    # generative heads of modalities with nothing hidden
-    out += [head for m, head in (("graph", "atom_heads."), ("assay", "value_head."), ("image", "pixel_head."))
-            if not targets[m]]
-    if not bool((masks.hidden >= 0).any()):
-        out.append("predictor.pooled_query")  # no modality hidden whole: no pooled query asked
-    return tuple(out)
 
 
 def shown_parameters(model, modalities) -> int:
@@ -271,11 +240,7 @@ def graph_features(model, data: MultimodalData, rows: np.ndarray | None = None,
         if b.graph is None:
             continue
         at = i + b.graph_rows.numpy()
-        if isinstance(model, ContrastiveMolImage):
-            feats, tokens = model.molecule_embedding(b), None
-        else:
-            feats, tokens = model.assay_readout(b)
-            feats, tokens = feats[b.graph_rows], tokens[b.graph_rows]
+        feats, tokens = model.graph_readout(b)
         if shared is None:
             shared = np.full((len(rows), feats.shape[1]), np.nan, dtype=np.float32)
             if tokens is not None:
@@ -316,7 +281,7 @@ def fit_assay_probe(model, data: MultimodalData) -> RidgeProbe | None:
 def _state(model, optimizer, config, step, run_id, history, pending, build: MultimodalBuild, probe=None,
            elapsed: float = 0.0) -> dict:
     return {
-        "kind": f"multimodal_{config.objective}", "elapsed": float(elapsed),
+        "kind": mm_kind_for(config.objective), "elapsed": float(elapsed),
         "config": to_dict(config), "spec": GRAPH_SPEC.to_dict(), "step": step,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "run_id": run_id or "",
         "assay_names": list(build.train.assay_names), "normalizer": build.normalizer.to_dict(),
@@ -391,7 +356,7 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
         total = schedule.total
         readable = config.objective == "jepa" and "graph" in config.modalities
         probe = fit_assay_probe(model, build.train) if readable else None
-        from molwm.train.common import save_checkpoint
+        from molwm.checkpoints import save_checkpoint
 
         save_checkpoint(_state(model, optimizer, config, total, run_id, history, pending, build, probe,
                                schedule.elapsed), ckpt)
@@ -400,8 +365,6 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
 
 
 def _log_outputs(tracker: Tracker, history, ckpt: Path, config: MultimodalPretrainConfig) -> str | None:
-    from molwm.tracking import temporary_artifact_dir
-
     with temporary_artifact_dir() as d:
         for name, keys, log_y in [
             ("loss_curve.png", ["loss", "loss.graph", "loss.assay", "loss.image", "pooled_loss"], True),
@@ -411,4 +374,5 @@ def _log_outputs(tracker: Tracker, history, ckpt: Path, config: MultimodalPretra
             path = plot_curves(history, keys, d / name, f"multimodal {config.objective} pretraining", log_y)
             if path is not None:
                 tracker.log_artifact(path, "plots")
-    return tracker.log_model(ckpt, name="encoder", registered_name=config.register_name)
+    return tracker.log_model(ckpt, package_for(mm_kind_for(config.objective)), name="encoder",
+                             registered_name=config.register_name)

@@ -16,13 +16,18 @@ import pandas as pd
 import torch
 
 from molwm.config import from_dict
+from molwm.errors import MolwmError
 from molwm.tasks.probes import RidgeProbe
-from molwm.train.common import CheckpointError, load_checkpoint
-from molwm.world.model import LatentState, WorldNet
+from molwm import checkpoints
+from molwm.checkpoints import CheckpointError
+from molwm.models import kind_of
+from molwm.models.world import WORLD_MODEL, world_network
+from molwm.world.config import WorldConfig
+from molwm.world.model import LatentState
 from molwm.world.prepare import Normaliser, build_action, compound_features
 
 
-class ForecastError(ValueError):
+class ForecastError(MolwmError, ValueError):
     """A forecast or plan request that cannot be answered (the message says why)."""
 
 
@@ -75,8 +80,6 @@ class WorldForecaster:
     """
 
     def __init__(self, state: dict, source: str = ""):
-        from molwm.world.train import WorldConfig
-
         self.config = from_dict(WorldConfig, state["config"])
         self.source = source
         self.drugs, self.contexts = list(state["drugs"]), list(state["contexts"])
@@ -87,25 +90,29 @@ class WorldForecaster:
         self.comp_norm = Normaliser.from_dict(state["comp_norm"])
         self.initial = state["initial"]
         self.synthetic = bool(state["synthetic"])
-        self.net = WorldNet(int(state["window_dim"]), len(self.obs_names), self.drug_features.shape[1],
-                            len(self.drugs), len(self.contexts), self.config.model)
-        self.net.load_state_dict(state["model"])
-        self.net.eval()
+        self.net = world_network(state)
         self.probes = {k: RidgeProbe.from_dict(v) for k, v in state["probes"].items()}
 
     @classmethod
-    def load(cls, uri: str | Path) -> "WorldForecaster":
+    def load(cls, uri: str | Path, tracking_uri: str | None = None) -> "WorldForecaster":
         """From a checkpoint path or an MLflow model URI."""
-        from molwm.tracking import resolve_model_path
+        _, state = checkpoints.read(uri, tracking_uri)
+        return cls.from_state(state, str(uri))
 
-        path = resolve_model_path(uri)
-        state = load_checkpoint(path)
-        if state.get("kind") != "world_model":
+    @classmethod
+    def from_state(cls, state: dict, source: str = "") -> "WorldForecaster":
+        """From a loaded checkpoint dict (which must be a finished world-model run).
+
+        Raises:
+            CheckpointError: If it is another kind of model, or an unfinished run.
+        """
+        uri = source or "checkpoint"
+        if kind_of(state, uri) is not WORLD_MODEL:
             raise CheckpointError(f"{uri}: not a world model (checkpoint kind {state.get('kind')!r}); "
                                   "train one with `molwm pretrain --config configs/world/lab.yaml`")
         if not state.get("probes") and state.get("step", 0) < state["config"]["max_steps"]:
             raise CheckpointError(f"{uri}: an unfinished run (step {state['step']}); resume it first")
-        return cls(state, str(uri))
+        return cls(state, str(source))
 
     @property
     def dim(self) -> int:

@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from molwm.baselines import morgan_fingerprints, rdkit_descriptors
+from molwm.query import MoleculeModel
 from molwm.world.data import CourseError, TimeCourses
 from molwm.world.model import Action, window_features
 
@@ -26,16 +28,12 @@ def compound_features(smiles: Sequence[str | None], kind: str = "morgan+rdkit2d"
     ``graph:<model>`` the embedding of a pretrained molwm model (checkpoint or URI),
     ``none`` a single zero column (identity and dose only).
     """
-    from molwm.baselines import morgan_fingerprints, rdkit_descriptors
-
     present = [s is not None and s == s and str(s).strip() != "" for s in smiles]
     valid = [str(s) if ok else "" for s, ok in zip(smiles, present)]
     if kind == "none":
         return np.zeros((len(smiles), 1))
     if kind.startswith("graph:"):
-        from molwm.query import WorldModel as EncoderModel
-
-        model = EncoderModel.load(kind.split(":", 1)[1])
+        model = MoleculeModel.load(kind.split(":", 1)[1])
         emb, status = model.embed(valid, with_status=True)
         out = np.asarray(emb, np.float64)
         out[[s != "ok" for s in status]] = np.nan

@@ -9,16 +9,16 @@ import numpy as np
 import torch
 
 from molwm.config import from_dict
+from molwm.models.world import WORLD_MODEL
+from molwm.packaging import package_for
 from molwm.tracking import NullTracker, Tracker
-from molwm.train.common import load_resume_checkpoint, plot_curves, save_checkpoint
+from molwm.train.common import plot_curves
+from molwm.checkpoints import load_resume_checkpoint, save_checkpoint
 from molwm.train.loop import LoopSchedule, count_parameters, drop_logged, flush, restore, run_steps
 from molwm.world.data import TimeCourses
 from molwm.world.model import WorldNet
 from molwm.world.train import (WorldBuild, WorldConfig, build_world_data, fit_probes, initial_states, sample_batch,
                                train_step, world_health)
-
-CHECKPOINT_KIND = "world_model"
-
 
 @dataclass
 class WorldResult:
@@ -46,7 +46,7 @@ def _state(net, optimizer, config: WorldConfig, step: int, run_id, history, pend
            probes: dict | None = None) -> dict:
     c = build.courses
     return {
-        "kind": CHECKPOINT_KIND, "config": asdict(config), "step": step, "run_id": run_id or "",
+        "kind": WORLD_MODEL.name, "config": asdict(config), "step": step, "run_id": run_id or "",
         "model": net.state_dict(), "optimizer": optimizer.state_dict(),
         "obs_norm": build.obs_norm.to_dict(), "comp_norm": build.comp_norm.to_dict(),
         "drugs": list(c.drugs), "smiles": [s or "" for s in c.smiles], "contexts": list(c.contexts),
@@ -141,4 +141,5 @@ def _log_outputs(tracker: Tracker, history, ckpt: Path, config: WorldConfig, bui
             tracker.log_dict(report.to_dict(), "heldout.json")
             for path in report.plots:
                 tracker.log_artifact(path, "plots")
-    return tracker.log_model(ckpt, name="world_model", registered_name=config.register_name)
+    return tracker.log_model(ckpt, package_for(WORLD_MODEL.name), name="world_model",
+                             registered_name=config.register_name)

@@ -7,8 +7,7 @@ checkpoints, exact resume and buffered MLflow metrics are the shared ones of
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,88 +18,9 @@ from molwm.jepa.losses import vicreg_regulariser
 from molwm.tasks.probes import RidgeProbe
 from molwm.train.common import TrainingDiverged, lr_at
 from molwm.world.data import TimeCourses, load_lab_courses
-from molwm.world.model import LatentState, WorldNet, WorldNetConfig, momentum_at
+from molwm.world.config import WorldConfig, WorldDataConfig  # noqa: F401  (re-exported: the run's schema)
+from molwm.world.model import LatentState, WorldNet, momentum_at
 from molwm.world.prepare import Normaliser, WorldData, compound_features, drug_split, make_world_data
-
-
-@dataclass
-class WorldDataConfig:
-    """Where the time courses come from and which drugs are held out.
-
-    Attributes:
-        source: ``lab`` (a synthetic lab folder made with several ``--times``) or ``thunor``.
-        lab: The lab folder (``source: lab``).
-        thunor_file: thunor HDF5 file (default: the one the ``thunor`` package ships).
-        compound: Compound features: ``morgan+rdkit2d``, ``morgan``, ``rdkit2d``, ``none`` or ``graph:<model>``.
-        split: Held-out drugs: ``scaffold`` (lab default), ``folds`` (leave drugs out), ``names``, ``none``.
-        test_fraction: Held-out share for ``scaffold``.
-        n_folds: Folds for ``folds``.
-        fold: The held-out fold.
-        holdout: Drug names for ``names``.
-        max_time_h: Train only on observations up to this time (held-out late time points).
-        seed: Seeds the split.
-    """
-
-    source: Literal["lab", "thunor"] = "lab"
-    lab: str = ""
-    thunor_file: str | None = None
-    compound: str = "morgan+rdkit2d"
-    split: Literal["scaffold", "folds", "names", "none"] = "scaffold"
-    test_fraction: float = 0.2
-    n_folds: int = 9
-    fold: int = 0
-    holdout: list[str] = field(default_factory=list)
-    max_time_h: float | None = None
-    seed: int = 0
-
-
-@dataclass
-class WorldConfig:
-    """A world-model training run (``kind: world``).
-
-    Attributes:
-        objective: ``jepa`` (predict the target encoder's embedding of the future observation)
-            or ``raw`` (predict the raw future observation: the non-JEPA baseline).
-        rollout_steps: Future observations per sampled course (teacher-forced and rolled out).
-        rollout_weight: Weight of the autoregressive rollout loss.
-        vicreg_weight: Weight of the anti-collapse term on the state embeddings (jepa only).
-        forecast_step_h: Forecasts roll out in steps of at most this many hours (0: one jump).
-        probe_rows: Training observations used to fit the read-out probes.
-        (the rest as in the other pretraining configs)
-    """
-
-    kind: Literal["world"] = "world"
-    objective: Literal["jepa", "raw"] = "jepa"
-    data: WorldDataConfig = field(default_factory=WorldDataConfig)
-    model: WorldNetConfig = field(default_factory=WorldNetConfig)
-    max_steps: int = 2000
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    rollout_steps: int = 3
-    rollout_weight: float = 1.0
-    vicreg_weight: float = 1.0
-    forecast_step_h: float = 0.0
-    probe_rows: int = 20000
-    seed: int = 0
-    log_every: int = 50
-    health_every: int = 200
-    checkpoint_every: int = 500
-    out_dir: str = "outputs/world"
-    threads: int = 0
-    experiment: str = "molwm-world"
-    run_name: str | None = None
-    register_name: str | None = None
-
-    def validate(self) -> None:
-        for name in ("max_steps", "batch_size", "rollout_steps", "log_every", "health_every", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.data.source == "lab" and not self.data.lab:
-            raise ConfigError("data.lab: a synthetic lab folder is required for source: lab "
-                              "(make one with `molwm sim generate --times 0,8,16,24,48 ...`)")
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""sim generate -> pretrain (kind: world) -> forecast / plan / pyfunc, through the CLI on a temporary SQLite
-store."""
+"""pretrain (kind: world) on a synthetic time-course lab -> forecast / plan / pyfunc, through the CLI on a
+temporary SQLite store (``molwm sim generate`` itself is tested in tests/molwm/sim/test_sim.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from molwm.cli import main
 
 pytestmark = pytest.mark.cli
 
-ROOT = Path(__file__).resolve().parents[2]
-LAB_SMILES = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)CC", "OCC(O)CO"]
 
 
 def _one_line_error(err: str, *needles: str) -> None:
@@ -24,15 +22,11 @@ def _one_line_error(err: str, *needles: str) -> None:
         assert needle in err, (needle, err)
 
 
-def _train_world_model(tmp_path, capsys) -> str:
-    """A synthetic lab with 3 time points and a 20-step world model trained on it; its model URI."""
-    (tmp_path / "lab.smi").write_text("\n".join(LAB_SMILES) + "\n")
-    assert main(["sim", "generate", "--source", str(tmp_path / "lab.smi"), "--molecules",
-                 str(len(LAB_SMILES)), "--out", str(tmp_path / "lab"), "--times", "0,8,24", "--doses", "1,10",
-                 "--image-size", "32", "--assays", "2", "--no-progress"]) == 0
-    capsys.readouterr()
-    assert main(["pretrain", "--config", str(ROOT / "configs/world/lab_tiny.yaml"),
-                 f"data.lab={tmp_path / 'lab'}", "max_steps=20", f"out_dir={tmp_path / 'world'}",
+def _train_world_model(tmp_path, capsys, repo_root, lab) -> str:
+    """A 20-step world model trained on ``lab`` (``tiny_world_lab``: 6 drugs, 2 doses, 3 time points); its
+    model URI."""
+    assert main(["pretrain", "--config", str(repo_root / "configs/world/lab_tiny.yaml"),
+                 f"data.lab={lab.path}", "max_steps=20", f"out_dir={tmp_path / 'world'}",
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^data: \d+ conditions \(\d+ train, \d+ held out\), 6 drugs, [\d,]+ observations "
@@ -42,13 +36,13 @@ def _train_world_model(tmp_path, capsys) -> str:
     return uri
 
 
-def test_world_model_end_to_end(tmp_path, capsys):
+def test_world_model_end_to_end(tmp_path, capsys, repo_root, tiny_world_lab):
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
     from molwm.serving import _forecast_rows
 
-    world_uri = _train_world_model(tmp_path, capsys)
+    world_uri = _train_world_model(tmp_path, capsys, repo_root, tiny_world_lab)
 
     # forecast: 2 compounds x 2 doses x 2 times, with a plot
     assert main(["forecast", "--model", world_uri, "--smiles", "CCO", "c1ccccc1O", "--doses", "1,10",
@@ -107,8 +101,8 @@ def test_world_model_end_to_end(tmp_path, capsys):
     assert not Path("x.csv").exists() and not Path("p.csv").exists()
 
 
-def test_world_cli_errors_are_one_line_messages(tmp_path, capsys):
-    from molwm.train.common import save_checkpoint
+def test_world_cli_errors_are_one_line_messages(tmp_path, capsys, repo_root):
+    from molwm.checkpoints import save_checkpoint
 
     graph = save_checkpoint({"kind": "graph_jepa", "config": {}}, tmp_path / "graph.pt")
     assert main(["forecast", "--model", str(graph), "--smiles", "CCO", "--doses", "1", "--times", "24",
@@ -117,7 +111,7 @@ def test_world_cli_errors_are_one_line_messages(tmp_path, capsys):
     assert main(["plan", "--model", str(graph), "--target", "CCO@10", "--candidates",
                  str(tmp_path / "none.smi"), "--time", "24", "--output", "p.csv", "--no-track"]) == 2
     _one_line_error(capsys.readouterr().err, "not a world model")
-    assert main(["pretrain", "--config", str(ROOT / "configs/world/lab_tiny.yaml"),
+    assert main(["pretrain", "--config", str(repo_root / "configs/world/lab_tiny.yaml"),
                  f"data.lab={tmp_path}/nolab", "--no-track", "--no-progress"]) == 2
     _one_line_error(capsys.readouterr().err, "nolab: not a synthetic lab (no manifest.json)")
     assert not Path("x.csv").exists() and not Path("p.csv").exists()

@@ -4,32 +4,27 @@ from __future__ import annotations
 
 import gzip
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from molwm.config import load_config
 from molwm.data.candidates import CandidateError, count_candidates, iter_candidates
 from molwm.query import WorldModel
 from molwm.query_files import run_query
-from molwm.train.finetune import FinetuneConfig, run_finetune
 
 pytestmark = pytest.mark.integration
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 GOOD = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "C1CCNCC1", "CCN(CC)CC", "O=C(O)c1ccccc1", "CCCCCCCC"]
 MIXED = ["CCO", "C1CC(", "c1ccccc1O", "", "CC(=O)Oc1ccccc1C(=O)O", None, "C1CCNCC1", "[Xx]", "CCN(CC)CC",
          "O=C(O)c1ccccc1", "c1ccccc", "CCCCCCCC"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny fine-tuned 2-seed ensemble (FreeSolv subset), trained once for the module."""
-    d = tmp_path_factory.mktemp("query-model")
-    cfg = load_config(FinetuneConfig, os.path.join(ROOT, "configs", "finetune", "tiny.yaml"),
-                      [f"out_dir={d / 'ft'}", f"cache_dir={d / 'cache'}"])
-    return run_finetune(cfg, progress=False).checkpoint
+@pytest.fixture
+def checkpoint(finetune_run):
+    """The shared tiny fine-tuned 2-seed ensemble (FreeSolv subset; ``finetune_run`` in tests/conftest.py)."""
+    return finetune_run.checkpoint
 
 
 def test_order_and_count_are_kept_with_bad_smiles_across_batches(checkpoint):
@@ -142,14 +137,20 @@ def test_streamed_query_equals_one_chunk_and_plots(checkpoint, tmp_path, suffix)
 
 
 def test_pyfunc_round_trip_equals_the_direct_api_and_enforces_limits(checkpoint, monkeypatch):
+    import mlflow.artifacts
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
+    from molwm.packaging import package_for
     from molwm.tracking import make_tracker
 
     tracker = make_tracker(True, experiment="query-test")
     with tracker.run("log"):
-        uri = tracker.log_model(checkpoint, name="model", registered_name="tiny_q", alias="champion")
+        uri = tracker.log_model(checkpoint, package_for("property_model"), name="model", registered_name="tiny_q",
+                                alias="champion")
+    # logged from code: no pickle in the model, so loading it runs no code stored in the registry
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/tiny_q@champion"))
+    assert not list(local.rglob("*.pkl")) and (local / "pyfunc_model.py").is_file()
     monkeypatch.setenv("MOLWM_MAX_MOLECULES", "20")
     monkeypatch.setenv("MOLWM_MAX_SMILES_LENGTH", "60")
     model = mlflow.pyfunc.load_model("models:/tiny_q@champion")

@@ -4,7 +4,6 @@ the hidden content is really hidden, and budgets stop every objective at the sam
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,11 +15,9 @@ from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import GraphEncoderConfig, HiddenAttributes, structural_pe
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import JEPAConfig, PredictorConfig
-from molwm.objectives import OBJECTIVES, ObjectiveConfig, build_objective
-from molwm.objectives.graph import GenerativeGraph, encoder_of
+from molwm.objectives import ObjectiveInputs, build_objective, names
+from molwm.objectives.graph import GenerativeGraph, GenerativeSettings, encoder_of
 
-pytestmark = pytest.mark.unit
-REPO = Path(__file__).resolve().parents[3]
 
 TINY = JEPAConfig(encoder=GraphEncoderConfig(dim=32, layers=2, rw_steps=4, lap_k=4),
                   predictor=PredictorConfig(dim=32, layers=1, heads=2))
@@ -36,10 +33,12 @@ def _batch_and_masks(seed: int = 0):
     return b, masks
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.integration
+@pytest.mark.parametrize("name", names("graph"))
 def test_each_objective_steps_and_its_loss_falls(name):
     torch.manual_seed(0)
-    model = build_objective(name, GRAPH_SPEC, TINY, ObjectiveConfig(temperature=0.5))
+    settings = {"temperature": 0.5} if name == "contrastive" else {}
+    model = build_objective("graph", name, ObjectiveInputs(GRAPH_SPEC, TINY), settings)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     b, masks = _batch_and_masks()
     losses = []
@@ -58,9 +57,34 @@ def test_each_objective_steps_and_its_loss_falls(name):
     assert encoder_of(model) is (model.target_encoder if name == "jepa" else model.encoder)
 
 
+@pytest.mark.unit
+def test_the_generative_bond_loss_is_logged_as_itself_not_as_anti_collapse():
+    torch.manual_seed(0)
+    model = GenerativeGraph(ObjectiveInputs(GRAPH_SPEC, TINY), GenerativeSettings(bond_weight=0.5))
+    b, masks = _batch_and_masks()
+    out = model(b, masks)
+    assert float(out.reg) == 0.0  # no anti-collapse term in attribute masking
+    assert out.extra["bond_loss"] > 0
+    assert torch.isclose(out.loss, out.pred_loss + 0.5 * torch.tensor(out.extra["bond_loss"]), atol=1e-5)
+
+
+@pytest.mark.unit
+def test_unknown_objectives_and_settings_fail_with_their_names():
+    from molwm.config import ConfigError
+    from molwm.objectives import objective_settings
+
+    with pytest.raises(ConfigError, match="unknown graph objective 'nope' \\(known: contrastive, generative, jepa"):
+        objective_settings("graph", "nope", {})
+    with pytest.raises(ConfigError, match="objective_settings.temprature"):
+        objective_settings("graph", "contrastive", {"temprature": 0.2})
+    with pytest.raises(ConfigError, match="takes no settings"):
+        objective_settings("graph", "jepa", {"bond_weight": 1.0})
+
+
+@pytest.mark.unit
 def test_generative_targets_are_the_raw_hidden_content_and_it_is_hidden():
     torch.manual_seed(0)
-    model = GenerativeGraph(GRAPH_SPEC, TINY, ObjectiveConfig()).eval()
+    model = GenerativeGraph(ObjectiveInputs(GRAPH_SPEC, TINY), GenerativeSettings()).eval()
     b, masks = _batch_and_masks()
     x_t, bonds, e_t = model.targets(b, masks)
     assert torch.equal(x_t, b.x[masks.target_idx])  # raw categorical attributes, not embeddings
@@ -86,12 +110,12 @@ def test_generative_targets_are_the_raw_hidden_content_and_it_is_hidden():
 
 
 @pytest.mark.integration
-def test_equal_budgets_stop_every_objective_at_the_same_point():
+def test_equal_budgets_stop_every_objective_at_the_same_point(repo_root):
     from molwm.train.pretrain import PretrainConfig, run_pretrain
 
     def cfg(*overrides):
-        return load_config(PretrainConfig, REPO / "configs/pretrain/tiny.yaml", ["max_steps=500", "limit=128",
-                                                                                  *overrides])
+        return load_config(PretrainConfig, repo_root / "configs/pretrain/tiny.yaml",
+                           ["max_steps=500", "limit=128", *overrides])
 
     seen = {}
     for name in ("jepa", "generative", "contrastive"):

@@ -23,8 +23,7 @@ from molwm.train.loop import LoopSchedule, run_steps
 from molwm.train.pretrain import PretrainConfig, PretrainData, run_pretrain
 from molwm.tracking import NullTracker
 
-HERE = os.path.dirname(__file__)
-CONFIG = os.path.join(HERE, "..", "..", "..", "configs", "pretrain", "tiny.yaml")
+HERE = os.path.dirname(__file__)  # _ddp_worker.py sits beside this file
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "CCN(CC)CC", "C1CCNCC1", "CC(C)Cc1ccc(C(C)C(=O)O)cc1",
           "O=C(O)c1ccccc1", "CCCCCCCC", "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "CC(=O)Nc1ccc(O)cc1", "c1ccc2ccccc2c1",
           "OCC(O)CO"]
@@ -140,15 +139,16 @@ def _free_port() -> int:
 
 @pytest.mark.integration
 @pytest.mark.skipif(not GLOO, reason="torch.distributed with the gloo backend is not available")
-def test_torchrun_two_cpu_ranks_match_one_process_with_the_doubled_batch(tmp_path):
+def test_torchrun_two_cpu_ranks_match_one_process_with_the_doubled_batch(tmp_path, repo_root):
     from mlflow import MlflowClient
 
-    from molwm.train.common import load_checkpoint
+    from molwm.checkpoints import load_checkpoint
 
     over = ["max_steps=4", "log_every=1", "health_every=4", "checkpoint_every=2",
             f"cache_dir={tmp_path / 'cache'}"]
     # one process, global batch 32 (also prepares the cache the ranks then read)
-    one_cfg = load_config(PretrainConfig, CONFIG, over + ["batch_size=32", f"out_dir={tmp_path / 'one'}"])
+    config = str(repo_root / "configs/pretrain/tiny.yaml")
+    one_cfg = load_config(PretrainConfig, config, over + ["batch_size=32", f"out_dir={tmp_path / 'one'}"])
     ref = run_pretrain(one_cfg, progress=False)
 
     out = tmp_path / "ranks"
@@ -156,7 +156,7 @@ def test_torchrun_two_cpu_ranks_match_one_process_with_the_doubled_batch(tmp_pat
     env = {**os.environ, "DDP_TEST_OUT": str(out), "OMP_NUM_THREADS": "1", "MOLWM_DIST_BACKEND": "gloo"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", os.path.join(HERE, "_ddp_worker.py"),
-           "pretrain", "--config", CONFIG, "--no-progress", *over, "batch_size=16",
+           "pretrain", "--config", config, "--no-progress", *over, "batch_size=16",
            f"out_dir={tmp_path / 'ddp'}"]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

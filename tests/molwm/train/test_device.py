@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+import molwm
 from featurizers import GRAPH_SPEC, featurize_arrays
 from molwm.config import ConfigError, load_config
 from molwm.data.batch import GraphBatch
@@ -20,15 +21,14 @@ from molwm.encoders.graph import GraphEncoderConfig, structural_pe
 from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import JEPAConfig, PredictorConfig
-from molwm.objectives import OBJECTIVES, ObjectiveConfig, build_objective
-from molwm.train.common import load_checkpoint, save_checkpoint, to_cpu
+from molwm.models import load_encoder
+from molwm.objectives import ObjectiveInputs, build_objective, names
+from molwm.checkpoints import load_checkpoint, save_checkpoint, to_cpu
 from molwm.train.distributed import resolve_device
 from molwm.train.pretrain import PretrainConfig, run_pretrain
 
-ROOT = Path(__file__).resolve().parents[3]
-TINY = str(ROOT / "configs/pretrain/tiny.yaml")
 CUDA = torch.cuda.is_available()
-MOLWM = str(ROOT / "molwm")
+MOLWM = str(Path(molwm.__file__).parent)  # the package folder: frames from molwm code
 
 # 48 small, valid, distinct molecules: a pretraining set and a probe task in seconds
 SMILES = [p + "C" * k + s for k in range(1, 17) for p, s in [("", "O"), ("", "N"), ("c1ccccc1", "")]]
@@ -51,11 +51,12 @@ def _card(tmp_path: Path, monkeypatch) -> str:
 
 
 @pytest.mark.unit
-def test_asking_for_cuda_without_it_is_a_clear_config_error(monkeypatch, tmp_path):
+def test_asking_for_cuda_without_it_is_a_clear_config_error(monkeypatch, tmp_path, repo_root):
+    tiny = repo_root / "configs/pretrain/tiny.yaml"
     with pytest.raises(ConfigError, match="device must be"):
-        load_config(PretrainConfig, TINY, ["device=gpu"])
+        load_config(PretrainConfig, tiny, ["device=gpu"])
     # a config naming a GPU still loads anywhere (its checkpoints are read on CPU machines)
-    cfg = load_config(PretrainConfig, TINY, ["device=cuda:0", f"out_dir={tmp_path / 'o'}"])
+    cfg = load_config(PretrainConfig, tiny, ["device=cuda:0", f"out_dir={tmp_path / 'o'}"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")
     for name in ("cuda", "cuda:1"):
@@ -99,7 +100,7 @@ class _FactoryAudit(TorchFunctionMode):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", names("graph"))
 @pytest.mark.parametrize("anti_collapse", ["vicreg", "sigreg"])
 def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse):
     """The CPU-checkable half of running on a GPU: forward, backward, EMA, embed and health create
@@ -111,7 +112,7 @@ def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse):
     config = JEPAConfig(encoder=GraphEncoderConfig(dim=16, layers=2, rw_steps=4, lap_k=4),
                         predictor=PredictorConfig(dim=16, layers=1, heads=2), anti_collapse=anti_collapse,
                         graph_target_weight=1.0)
-    model = build_objective(name, GRAPH_SPEC, config, ObjectiveConfig())
+    model = build_objective("graph", name, ObjectiveInputs(GRAPH_SPEC, config))
     with _FactoryAudit() as audit:
         out = model(b, masks, generator=torch.Generator().manual_seed(0))
         out.loss.backward()
@@ -120,8 +121,8 @@ def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse):
     assert not audit.hits, sorted(set(audit.hits))
 
 
-def _short_run(tmp_path: Path, objective: str, device: str, card: str):
-    cfg = load_config(PretrainConfig, TINY, [
+def _short_run(repo_root: Path, tmp_path: Path, objective: str, device: str, card: str):
+    cfg = load_config(PretrainConfig, repo_root / "configs/pretrain/tiny.yaml", [
         f"dataset={card}", "limit=null", f"objective={objective}", f"device={device}", "batch_size=16",
         "max_steps=3", "log_every=1", "health_every=3", "checkpoint_every=3", "warmup_steps=1",
         f"probes={{datasets: ['{card}'], every: 0, max_rows: 48}}",
@@ -131,12 +132,10 @@ def _short_run(tmp_path: Path, objective: str, device: str, card: str):
 
 def _check_cpu_checkpoint(result) -> None:
     """Every tensor of the checkpoint was saved on the CPU, and its encoder embeds on the CPU."""
-    from molwm.train.finetune import load_pretrained_encoder
-
     raw = torch.load(result.checkpoint, weights_only=True)  # no map_location: devices as saved
     tensors = [t for part in (raw["model"], raw["optimizer"]["state"]) for t in _leaves(part)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
-    encoder = load_pretrained_encoder(str(result.checkpoint))
+    encoder = load_encoder(str(result.checkpoint))
     arrays, _ = featurize_arrays(SMILES[:4])
     b = GraphBatch.from_arrays(arrays, range(4))
     b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, encoder.config.rw_steps, encoder.config.lap_k)
@@ -152,9 +151,9 @@ def _leaves(tree):
 
 
 @pytest.mark.integration
-def test_a_short_cpu_run_with_probes_leaves_a_cpu_checkpoint(tmp_path, monkeypatch):
+def test_a_short_cpu_run_with_probes_leaves_a_cpu_checkpoint(tmp_path, monkeypatch, repo_root):
     """The same harness as the CUDA test, on the CPU (so CI runs it)."""
-    result = _short_run(tmp_path, "contrastive", "cpu", _card(tmp_path, monkeypatch))
+    result = _short_run(repo_root, tmp_path, "contrastive", "cpu", _card(tmp_path, monkeypatch))
     assert all(math.isfinite(v) for _, v in result.history["loss"])
     assert math.isfinite(result.history["probe.mols.rmse"][-1][1])
     _check_cpu_checkpoint(result)
@@ -162,14 +161,14 @@ def test_a_short_cpu_run_with_probes_leaves_a_cpu_checkpoint(tmp_path, monkeypat
 
 @pytest.mark.integration
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it on one)")
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
-def test_each_objective_trains_on_cuda_and_its_checkpoint_loads_on_cpu(tmp_path, monkeypatch, name):
+@pytest.mark.parametrize("name", names("graph"))
+def test_each_objective_trains_on_cuda_and_its_checkpoint_loads_on_cpu(tmp_path, monkeypatch, repo_root, name):
     card = _card(tmp_path, monkeypatch)
-    gpu = _short_run(tmp_path, name, "cuda", card)
+    gpu = _short_run(repo_root, tmp_path, name, "cuda", card)
     assert len(gpu.history["loss"]) == 3 and all(math.isfinite(v) for _, v in gpu.history["loss"])
     assert math.isfinite(gpu.history["probe.mols.rmse"][-1][1])  # probes encoded on the GPU
     assert "health.rankme" in gpu.history
     _check_cpu_checkpoint(gpu)
     # same initial weights, batches, codes, masks and view draws as on the CPU: the first loss agrees
-    cpu = _short_run(tmp_path, name, "cpu", card)
+    cpu = _short_run(repo_root, tmp_path, name, "cpu", card)
     assert gpu.history["loss"][0][1] == pytest.approx(cpu.history["loss"][0][1], rel=1e-3)

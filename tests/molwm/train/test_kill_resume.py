@@ -15,11 +15,9 @@ import torch
 
 from molwm.cli import main
 from molwm.config import load_config
-from molwm.train.common import CheckpointError, load_checkpoint, load_resume_checkpoint, previous_checkpoint
+from molwm.checkpoints import CheckpointError, load_checkpoint, load_resume_checkpoint, previous_checkpoint
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[3]
-TINY = str(ROOT / "configs/pretrain/tiny.yaml")
 # same float order; device=cpu: exact resume is a CPU guarantee (GPU scatter-adds are not bit-reproducible)
 ARGS = ["max_steps=240", "checkpoint_every=10", "log_every=1", "health_every=60", "threads=1", "device=cpu"]
 
@@ -28,15 +26,16 @@ def _weights(path: Path) -> dict:
     return load_checkpoint(path)["model"]
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, repo_root):
     from mlflow import MlflowClient
 
     from molwm.train.pretrain import PretrainConfig, run_pretrain
 
+    tiny = str(repo_root / "configs/pretrain/tiny.yaml")
     # the uninterrupted reference (no tracker), also preparing the cache the child will reuse
-    ref = run_pretrain(load_config(PretrainConfig, TINY, [*ARGS, f"out_dir={tmp_path / 'ref'}"]), progress=False)
+    ref = run_pretrain(load_config(PretrainConfig, tiny, [*ARGS, f"out_dir={tmp_path / 'ref'}"]), progress=False)
     out = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-m", "molwm", "pretrain", "--config", TINY, *ARGS,
+    child = subprocess.Popen([sys.executable, "-m", "molwm", "pretrain", "--config", tiny, *ARGS,
                               f"out_dir={out}", "--no-progress"], cwd=tmp_path, env=dict(os.environ),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = out / "last.pt"
@@ -62,11 +61,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert sorted(steps) == list(range(240))
 
 
-def test_damaged_checkpoint_falls_back_to_the_previous_or_fails_clearly(tmp_path, capsys):
+def test_damaged_checkpoint_falls_back_to_the_previous_or_fails_clearly(tmp_path, capsys, repo_root):
     from molwm.train.pretrain import PretrainConfig, run_pretrain
 
     out = tmp_path / "run"
-    run_pretrain(load_config(PretrainConfig, TINY, [*ARGS, "max_steps=30", f"out_dir={out}"]), progress=False,
+    tiny = repo_root / "configs/pretrain/tiny.yaml"
+    run_pretrain(load_config(PretrainConfig, tiny, [*ARGS, "max_steps=30", f"out_dir={out}"]), progress=False,
                  stop_after=20)
     ckpt, prev = out / "last.pt", previous_checkpoint(out / "last.pt")
     assert load_checkpoint(ckpt)["step"] == 20 and load_checkpoint(prev)["step"] == 10

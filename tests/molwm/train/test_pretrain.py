@@ -2,38 +2,41 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from molwm.config import load_config
-from molwm.train.common import CheckpointError, TrainingDiverged, load_checkpoint, lr_at, save_checkpoint
+from molwm.train.common import TrainingDiverged, lr_at
+from molwm.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from molwm.train.pretrain import PretrainConfig, run_pretrain
 
 pytestmark = pytest.mark.integration
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "pretrain", "tiny.yaml")
+
+@pytest.fixture
+def tiny_cfg(repo_root, tmp_path):
+    """``tiny_cfg(name, **overrides)``: configs/pretrain/tiny.yaml on the CPU, writing to this test's ``name``
+    folder. The same settings as ``graph_pretrain_run`` (tests/conftest.py), which is that run done once."""
+    def make(name, **over):
+        # device=cpu: exact resume is a CPU guarantee (GPU scatter-adds are not bit-reproducible)
+        items = [f"out_dir={tmp_path / name}", f"cache_dir={tmp_path / 'cache'}", "device=cpu"]
+        items += [f"{k}={v}" for k, v in over.items()]
+        return load_config(PretrainConfig, repo_root / "configs/pretrain/tiny.yaml", items)
+
+    return make
 
 
-def _cfg(tmp_path, name, **over):
-    # device=cpu: exact resume is a CPU guarantee (GPU scatter-adds are not bit-reproducible)
-    items = [f"out_dir={tmp_path / name}", f"cache_dir={tmp_path / 'cache'}", "device=cpu"]
-    items += [f"{k}={v}" for k, v in over.items()]
-    return load_config(PretrainConfig, CONFIG, items)
-
-
-def test_resume_gives_the_same_weights_and_no_duplicate_metrics(tmp_path):
+def test_resume_gives_the_same_weights_and_no_duplicate_metrics(graph_pretrain_run, tiny_cfg):
     from mlflow.tracking import MlflowClient
 
     from molwm.tracking import MLflowTracker
 
-    full = run_pretrain(_cfg(tmp_path, "full"), progress=False)
+    full = graph_pretrain_run  # the uninterrupted run
     tracker = MLflowTracker("resume-test")
     # interrupted after step 4: the last checkpoint is at step 3, steps 3 is redone on resume
-    first = run_pretrain(_cfg(tmp_path, "part"), tracker, progress=False, stop_after=4)
+    first = run_pretrain(tiny_cfg("part"), tracker, progress=False, stop_after=4)
     assert load_checkpoint(first.checkpoint)["step"] == 3
-    resumed = run_pretrain(_cfg(tmp_path, "ignored"), tracker, resume=first.checkpoint, progress=False)
+    resumed = run_pretrain(tiny_cfg("ignored"), tracker, resume=first.checkpoint, progress=False)
     assert resumed.run_id == first.run_id
     a = load_checkpoint(full.checkpoint)["model"]
     b = load_checkpoint(resumed.checkpoint)["model"]
@@ -45,13 +48,13 @@ def test_resume_gives_the_same_weights_and_no_duplicate_metrics(tmp_path):
     assert steps == sorted(set(steps)) == [1, 3, 5]
 
 
-def test_first_step_checks_every_gradient_and_logs_health(tmp_path):
-    result = run_pretrain(_cfg(tmp_path, "h"), progress=False)
+def test_first_step_checks_every_gradient_and_logs_health(graph_pretrain_run):
+    result = graph_pretrain_run  # the run's first step checked every gradient (or it would have raised)
     assert "health.rankme" in result.history and "health.std_min" in result.history
     assert result.history["loss"][-1][1] == pytest.approx(result.final_loss, rel=1e-5)
 
 
-def test_nan_guard_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
+def test_nan_guard_stops_with_the_last_good_checkpoint(tiny_cfg, monkeypatch):
     import molwm.train.pretrain as pre
 
     real = pre.train_step
@@ -63,15 +66,15 @@ def test_nan_guard_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pre, "train_step", poisoned)
     with pytest.raises(TrainingDiverged, match=r"Last good checkpoint: .*last\.pt"):
-        run_pretrain(_cfg(tmp_path, "nan"), progress=False)
+        run_pretrain(tiny_cfg("nan"), progress=False)
 
 
-def test_real_nan_loss_is_caught(tmp_path):
+def test_real_nan_loss_is_caught(tmp_path, tiny_cfg):
     from molwm.train.pretrain import PretrainData, build, train_step
     from molwm.data.batch import CachedGraphs
     from molwm.data.prepare import PrepareConfig, prepare_dataset
 
-    cfg = _cfg(tmp_path, "n2")
+    cfg = tiny_cfg("n2")
     prep = prepare_dataset(PrepareConfig(dataset="moses", limit=256, cache_dir=str(tmp_path / "cache"),
                                          progress=False))
     data = PretrainData(CachedGraphs(prep.cache, with_labels=False), cfg)

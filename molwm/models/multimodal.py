@@ -1,12 +1,12 @@
-"""Queries through a multimodal JEPA: the joint embedding of a molecule, and assay values read from it.
+"""Multimodal pretraining checkpoints (``multimodal_<objective>``), and the JEPA seen from the graph side.
 
 A multimodal checkpoint answers graph-only questions: the molecule's joint
 embedding (the fusion's global token with only the graph visible), and the
 assay panel predicted by the per-assay ridge probes fitted at the end of
 pretraining (on the graph embedding, the joint embedding and the predictor's
-forecast of that assay's token), in the panel's own units. The spread reported with each assay value is the
-probe's residual standard deviation on its training cells: one number per
-assay, not per molecule.
+forecast of that assay's token), in the panel's own units. The spread reported
+with each assay value is the probe's residual standard deviation on its
+training cells: one number per assay, not per molecule.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from featurizers.molecule import GRAPH_SPEC
 from molwm.config import from_dict
 from molwm.data.batch import GraphBatch
 from molwm.data.multimodal import MultimodalBatch
+from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
+from molwm.jepa.multimodal import MultimodalJEPA, MultimodalJEPAConfig
+from molwm.models.base import ModelKind, MoleculeParts, State, strip_prefix
 from molwm.tasks.probes import RidgeProbe
 
 
@@ -29,22 +32,20 @@ class JointGraphModel:
         state: A ``multimodal_jepa`` checkpoint dict.
     """
 
-    def __init__(self, state: dict):
-        from molwm.jepa.multimodal import MultimodalJEPA
-        from molwm.train.pretrain_mm import MultimodalPretrainConfig
-
-        config = from_dict(MultimodalPretrainConfig, state["config"])
+    def __init__(self, state: State):
+        config = from_dict(MultimodalJEPAConfig, state["config"]["model"])
         self.assay_names: list[str] = list(state["assay_names"])
-        self.model = MultimodalJEPA(GRAPH_SPEC, max(1, len(self.assay_names)), config.model)
+        self.model = MultimodalJEPA(GRAPH_SPEC, max(1, len(self.assay_names)), config)
         self.model.load_state_dict(state["model"])
         self.model.eval()
-        self.graph_config = config.model.graph
+        self.graph_config = config.graph
         self.probe = RidgeProbe.from_dict(state["probe"]) if state.get("probe") else None
         self.normalizer = AssayNormalizer.from_dict(state["normalizer"]) if self.assay_names else None
         self.synthetic = bool(state.get("synthetic", False))
 
     @property
     def dim(self) -> int:
+        """Width of the joint embedding."""
         return self.model.config.dim
 
     def _wrap(self, batch: GraphBatch) -> MultimodalBatch:
@@ -71,3 +72,37 @@ class JointGraphModel:
         if self.probe is None or self.probe.resid_std is None:
             return np.full(len(self.assay_names), np.nan)
         return self.probe.resid_std * np.asarray(self.normalizer.std, np.float64)
+
+
+def multimodal_encoder(state: State) -> GraphEncoder:
+    """The graph encoder of a multimodal run: the EMA target (JEPA) or the trained one (other objectives)."""
+    cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["graph"])
+    prefix = "targets.graph." if state["kind"] == MULTIMODAL_JEPA.name else "encoders.graph."
+    encoder = GraphEncoder(GRAPH_SPEC, cfg)
+    encoder.load_state_dict(strip_prefix(state["model"], prefix))
+    return encoder.eval()
+
+
+def jepa_parts(state: State) -> MoleculeParts:
+    """The joint model: embeddings are joint embeddings; predictions are the probe's assay values."""
+    joint = JointGraphModel(state)
+    return MoleculeParts(encoder=joint.model.targets["graph"], targets=list(joint.assay_names),
+                         task="regression" if joint.probe is not None else None, joint=joint)
+
+
+def encoder_parts(state: State) -> MoleculeParts:
+    """The graph encoder alone (the non-JEPA objectives fit no assay probe)."""
+    return MoleculeParts(encoder=multimodal_encoder(state))
+
+
+def kind_for(objective: str) -> str:
+    """The kind a multimodal run with ``objective`` writes."""
+    return f"multimodal_{objective}"
+
+
+MULTIMODAL_JEPA = ModelKind("multimodal_jepa", "molecule", "multimodal JEPA (graphs, assays, images)",
+                            multimodal_encoder, jepa_parts, stage="multimodal")
+MULTIMODAL_OTHERS = tuple(
+    ModelKind(kind_for(objective), "molecule", f"multimodal encoders pretrained with the {objective} objective",
+              multimodal_encoder, encoder_parts, stage="multimodal")
+    for objective in ("contrastive", "generative", "contrastive_views"))

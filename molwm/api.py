@@ -1,0 +1,38 @@
+"""One call to load any molwm model for use: ``load_model(uri)``.
+
+>>> from molwm.api import load_model
+>>> model = load_model("models:/molwm-solubility@champion")   # doctest: +SKIP
+>>> model.predict(["CCO"])                                     # doctest: +SKIP
+
+Molecule models (pretrained encoders, multimodal JEPAs, fine-tuned property
+ensembles) come back as :class:`molwm.query.MoleculeModel`; world models as
+:class:`molwm.world.forecast.WorldForecaster`. Which one is decided by the
+checkpoint's kind in the registry (:mod:`molwm.models`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from molwm import checkpoints
+from molwm.data.sources import sha256_file
+from molwm.models import kind_of
+from molwm.query import MoleculeModel
+from molwm.world.forecast import WorldForecaster
+
+
+def load_model(uri: str | Path, tracking_uri: str | None = None) -> MoleculeModel | WorldForecaster:
+    """The model at ``uri`` (a checkpoint path, ``runs:/...``, ``models:/name@alias``, ``models:/name/version``).
+
+    Args:
+        uri: Where the model is.
+        tracking_uri: The MLflow store for URIs; default ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``.
+
+    Raises:
+        CheckpointError: If nothing loadable is there, or its kind is unknown.
+    """
+    path, state = checkpoints.read(uri, tracking_uri)
+    kind = kind_of(state, uri)
+    if kind.family == "world":
+        return WorldForecaster.from_state(state, str(uri))
+    return MoleculeModel.from_parts(kind.parts(state), source=str(uri), digest=sha256_file(path))

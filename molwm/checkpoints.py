@@ -1,0 +1,194 @@
+"""The one owner of molwm's checkpoint format and of model URIs.
+
+A checkpoint is a ``torch.save`` dict of tensors and plain Python values, read
+back with ``weights_only=True`` (no code runs on load). Every checkpoint has:
+
+* ``format``: :data:`CHECKPOINT_FORMAT`;
+* ``kind``: the model kind (see :mod:`molwm.models`, the registry that knows how
+  each kind rebuilds itself from the rest of the dict);
+* ``config``: the resolved config of the run that wrote it;
+* the weights (``model`` or, for a fine-tuned ensemble, ``members``) and the
+  kind's own metadata;
+* for a run that can be resumed: ``step``, ``optimizer``, ``run_id``, ``history``,
+  ``pending`` and ``elapsed`` (see :data:`RESUME_KEYS`).
+
+Writes are atomic (a temporary file, fsync, rename), and the replaced file is
+kept as ``prev.pt``, the fallback of :func:`load_resume_checkpoint`. Model URIs
+(paths, ``runs:/...``, ``models:/name@alias``, ``models:/name/version``) are
+resolved here too, without changing MLflow's global tracking URI.
+
+This is the only module that calls ``torch.load``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from molwm.errors import MolwmError
+from molwm.tracking import StoreError, default_tracking_uri, download_model
+
+CHECKPOINT_FORMAT = 1
+"""Version of the layout above; a checkpoint of another version is refused with a clear error."""
+
+RESUME_KEYS = ("step", "optimizer", "run_id", "history", "pending", "elapsed", "world_size")
+"""Keys a run needs to continue, not to rebuild the model (dropped by :func:`strip_resume`)."""
+
+class CheckpointError(MolwmError, RuntimeError):
+    """A checkpoint is missing, truncated, foreign, or of a kind molwm does not know."""
+
+
+# ---------------------------------------------------------------- write
+
+
+def to_cpu(tree: Any) -> Any:
+    """``tree`` (nested dicts, lists and tuples) with every tensor on the CPU.
+
+    CPU tensors are returned as they are (no copy), so a CPU run's checkpoint is unchanged.
+    """
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        moved = {k: to_cpu(v) for k, v in tree.items()}
+        if all(moved[k] is v for k, v in tree.items()):
+            return tree  # nothing to move: the very same object (a CPU run's checkpoint is unchanged)
+        out = type(tree)(moved)  # keeps OrderedDict (state_dict)
+        if hasattr(tree, "_metadata"):  # a state_dict's per-module versions, read by load_state_dict
+            out._metadata = tree._metadata
+        return out
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        moved = [to_cpu(v) for v in tree]
+        return tree if all(m is v for m, v in zip(moved, tree)) else type(tree)(moved)
+    return tree
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` atomically: to ``<path>.tmp``, fsync, then rename over ``path``.
+
+    Tensors are written as CPU tensors (:func:`to_cpu`), so a checkpoint of a GPU run
+    loads on a machine without one; resuming moves them back to the model's device.
+    The checkpoint it replaces is kept as ``prev.pt`` beside it, the fallback of
+    :func:`load_resume_checkpoint` if ``path`` is ever found damaged.
+
+    Args:
+        state: The checkpoint dict (``kind``, ``config``, weights, metadata, resume keys).
+        path: Where it goes; parent folders are created.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    state = {**to_cpu(state), "format": CHECKPOINT_FORMAT}
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if path.is_file():
+        os.replace(path, previous_checkpoint(path))
+    os.replace(tmp, path)
+    return path
+
+
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where the checkpoint before ``path`` is kept."""
+    return Path(path).with_name("prev.pt")
+
+
+def strip_resume(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without what only resuming needs (optimizer moments, metric buffers): a model to ship."""
+    return {k: v for k, v in state.items() if k not in RESUME_KEYS}
+
+
+# ----------------------------------------------------------------- read
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file with ``weights_only=True`` (no arbitrary code runs).
+
+    Raises:
+        CheckpointError: Naming the file when it is missing, truncated or foreign.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, wrong file type, a pickle with code in it, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: {first})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a molwm checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def load_resume_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint to resume from; if it is truncated or corrupt, fall back to the previous good one.
+
+    The returned dict has ``resumed_from_fallback`` set when the fallback was used.
+
+    Raises:
+        CheckpointError: Naming both files when neither can be read.
+    """
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        prev = previous_checkpoint(path)
+        if Path(path).name == prev.name or not prev.is_file():
+            raise
+        try:
+            state = load_checkpoint(prev)
+        except CheckpointError as err2:
+            raise CheckpointError(f"{err}; the previous checkpoint is unusable too: {err2}") from None
+        warnings.warn(f"{err}; resuming from the previous good checkpoint {prev} (step {state.get('step')})",
+                      stacklevel=2)
+        state["resumed_from_fallback"] = True
+        return state
+
+
+def is_mlflow_uri(uri: str | Path) -> bool:
+    """True for ``runs:/``, ``models:/`` and other ``scheme://`` URIs (not a plain path)."""
+    text = str(uri)
+    return "://" in text or text.startswith(("runs:/", "models:/"))
+
+
+def resolve_uri(uri: str | Path, tracking_uri: str | None = None) -> Path:
+    """A local molwm checkpoint file for ``uri``.
+
+    Args:
+        uri: A file path, or an MLflow model URI (``runs:/<run>/<name>``, ``models:/name@alias``,
+            ``models:/name/version``, ``models:/m-...``), downloaded from the store.
+        tracking_uri: The MLflow store; default :func:`default_tracking_uri`. MLflow's global
+            tracking URI is left as it was.
+
+    Raises:
+        CheckpointError: When the path does not exist, or the store cannot resolve the URI, or the
+            MLflow model holds no checkpoint.
+    """
+    if not is_mlflow_uri(uri):
+        path = Path(uri)
+        if not path.is_file():
+            raise CheckpointError(f"no model at {uri} (expected a checkpoint file or an MLflow model URI)")
+        return path
+    store = tracking_uri or default_tracking_uri()
+    try:
+        local = download_model(str(uri), store)
+    except StoreError as err:
+        raise CheckpointError(f"cannot load model {uri} from MLflow store {store}: {err}") from None
+    if local.is_file():
+        return local
+    found = sorted(local.rglob("*.pt"))
+    if not found:
+        raise CheckpointError(f"no molwm checkpoint (*.pt) inside the model at {uri}")
+    return found[0]
+
+
+def read(uri: str | Path, tracking_uri: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """Resolve ``uri`` (:func:`resolve_uri`) and load the checkpoint: ``(local path, state)``."""
+    path = resolve_uri(uri, tracking_uri)
+    return path, load_checkpoint(path)

@@ -1,0 +1,75 @@
+"""The registry of model kinds: what each checkpoint ``kind`` is, and how its parts are rebuilt.
+
+Every molwm checkpoint names its kind; this is the one place a kind string is
+looked up. A new kind is a :class:`~molwm.models.base.ModelKind` in its own
+module plus one line in :data:`KINDS`.
+
+>>> from molwm.models import load_encoder
+>>> encoder = load_encoder("models:/molwm-solubility@champion")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from molwm import checkpoints
+from molwm.checkpoints import CheckpointError
+from molwm.encoders.graph import GraphEncoder
+from molwm.models.base import ModelKind, MoleculeParts, State
+from molwm.models.graph import GRAPH_JEPA, GRAPH_PRETRAIN
+from molwm.models.multimodal import MULTIMODAL_JEPA, MULTIMODAL_OTHERS
+from molwm.models.property import PROPERTY_MODEL
+from molwm.models.world import WORLD_MODEL
+
+__all__ = ["KINDS", "ModelKind", "MoleculeParts", "kind_of", "load_encoder", "encoder_from_state", "register"]
+
+KINDS: dict[str, ModelKind] = {}
+"""Kind name -> :class:`ModelKind`, for every kind molwm can load."""
+
+
+def register(kind: ModelKind) -> ModelKind:
+    """Add ``kind`` to :data:`KINDS` (its name must be new); returns it."""
+    if kind.name in KINDS:
+        raise ValueError(f"model kind {kind.name!r} is registered twice")
+    KINDS[kind.name] = kind
+    return kind
+
+
+for _kind in (GRAPH_JEPA, GRAPH_PRETRAIN, MULTIMODAL_JEPA, *MULTIMODAL_OTHERS, PROPERTY_MODEL, WORLD_MODEL):
+    register(_kind)
+
+
+def kind_of(state: State, source: str | Path = "") -> ModelKind:
+    """The registered kind of a checkpoint dict.
+
+    Raises:
+        CheckpointError: Naming ``source`` and the kinds molwm knows, if the kind is missing or unknown.
+    """
+    name = state.get("kind")
+    if name not in KINDS:
+        where = f"{source}: " if source else ""
+        raise CheckpointError(f"{where}not a molwm model (checkpoint kind {name!r}; molwm knows "
+                              f"{', '.join(sorted(KINDS))})")
+    return KINDS[name]
+
+
+def encoder_from_state(state: State, source: str | Path = "") -> GraphEncoder:
+    """The graph encoder inside a checkpoint dict (eval mode): the one fine-tuning and queries read.
+
+    Raises:
+        CheckpointError: If the kind has no graph encoder (a world model).
+    """
+    kind = kind_of(state, source)
+    if kind.encoder is None:
+        raise CheckpointError(f"{source or 'checkpoint'}: a {kind.description} has no graph encoder to load")
+    return kind.encoder(state)
+
+
+def load_encoder(uri: str | Path, tracking_uri: str | None = None) -> GraphEncoder:
+    """The graph encoder of the model at ``uri`` (a path, ``runs:/...`` or ``models:/...``), in eval mode.
+
+    The JEPA's EMA target encoder for JEPA checkpoints, the trained encoder for the other
+    objectives, the first member's encoder for a fine-tuned ensemble.
+    """
+    _, state = checkpoints.read(uri, tracking_uri)
+    return encoder_from_state(state, uri)

@@ -1,0 +1,135 @@
+"""The layering of molwm: no import cycles, and lower layers never import higher ones.
+
+Imports inside functions count as much as module-level ones: an import moved into a
+function to dodge a cycle is still a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LOWER = ("featurizers", "molwm.errors", "molwm.config", "molwm.tracking", "molwm.data", "molwm.encoders",
+         "molwm.jepa", "molwm.checkpoints")
+"""Layers that never import the higher ones below."""
+HIGHER = ("molwm.train", "molwm.world", "molwm.query", "molwm.query_files", "molwm.serving", "molwm.api",
+          "molwm.pyfunc_model", "molwm.cli")
+"""What is built on everything else."""
+WORLD_PARTS = ("molwm.world.model", "molwm.world.config", "molwm.world.data")
+"""The world model's network, its config and its time-course container: parts the kind registry
+rebuilds checkpoints from, not the world model's training or forecasting."""
+BELOW_TRAINING = ("molwm.objectives.registry", "molwm.objectives.graph", "molwm.objectives.multimodal",
+                  "molwm.models", "molwm.packaging")
+"""The plug-ins and the model-kind registry: the training driver uses them, never the reverse."""
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for top in ("molwm", "featurizers"):
+        for path in (ROOT / top).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the molwm/featurizers modules it imports, at module level or inside functions."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    pkg = package.split(".")
+                    base = ".".join(pkg[: len(pkg) - node.level + 1] + ([node.module] if node.module else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            for target in targets:
+                if target in modules and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _in(name: str, layers: tuple[str, ...]) -> bool:
+    if layers is HIGHER and _in(name, WORLD_PARTS):
+        return False
+    return any(name == layer or name.startswith(layer + ".") for layer in layers)
+
+
+def test_the_import_graph_sees_function_level_imports():
+    graph = import_graph()
+    assert "molwm.data.info" in graph["molwm.cli"]  # imported inside cmd_data_list
+    assert graph["molwm.errors"] == set()
+
+
+def test_no_import_cycles():
+    assert _cycles(import_graph()) == []
+
+
+def test_lower_layers_never_import_higher_ones():
+    bad = [f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
+           if _in(a, LOWER) and (_in(b, HIGHER) or _in(b, BELOW_TRAINING))]
+    assert bad == []
+
+
+def test_plugins_and_model_kinds_never_import_the_driver_or_the_front_ends():
+    bad = [f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
+           if _in(a, BELOW_TRAINING) and _in(b, HIGHER)]
+    assert bad == []
+
+
+def test_tracking_is_a_leaf():
+    assert import_graph()["molwm.tracking"] <= {"molwm.errors"}
+
+
+def test_no_library_file_is_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "molwm").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}
