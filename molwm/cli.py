@@ -6,10 +6,16 @@ Every subcommand has a Python twin (named in its help) that returns objects.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import NoReturn, Sequence
 
 from molwm import __version__
+from molwm.config import ConfigError
+from molwm.errors import MolwmError
+from molwm.sim.cli import add_parser as add_sim_parser
+from molwm.world.cli import add_parsers as add_world_parsers
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
@@ -110,7 +116,7 @@ def _print_chain(run_id, model_uri) -> None:
 
 
 def cmd_pretrain(args) -> int:
-    from molwm.config import ConfigError, load_config
+    from molwm.config import load_config
     from molwm.tracking import make_tracker
     from molwm.train.distributed import env_world_size, is_main_process
     from molwm.train.pretrain import PretrainConfig, run_pretrain
@@ -158,7 +164,7 @@ def _kind(args) -> str:
     if args.resume:
         import warnings
 
-        from molwm.train.common import load_resume_checkpoint
+        from molwm.checkpoints import load_resume_checkpoint
 
         with warnings.catch_warnings():  # the run itself warns when it falls back to the previous checkpoint
             warnings.simplefilter("ignore")
@@ -226,15 +232,40 @@ def cmd_query(args) -> int:
     return 0
 
 
+def _check_servable(uri: str) -> None:
+    """Raise a one-line error unless ``uri`` names an MLflow model, before ``mlflow models serve`` is spawned
+    (whose own failure is a traceback from another process). Lists the model's files; downloads nothing."""
+    from molwm.tracking import default_tracking_uri
+
+    hint = ("serve an MLflow model: the models:/NAME@ALIAS or models:/m-... URI printed as model_uri by "
+            "molwm finetune / pretrain")
+    path = Path(uri)
+    if path.is_file():
+        raise ConfigError(f"{uri} is a checkpoint file; {hint}")
+    if "://" not in uri and not uri.startswith(("runs:/", "models:/")):
+        if not path.exists():
+            raise FileNotFoundError(f"no model at {uri}; {hint}")
+        if not (path / "MLmodel").is_file():
+            raise ConfigError(f"{uri} is not an MLflow model folder (it has no MLmodel file); {hint}")
+        return
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    store = default_tracking_uri()
+    try:  # the store is passed, so mlflow's global tracking URI is left alone; nothing is downloaded
+        files = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=store)
+    except (MlflowException, OSError) as err:
+        reason = (err.message if isinstance(err, MlflowException) else str(err)).strip().splitlines()
+        raise ConfigError(f"cannot serve {uri}: MLflow store {store} cannot resolve it"
+                          + (f" ({reason[0]})" if reason else "")) from None
+    if not any(f.path.rsplit("/", 1)[-1] == "MLmodel" for f in files):
+        raise ConfigError(f"{uri} in MLflow store {store} is not an MLflow model (it has no MLmodel file); "
+                          f"{hint}")
+
+
 def cmd_serve(args) -> int:
-    from pathlib import Path
-
-    from molwm.config import ConfigError
+    _check_servable(args.model)  # before importing the serving stack: a bad URI answers at once
     from molwm.serving import serve, serve_command
-
-    if Path(args.model).is_file():
-        raise ConfigError(f"{args.model} is a checkpoint file; serve an MLflow model: the models:/NAME@ALIAS or "
-                          f"models:/m-... URI printed as model_uri by molwm finetune / pretrain")
 
     where = f"http://{args.host}:{args.port}/invocations"
     print(f"serving {args.model} at {where} (limits: {args.max_molecules} molecules per request, "
@@ -243,8 +274,21 @@ def cmd_serve(args) -> int:
     return serve(args.model, args.host, args.port, args.max_molecules, args.max_smiles_length, args.workers)
 
 
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors read like every other molwm error: one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"molwm: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="molwm", description="Multimodal world models for drug discovery.")
+    """The ``molwm`` parser. Building it imports only the CLI modules (``--help`` answers in well under a
+    second); each ``cmd_*`` function imports the library code it runs."""
+    parser = _Parser(prog="molwm", description="Multimodal world models for drug discovery.")
     parser.add_argument("--version", action="version", version=f"molwm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -338,11 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_query)
 
-    from molwm.sim.cli import add_parser as add_sim_parser
-
     add_sim_parser(sub)
-    from molwm.world.cli import add_parsers as add_world_parsers
-
     add_world_parsers(sub)
 
     p = sub.add_parser("serve", help="REST: mlflow models serve for a molwm model (Python: molwm.serving.serve)")
@@ -361,14 +401,11 @@ def _takes_overrides(args) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``molwm`` console script."""
-    from molwm.config import ConfigError
-    from molwm.data.candidates import CandidateError
-    from molwm.data.registry import DatasetError
-    from molwm.data.splits import SplitError
-    from molwm.train.common import CheckpointError, TrainingDiverged
-    from molwm.world.data import CourseError
+    """Entry point of the ``molwm`` console script.
 
+    Bad input and failed runs (:class:`~molwm.errors.MolwmError`, a featurizer's error, a missing or
+    unreadable file) end in one line on stderr, ``molwm: error: ...``, and exit code 2.
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value config overrides may sit anywhere among the flags
@@ -376,15 +413,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [tok for tok in extra if tok not in args.overrides]
     if unknown or (args.overrides and not _takes_overrides(args)):
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
+    # MLflow announces each new store in two INFO lines; they would precede a one-line error
+    store_log = logging.getLogger("mlflow.store.db.utils")
+    level = store_log.level
+    store_log.setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DatasetError, SplitError, FileNotFoundError, CheckpointError, TrainingDiverged,
-            CandidateError, CourseError) as err:
-        print(f"molwm: error: {err}", file=sys.stderr)
+    except _reported_errors() as err:  # the tuple is built only once an exception reaches here
+        print(f"molwm: error: {_one_line(str(err)) or type(err).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("molwm: interrupted", file=sys.stderr)
         return 130
+    finally:
+        store_log.setLevel(level)
+
+
+def _reported_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions :func:`main` reports in one line. A featurizer's error (``featurizers`` never imports
+    molwm, so it has its own base) is looked up rather than imported: ``import featurizers`` loads torch,
+    and no FeaturizationError can have been raised before ``featurizers.errors`` was loaded."""
+    errors: tuple[type[BaseException], ...] = (MolwmError, FileNotFoundError, IsADirectoryError,
+                                               PermissionError)
+    featurizer_errors = sys.modules.get("featurizers.errors")
+    return errors + ((featurizer_errors.FeaturizationError,) if featurizer_errors else ())
 
 
 if __name__ == "__main__":

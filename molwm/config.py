@@ -19,10 +19,12 @@ from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
 
 import yaml
 
+from molwm.errors import MolwmError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(MolwmError, ValueError):
     """A config file, dict or override does not match its schema."""
 
 

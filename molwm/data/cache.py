@@ -30,15 +30,9 @@ import torch
 from featurizers.graphs import GraphArrays, MolGraph
 from featurizers.molecule import GRAPH_SPEC
 from featurizers.spec import GraphSpec
+from molwm.data.paths import cache_root  # noqa: F401 (re-exported: callers import it from here)
 
 CACHE_FORMAT = 1
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else ``$MOLWM_CACHE``, else ``~/.cache/molwm``."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("MOLWM_CACHE", "~/.cache/molwm")).expanduser()
 
 
 def cache_key(source_digest: str, limit: int | None, spec: GraphSpec = GRAPH_SPEC, **options) -> str:

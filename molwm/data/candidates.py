@@ -23,13 +23,14 @@ from typing import Iterator, Sequence
 import pandas as pd
 
 from molwm.data.sources import load_table, sha256_file
+from molwm.errors import MolwmError
 
 CANDIDATE_SUFFIXES = (".csv", ".tsv", ".smi", ".smiles", ".sdf", ".parquet")
 SMILES_COLUMN_GUESSES = ("smiles", "canonical_smiles", "isomeric_smiles", "smi", "mol_smiles")
 ID_COLUMN_GUESSES = ("id", "name", "compound_id", "mol_id", "molecule_chembl_id")
 
 
-class CandidateError(ValueError):
+class CandidateError(MolwmError, ValueError):
     """A candidates file cannot be read as asked (unknown format, no SMILES column)."""
 
 

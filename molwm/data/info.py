@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from molwm.data.cache import cache_root
+from molwm.data.paths import cache_root
 from molwm.data.registry import DatasetCard, DatasetError, get_card, list_cards
 from molwm.data.sources import load_table, resolve_files
 

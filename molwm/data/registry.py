@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from molwm.config import ConfigError, from_dict, read_yaml
+from molwm.errors import MolwmError
 
 SourceKind = Literal["package", "local", "deepchem_molnet"]
 TableFormat = Literal["csv", "tsv", "sdf", "parquet", "smi", "hdf5"]
@@ -26,7 +27,7 @@ TaskType = Literal[
 NON_TABULAR_FORMATS = ("hdf5",)
 
 
-class DatasetError(ValueError):
+class DatasetError(MolwmError, ValueError):
     """A dataset card or its source is missing, malformed or does not match."""
 
 
@@ -172,7 +173,14 @@ def builtin_card_dir() -> Path:
 
 
 def card_dirs(extra_dirs: Sequence[str | Path] = ()) -> list[Path]:
-    """Folders searched for cards, highest priority first."""
+    """Folders searched for cards, highest priority first.
+
+    Raises:
+        DatasetError: If a folder in ``extra_dirs`` (named by the user, e.g. ``--cards``) is not a folder.
+    """
+    missing = [str(p) for p in extra_dirs if not Path(p).is_dir()]
+    if missing:
+        raise DatasetError(f"card folder not found: {', '.join(missing)}")
     env = [p for p in os.environ.get("MOLWM_DATASETS", "").split(os.pathsep) if p]
     dirs = [Path(p) for p in env] + [Path(p) for p in extra_dirs] + [builtin_card_dir()]
     seen, out = set(), []

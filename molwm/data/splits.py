@@ -14,10 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
+from molwm.errors import MolwmError
+
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class SplitError(ValueError):
+class SplitError(MolwmError, ValueError):
     """Bad split fractions, inputs or split file."""
 
 

@@ -5,29 +5,42 @@ package derives a hidden mechanism vector from real molecules' structures and
 simulates every modality from it, writing the real on-disk layouts
 (docs/data_layouts.md) with the ground truth alongside. The model, its
 parameters and its limits are documented in docs/synthetic_lab.md.
+
+The names below are imported on first use (the simulator pulls in RDKit and
+torch), so ``molwm.sim.cli`` and ``molwm --help`` stay fast.
 """
 
-from molwm.sim.biology import STATE_NAMES, AssayPanel, CellModel, simulate_assays
-from molwm.sim.lab import LabResult, SimError, generate_lab, layout_plates, load_smiles_for_lab
-from molwm.sim.mechanism import MechanismModel, compute_mechanisms
-from molwm.sim.profiles import FEATURES, measure_site
-from molwm.sim.render import CHANNELS, RenderParams, render_site
+from __future__ import annotations
 
-__all__ = [
-    "CHANNELS",
-    "FEATURES",
-    "STATE_NAMES",
-    "AssayPanel",
-    "CellModel",
-    "LabResult",
-    "MechanismModel",
-    "RenderParams",
-    "SimError",
-    "compute_mechanisms",
-    "generate_lab",
-    "layout_plates",
-    "load_smiles_for_lab",
-    "measure_site",
-    "render_site",
-    "simulate_assays",
-]
+import importlib
+
+_EXPORTS = {
+    "STATE_NAMES": "molwm.sim.biology",
+    "AssayPanel": "molwm.sim.biology",
+    "CellModel": "molwm.sim.biology",
+    "simulate_assays": "molwm.sim.biology",
+    "LabResult": "molwm.sim.lab",
+    "SimError": "molwm.sim.lab",
+    "generate_lab": "molwm.sim.lab",
+    "layout_plates": "molwm.sim.lab",
+    "load_smiles_for_lab": "molwm.sim.lab",
+    "MechanismModel": "molwm.sim.mechanism",
+    "compute_mechanisms": "molwm.sim.mechanism",
+    "FEATURES": "molwm.sim.profiles",
+    "measure_site": "molwm.sim.profiles",
+    "CHANNELS": "molwm.sim.render",
+    "RenderParams": "molwm.sim.render",
+    "render_site": "molwm.sim.render",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'molwm.sim' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

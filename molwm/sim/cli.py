@@ -7,7 +7,6 @@ Wire it into the main parser with ``add_parser(subparsers)``.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _floats(text: str) -> list[float]:
@@ -60,20 +59,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_sim_generate(args) -> int:
-    """Run ``molwm sim generate``; returns the exit status (2 on a usage or data error)."""
-    from molwm.data.registry import DatasetError
-    from molwm.sim.lab import SimError, generate_lab, load_smiles_for_lab
+    """Run ``molwm sim generate``; returns 0. Bad input raises a :class:`~molwm.errors.MolwmError`
+    (``SimError``, ``DatasetError``), which :func:`molwm.cli.main` reports in one line with exit code 2."""
+    from molwm.sim.lab import generate_lab, load_smiles_for_lab
 
-    try:
-        smiles = load_smiles_for_lab(args.source, args.molecules, seed=args.seed)
-        result = generate_lab(
-            smiles, args.out, seed=args.seed, n_assays=args.assays, doses=args.doses, times=args.times,
-            sites=args.sites, image_size=args.image_size, image_format=args.format, images=not args.no_images,
-            overwrite=args.overwrite, progress=not args.no_progress,
-        )
-    except (SimError, DatasetError) as err:
-        print(f"molwm: error: {err}", file=sys.stderr)
-        return 2
+    smiles = load_smiles_for_lab(args.source, args.molecules, seed=args.seed)
+    result = generate_lab(
+        smiles, args.out, seed=args.seed, n_assays=args.assays, doses=args.doses, times=args.times,
+        sites=args.sites, image_size=args.image_size, image_format=args.format, images=not args.no_images,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
     print(result.summary())
     print(f"synthetic data (manifest.json says so); ground truth in {result.out_dir / 'truth'}")
     return 0

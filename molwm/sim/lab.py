@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from featurizers import Reject
 from molwm import __version__
+from molwm.errors import MolwmError
 from molwm.sim import profiles as prof
 from molwm.sim.biology import ASSAY_DOSES_UM, STATE_NAMES, AssayPanel, CellModel, simulate_assays
 from molwm.sim.mechanism import MechanismModel, compute_mechanisms, rng_for
@@ -45,7 +46,7 @@ Model and parameters: docs/synthetic_lab.md in the molwm repository.
 """
 
 
-class SimError(ValueError):
+class SimError(MolwmError, ValueError):
     """The lab cannot be generated with the given inputs (the message says why)."""
 
 
@@ -99,7 +100,7 @@ def load_smiles_for_lab(source: str, n: int, seed: int = 0) -> list[str]:
 
     Raises:
         DatasetError: Unknown dataset or unreadable source.
-        SimError: A CSV without a SMILES column, or ``n < 1``.
+        SimError: A missing ``.smi``/``.csv`` file, a CSV without a SMILES column, or ``n < 1``.
     """
     from molwm.data.registry import get_card
     from molwm.data.sources import load_table
@@ -107,6 +108,8 @@ def load_smiles_for_lab(source: str, n: int, seed: int = 0) -> list[str]:
     if n < 1:
         raise SimError(f"the number of molecules must be at least 1, got {n}")
     path = Path(source)
+    if not path.exists() and {".smi", ".csv"} & set(path.suffixes):
+        raise SimError(f"SMILES file not found: {source}")
     if path.is_file() and not path.name.endswith((".yaml", ".yml")):
         if ".csv" in path.suffixes:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -73,15 +73,12 @@ def _log(args, kind: str, params: dict, files: list[Path], metrics: dict | None 
 
 
 def cmd_forecast(args) -> int:
-    from molwm.world.forecast import ForecastError, WorldForecaster
+    from molwm.world.forecast import WorldForecaster
 
-    try:
-        fc = WorldForecaster.load(args.model)
-        compounds = args.smiles if args.smiles else _read_candidates(args.input)
-        out = fc.forecast(compounds, args.doses, args.times, args.context)
-    except ForecastError as err:
-        print(f"molwm: error: {err}", file=sys.stderr)
-        return 2
+    # bad input raises a MolwmError, which molwm.cli.main reports in one line
+    fc = WorldForecaster.load(args.model)
+    compounds = args.smiles if args.smiles else _read_candidates(args.input)
+    out = fc.forecast(compounds, args.doses, args.times, args.context)
     frame = out.frame()
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,17 +121,13 @@ def plot_forecast(frame, path: Path, readout: str) -> Path:
 def cmd_plan(args) -> int:
     import pandas as pd
 
-    from molwm.world.forecast import ForecastError, WorldForecaster
+    from molwm.world.forecast import WorldForecaster
     from molwm.world.plan import plan, plot_plan
 
-    try:
-        fc = WorldForecaster.load(args.model)
-        candidates = _read_candidates(args.candidates)
-        result = plan(fc, args.target, candidates, args.time, doses=args.doses, context=args.context,
-                      method=args.method, dose_range=tuple(args.dose_range[:2]), spread_weight=args.spread_weight)
-    except ForecastError as err:
-        print(f"molwm: error: {err}", file=sys.stderr)
-        return 2
+    fc = WorldForecaster.load(args.model)
+    candidates = _read_candidates(args.candidates)
+    result = plan(fc, args.target, candidates, args.time, doses=args.doses, context=args.context,
+                  method=args.method, dose_range=tuple(args.dose_range[:2]), spread_weight=args.spread_weight)
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(path, index=False)

@@ -17,8 +17,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from molwm.errors import MolwmError
 
-class CourseError(ValueError):
+
+class CourseError(MolwmError, ValueError):
     """A time-course file or table is not in the expected layout (the message names it)."""
 
 

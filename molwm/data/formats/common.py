@@ -8,8 +8,10 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from molwm.errors import MolwmError
 
-class FormatError(ValueError):
+
+class FormatError(MolwmError, ValueError):
     """A data file does not follow its layout; the message names the file and the column or line."""
 
 

@@ -249,10 +249,13 @@ def test_cli_generate(tmp_path, capsys):
     assert "4 molecules" in out and "1 invalid SMILES" in out
     assert len(pd.read_csv(tmp_path / "lab/well.csv")) == 8 + 4 * 2
     args = parser.parse_args(argv)
-    assert args.func(args) == 2 and "not empty" in capsys.readouterr().err
+    with pytest.raises(SimError, match="not empty"):  # molwm.cli.main reports it in one line, exit code 2
+        args.func(args)
     args = parser.parse_args(argv + ["--overwrite"])
     assert args.func(args) == 0
     (tmp_path / "other").mkdir()
     (tmp_path / "other/keep.txt").write_text("mine")
     args = parser.parse_args(base + ["--out", str(tmp_path / "other"), "--overwrite"])
-    assert args.func(args) == 2 and (tmp_path / "other/keep.txt").is_file()
+    with pytest.raises(SimError, match="not empty"):
+        args.func(args)
+    assert (tmp_path / "other/keep.txt").is_file()
