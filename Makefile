@@ -78,6 +78,8 @@ demo: setup
 test: setup
 	$(BIN)/pytest -q
 
+# the unit tier alone (about 25 s on 2 cores); every test carries exactly one of unit, integration
+# and cli (tests/conftest.py refuses to collect a test with none or two)
 test-fast: setup
 	$(BIN)/pytest -q -m "unit"
 

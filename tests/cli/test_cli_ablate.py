@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -13,14 +15,12 @@ from molwm.cli import main
 
 pytestmark = pytest.mark.cli
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
-
-def test_ablate_tiny_runs_every_objective_probe_finetune_and_baseline(capsys, tmp_path):
+def test_ablate_tiny_runs_every_objective_probe_finetune_and_baseline(capsys, tmp_path, repo_root):
     from mlflow import MlflowClient
 
     out = tmp_path / "abl"
-    assert main(["ablate", "--config", os.path.join(ROOT, "configs/ablate/graph_tiny.yaml"), "--no-progress",
+    assert main(["ablate", "--config", str(repo_root / "configs/ablate/graph_tiny.yaml"), "--no-progress",
                  f"out_dir={out}"]) == 0
     text = capsys.readouterr().out
     parent = re.search(r"^run_id: (\S+)$", text, re.M).group(1)
@@ -53,8 +53,8 @@ def test_ablate_tiny_runs_every_objective_probe_finetune_and_baseline(capsys, tm
         "report/ablation.csv", "report/label_efficiency.png", "report/probes_vs_wall_time.png"}
 
 
-def test_ablate_refuses_an_unbounded_budget_and_unknown_objectives(capsys, tmp_path):
-    cfg = os.path.join(ROOT, "configs/ablate/graph_tiny.yaml")
+def test_ablate_refuses_an_unbounded_budget_and_unknown_objectives(capsys, tmp_path, repo_root):
+    cfg = str(repo_root / "configs/ablate/graph_tiny.yaml")
     assert main(["ablate", "--config", cfg, "objectives=[jepa,mae]", "--no-track", "--no-progress"]) == 2
     assert "mae" in capsys.readouterr().err
     assert main(["ablate", "--config", cfg, "pretrain.max_steps=null", "pretrain.budget_samples=null",
@@ -62,17 +62,26 @@ def test_ablate_refuses_an_unbounded_budget_and_unknown_objectives(capsys, tmp_p
     assert "budget" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, build_env):
+    """``molwm sim generate --molecules 60 --image-size 48``, once for both modalities (read only)."""
+    folder = tmp_path_factory.mktemp("ablate-lab")
+    with build_env(folder), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["sim", "generate", "--molecules", "60", "--out", str(folder / "lab"), "--image-size",
+                     "48", "--no-progress"]) == 0
+    return folder / "lab"
+
+
 @pytest.mark.parametrize("modality", ["image", "assay"])
-def test_ablate_image_and_assay_objectives_on_a_lab_with_probes_and_floors(capsys, tmp_path, modality):
+def test_ablate_image_and_assay_objectives_on_a_lab_with_probes_and_floors(capsys, tmp_path, repo_root, lab,
+                                                                          modality):
     from mlflow import MlflowClient
 
-    lab, out = tmp_path / "lab", tmp_path / "abl"
-    assert main(["sim", "generate", "--molecules", "60", "--out", str(lab), "--image-size", "48",
-                 "--no-progress"]) == 0
+    out = tmp_path / "abl"
     extra = [] if modality == "image" else [
         "modality=assay", "multimodal.modalities=[assay]", "multimodal.probes.modality=assay",
         "multimodal.probes.targets=[mechanism]"]
-    assert main(["ablate", "--config", os.path.join(ROOT, "configs/ablate/image_tiny.yaml"), "--no-progress",
+    assert main(["ablate", "--config", str(repo_root / "configs/ablate/image_tiny.yaml"), "--no-progress",
                  f"out_dir={out}", f"multimodal.data.lab={lab}", *extra]) == 0
     text = capsys.readouterr().out
     parent = re.search(r"^run_id: (\S+)$", text, re.M).group(1)
@@ -95,8 +104,8 @@ def test_ablate_image_and_assay_objectives_on_a_lab_with_probes_and_floors(capsy
     assert "floor.untrained.probe.mechanism.r2" in client.get_run(parent).data.metrics
 
 
-def test_ablate_image_needs_a_multimodal_run_and_lab_probes(capsys):
-    cfg = os.path.join(ROOT, "configs/ablate/image_tiny.yaml")
+def test_ablate_image_needs_a_multimodal_run_and_lab_probes(capsys, repo_root):
+    cfg = str(repo_root / "configs/ablate/image_tiny.yaml")
     assert main(["ablate", "--config", cfg, "multimodal=null", "--no-track", "--no-progress"]) == 2
     assert "multimodal" in capsys.readouterr().err
     assert main(["ablate", "--config", cfg, "multimodal.probes=null", "--no-track", "--no-progress"]) == 2

@@ -12,24 +12,23 @@ from molwm.cli import main
 
 pytestmark = pytest.mark.cli
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-TINY = os.path.join(ROOT, "configs/pretrain/multimodal_tiny.yaml")
 
 
 def _chain(out: str) -> tuple[str, str]:
     return (re.search(r"^run_id: (\S+)$", out, re.M).group(1), re.search(r"^model_uri: (\S+)$", out, re.M).group(1))
 
 
-def test_sim_then_multimodal_pretrain_then_query(capsys, tmp_path):
+def test_sim_then_multimodal_pretrain_then_query(capsys, tmp_path, repo_root):
     from mlflow import MlflowClient
 
     from molwm.query import WorldModel
 
+    tiny = str(repo_root / "configs/pretrain/multimodal_tiny.yaml")
     lab = tmp_path / "lab"
     assert main(["sim", "generate", "--molecules", "40", "--out", str(lab), "--image-size", "48",
                  "--no-progress"]) == 0
     assert "synthetic lab" in capsys.readouterr().out
-    assert main(["pretrain", "--config", TINY, f"data.lab={lab}", "max_steps=6", "checkpoint_every=3",
+    assert main(["pretrain", "--config", tiny, f"data.lab={lab}", "max_steps=6", "checkpoint_every=3",
                  f"out_dir={tmp_path / 'mm'}", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^data: [\d,]+ samples \([\d,]+ graphs, [\d,]+ with assays, \d+ images\), 0 rejected$", out, re.M)
@@ -47,7 +46,7 @@ def test_sim_then_multimodal_pretrain_then_query(capsys, tmp_path):
     assert model.embed(["CCO"]).shape == (1, 64)
 
     # the contrastive baseline runs through the same command and loads as an encoder
-    assert main(["pretrain", "--config", TINY, f"data.lab={lab}", "objective=contrastive", "data.moleculeace=false",
+    assert main(["pretrain", "--config", tiny, f"data.lab={lab}", "objective=contrastive", "data.moleculeace=false",
                  "max_steps=4", f"out_dir={tmp_path / 'cl'}", "--no-progress"]) == 0
     _, cl_uri = _chain(capsys.readouterr().out)
     assert WorldModel.load(cl_uri).embed(["CCO", "c1ccccc1"]).shape == (2, 64)

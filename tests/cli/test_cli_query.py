@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -19,18 +21,29 @@ from molwm.cli import main
 
 pytestmark = pytest.mark.cli
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
-def _register(capsys, tmp_path, name="tiny_sol"):
-    assert main(["finetune", "--config", os.path.join(ROOT, "configs/finetune/tiny.yaml"), "--register", name,
-                 "alias=champion", "--no-progress", "seeds=[0]", f"out_dir={tmp_path / 'ft'}"]) == 0
-    capsys.readouterr()
-    return f"models:/{name}@champion"
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, build_env, repo_root):
+    """One MLflow store for the module, holding ``molwm finetune --register tiny_sol alias=champion`` of
+    configs/finetune/tiny.yaml (seed 0), fine-tuned once: (store URI, model URI, checkpoint file)."""
+    folder = tmp_path_factory.mktemp("cli-query")
+    with build_env(folder), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["finetune", "--config", str(repo_root / "configs/finetune/tiny.yaml"), "--register",
+                     "tiny_sol", "alias=champion", "--no-progress", "seeds=[0]",
+                     f"out_dir={folder / 'ft'}"]) == 0
+    return f"sqlite:///{folder / 'mlflow.db'}", "models:/tiny_sol@champion", folder / "ft" / "model.pt"
 
 
-def test_query_cli_on_a_registered_model(capsys, tmp_path):
-    uri = _register(capsys, tmp_path)
+@pytest.fixture
+def registered(store, monkeypatch):
+    """The module's registered model, with this test pointed at its store: (model URI, checkpoint file)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])
+    return store[1:]
+
+
+def test_query_cli_on_a_registered_model(capsys, tmp_path, registered):
+    uri, checkpoint = registered
     (tmp_path / "c.csv").write_text("name,smiles\nethanol,CCO\nbroken,C1CC(\nphenol,c1ccccc1O\nblank,\n")
     assert main(["query", "--model", uri, "--input", "c.csv", "--output", "out.parquet", "--what",
                  "predict,neighbours,embed", "-k", "2", "--plot", "--no-progress"]) == 0
@@ -48,7 +61,7 @@ def test_query_cli_on_a_registered_model(capsys, tmp_path):
     assert "Registered Model with name=missing not found" in capsys.readouterr().err
     assert main(["query", "--model", uri, "--smiles", "CCO", "--output", "x.json", "--no-progress"]) == 2
     assert "must end in .csv or .parquet" in capsys.readouterr().err
-    assert main(["serve", "--model", str(tmp_path / "ft" / "model.pt")]) == 2
+    assert main(["serve", "--model", str(checkpoint)]) == 2
     assert "is a checkpoint file; serve an MLflow model" in capsys.readouterr().err
 
 
@@ -72,8 +85,8 @@ def _post(port: int, payload: dict) -> tuple[int, dict]:
         return err.code, json.loads(err.read().decode())
 
 
-def test_serve_answers_good_bad_and_over_limit_requests(capsys, tmp_path):
-    uri = _register(capsys, tmp_path, "tiny_serve")
+def test_serve_answers_good_bad_and_over_limit_requests(registered):
+    uri, _ = registered
     port = _free_port()
     env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-m", "molwm", "serve", "--model", uri, "--port", str(port),

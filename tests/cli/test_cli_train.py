@@ -12,8 +12,6 @@ from molwm.cli import main
 
 pytestmark = pytest.mark.cli
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-
 
 def _chain(out: str) -> tuple[str, str]:
     run_id = re.search(r"^run_id: (\S+)$", out, re.M).group(1)
@@ -21,12 +19,12 @@ def _chain(out: str) -> tuple[str, str]:
     return run_id, model_uri
 
 
-def test_pretrain_finetune_register_query(capsys, tmp_path):
+def test_pretrain_finetune_register_query(capsys, tmp_path, repo_root):
     from mlflow import MlflowClient
 
     from molwm.query import WorldModel
 
-    assert main(["pretrain", "--config", os.path.join(ROOT, "configs/pretrain/tiny.yaml"), "--no-progress",
+    assert main(["pretrain", "--config", str(repo_root / "configs/pretrain/tiny.yaml"), "--no-progress",
                  f"out_dir={tmp_path / 'pre'}"]) == 0
     pre_run, pre_uri = _chain(capsys.readouterr().out)
     assert pre_uri.startswith("models:/")
@@ -36,7 +34,7 @@ def test_pretrain_finetune_register_query(capsys, tmp_path):
     arts = {a.path for a in client.list_artifacts(pre_run, "plots")}
     assert {"plots/loss_curve.png", "plots/embedding_health.png"} <= arts
 
-    assert main(["finetune", "--config", os.path.join(ROOT, "configs/finetune/tiny.yaml"), "--from", pre_uri,
+    assert main(["finetune", "--config", str(repo_root / "configs/finetune/tiny.yaml"), "--from", pre_uri,
                  "--seeds", "0,1", "--register", "tiny_freesolv", "mode=full", "alias=champion", "--no-progress",
                  f"out_dir={tmp_path / 'ft'}"]) == 0
     out = capsys.readouterr().out
@@ -56,8 +54,8 @@ def test_pretrain_finetune_register_query(capsys, tmp_path):
     assert np.isfinite(frame["hydration_free_energy_std"].iloc[0])
 
 
-def test_training_errors_are_messages(capsys, tmp_path):
-    assert main(["finetune", "--config", os.path.join(ROOT, "configs/finetune/tiny.yaml"), "mode=linear_probe",
+def test_training_errors_are_messages(capsys, tmp_path, repo_root):
+    assert main(["finetune", "--config", str(repo_root / "configs/finetune/tiny.yaml"), "mode=linear_probe",
                  "--no-track"]) == 2
     assert "needs from_model" in capsys.readouterr().err
     assert main(["pretrain", "--resume", str(tmp_path / "missing.pt"), "--no-track"]) == 2

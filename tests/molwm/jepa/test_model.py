@@ -14,7 +14,6 @@ from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import GraphJEPA, JEPAConfig, PredictorConfig
 
-pytestmark = pytest.mark.unit
 
 TINY = JEPAConfig(encoder=GraphEncoderConfig(dim=32, layers=2, rw_steps=4, lap_k=4),
                   predictor=PredictorConfig(dim=32, layers=1, heads=2))
@@ -28,6 +27,7 @@ def _batch(smiles, cfg=TINY.encoder, seed=None):
     return b
 
 
+@pytest.mark.unit
 def test_random_walk_code_by_hand():
     b = _batch(["C1CCCCC1", "CC"], GraphEncoderConfig(rw_steps=4, lap_k=0))
     # 6-ring: return after 1 step 0, after 2 steps 1/2, after 3 steps 0, after 4 steps 3/8
@@ -36,6 +36,7 @@ def test_random_walk_code_by_hand():
     assert torch.allclose(b.pe[6], torch.tensor([0.0, 1.0, 0.0, 1.0]))
 
 
+@pytest.mark.unit
 def test_laplacian_code_is_orthonormal_and_sign_flipped():
     b = _batch(["c1ccccc1CCO"], GraphEncoderConfig(rw_steps=0, lap_k=4))
     gram = b.pe.T @ b.pe
@@ -44,6 +45,7 @@ def test_laplacian_code_is_orthonormal_and_sign_flipped():
     assert torch.allclose(flipped.pe.abs(), b.pe.abs(), atol=1e-5)
 
 
+@pytest.mark.unit
 def test_encoder_tokens_shapes_and_keep():
     b = _batch(["CCO", "c1ccccc1", "CCCCCCCCCC"])
     enc = GraphEncoder(GRAPH_SPEC, TINY.encoder)
@@ -57,6 +59,7 @@ def test_encoder_tokens_shapes_and_keep():
     assert enc.embed(b).shape == (3, 32)
 
 
+@pytest.mark.unit
 def test_ema_target_gets_no_gradient_and_follows_momentum():
     torch.manual_seed(0)
     model = GraphJEPA(GRAPH_SPEC, TINY)
@@ -97,6 +100,7 @@ def test_jepa_on_64_molecules_learns_without_collapse():
     assert health["health.rankme"] > 4.0
 
 
+@pytest.mark.unit
 def test_pooling_options():
     from molwm.encoders.graph import SUM_POOL_SCALE
 
@@ -110,6 +114,7 @@ def test_pooling_options():
         enc.embed(b, "max")
 
 
+@pytest.mark.unit
 def test_gps_layer_attends_within_each_molecule_only():
     torch.manual_seed(0)
     cfg = GraphEncoderConfig(dim=32, layers=2, rw_steps=4, lap_k=4, layer="gps", heads=4)
@@ -123,6 +128,7 @@ def test_gps_layer_attends_within_each_molecule_only():
     assert all(p.grad is not None for p in enc.parameters())
 
 
+@pytest.mark.unit
 def test_gps_config_checks_heads_divide_dim():
     from molwm.config import ConfigError, from_dict
 
@@ -130,6 +136,7 @@ def test_gps_config_checks_heads_divide_dim():
         from_dict(GraphEncoderConfig, {"layer": "gps", "dim": 30, "heads": 4}, "encoder")
 
 
+@pytest.mark.unit
 def test_graph_level_target_is_predicted_and_trained():
     from dataclasses import replace
 
@@ -150,6 +157,7 @@ def test_graph_level_target_is_predicted_and_trained():
         (out.pred_loss + TINY.anti_collapse_weight * out.reg + out.graph_loss).item(), rel=1e-5)
 
 
+@pytest.mark.unit
 def test_encoder_gine_update_equals_pyg_gineconv():
     from molwm.encoders.graph import _distinct_rows
 

@@ -24,7 +24,6 @@ from molwm.sim import (
 )
 from molwm.sim.cli import add_parser
 
-pytestmark = pytest.mark.integration
 
 DRUGS = [
     "CC(=O)Oc1ccccc1C(=O)O",  # aspirin
@@ -59,6 +58,7 @@ def _files(root):
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
 
 
+@pytest.mark.integration
 def test_same_seed_gives_identical_files(lab_a, lab_a_again):
     a, b = lab_a.out_dir, lab_a_again.out_dir
     assert _files(a) == _files(b)
@@ -71,6 +71,7 @@ def test_same_seed_gives_identical_files(lab_a, lab_a_again):
                                   pd.read_parquet(b / "profiles.parquet"))
 
 
+@pytest.mark.integration
 def test_other_seed_differs(lab_a, tmp_path_factory):
     other = _lab(tmp_path_factory, "b", seed=1, images=False)
     a, b = lab_a.out_dir, other.out_dir
@@ -78,6 +79,7 @@ def test_other_seed_differs(lab_a, tmp_path_factory):
     assert not np.allclose(np.load(a / "truth/mechanism.npy"), np.load(b / "truth/mechanism.npy"))
 
 
+@pytest.mark.integration
 def test_layout_matches_data_layouts(lab_a):
     root = lab_a.out_dir
     for name in ("compound.csv", "well.csv", "load_data.csv", "profiles.parquet", "assays.csv",
@@ -132,6 +134,7 @@ def test_layout_matches_data_layouts(lab_a):
     assert "effect" in json.loads((root / "truth/params.json").read_text())["cells"]
 
 
+@pytest.mark.integration
 def test_invalid_smiles_reported_not_raised(lab_a):
     assert [(r.index, r.code) for r in lab_a.rejects] == [(len(DRUGS), "parse_error")]
     manifest = json.loads((lab_a.out_dir / "manifest.json").read_text())
@@ -152,6 +155,7 @@ def test_mechanism_depends_on_structure_only():
     np.testing.assert_allclose(salt[0], m[7])  # a salt acts through its parent
 
 
+@pytest.mark.integration
 def test_higher_dose_moves_state_further(tmp_path):
     res = generate_lab(DRUGS, tmp_path / "lab", doses=(0.1, 100.0), images=False, progress=False)
     wells = pd.read_csv(res.out_dir / "well.csv")
@@ -194,6 +198,7 @@ def test_affected_images_differ_more_than_controls():
     assert img.dtype == np.uint16 and img.shape == (5, 96, 96)
 
 
+@pytest.mark.integration
 def test_missingness_near_configured_rate(tmp_path):
     smiles = load_smiles_for_lab("chembl_drugs", 60, seed=0)
     mcar = generate_lab(smiles, tmp_path / "mcar", images=False, inactive_missing=0.0, progress=False)
@@ -208,6 +213,7 @@ def test_missingness_near_configured_rate(tmp_path):
     assert measured["active"].mean() > truth["active"].mean()  # not missing at random
 
 
+@pytest.mark.integration
 def test_load_smiles_for_lab_files_and_sampling(tmp_path):
     smi = tmp_path / "m.smi"
     smi.write_text("# header\n" + "\n".join(f"{s} name{i}" for i, s in enumerate(DRUGS)) + "\n")
@@ -223,6 +229,7 @@ def test_load_smiles_for_lab_files_and_sampling(tmp_path):
         load_smiles_for_lab(str(csv), 8)
 
 
+@pytest.mark.integration
 def test_npy_format_and_several_times(tmp_path):
     res = generate_lab(DRUGS[:3], tmp_path / "lab", times=(6.0, 48.0), image_format="npy", image_size=24,
                        sites=2, n_assays=2, progress=False)

@@ -162,7 +162,8 @@ def test_a_short_cpu_run_with_probes_leaves_a_cpu_checkpoint(tmp_path, monkeypat
 @pytest.mark.integration
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it on one)")
 @pytest.mark.parametrize("name", names("graph"))
-def test_each_objective_trains_on_cuda_and_its_checkpoint_loads_on_cpu(tmp_path, monkeypatch, repo_root, name):
+def test_each_objective_trains_on_cuda_and_its_checkpoint_loads_on_cpu(tmp_path, monkeypatch, repo_root,
+                                                                        name):
     card = _card(tmp_path, monkeypatch)
     gpu = _short_run(repo_root, tmp_path, name, "cuda", card)
     assert len(gpu.history["loss"]) == 3 and all(math.isfinite(v) for _, v in gpu.history["loss"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -12,11 +11,6 @@ import torch
 from molwm.config import ConfigError, load_config
 from molwm.tasks.metrics import classification_metrics, masked_loss, regression_metrics
 from molwm.train.finetune import FinetuneConfig, run_finetune
-
-pytestmark = pytest.mark.integration
-
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..")
-TINY = os.path.join(ROOT, "configs", "finetune", "tiny.yaml")
 
 
 @pytest.mark.unit
@@ -39,12 +33,19 @@ def test_metrics_skip_missing():
     assert classification_metrics(y[:, 1:], p[:, 1:])["roc_auc"] == pytest.approx(1.0)
 
 
-def _cfg(tmp_path, *over):
-    return load_config(FinetuneConfig, TINY, [f"out_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'c'}", *over])
+@pytest.fixture
+def cfg(repo_root, tmp_path):
+    """``cfg(*overrides)``: configs/finetune/tiny.yaml, writing under this test's folder."""
+    def make(*over):
+        return load_config(FinetuneConfig, repo_root / "configs/finetune/tiny.yaml",
+                           [f"out_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'c'}", *over])
+
+    return make
 
 
-def test_scratch_finetune_runs_seeds_and_writes_split_file(tmp_path):
-    result = run_finetune(_cfg(tmp_path), progress=False)
+@pytest.mark.integration
+def test_scratch_finetune_runs_seeds_and_writes_split_file(finetune_run, cfg):
+    result = finetune_run  # configs/finetune/tiny.yaml as it is, trained once per run (tests/conftest.py)
     assert result.task == "regression" and len(result.per_seed) == 2
     assert {"test_rmse_mean", "test_rmse_std", "test_r2_mean"} <= set(result.summary)
     splits = json.loads(result.split_file.read_text())
@@ -52,19 +53,17 @@ def test_scratch_finetune_runs_seeds_and_writes_split_file(tmp_path):
     all_rows = sorted(splits[0]["train"] + splits[0]["val"] + splits[0]["test"])
     assert all_rows == list(range(120))  # source rows of freesolv[:120], none rejected
     # giving the split back reproduces the same rows and the same metrics
-    again = run_finetune(_cfg(tmp_path, f"split.file={result.split_file}"), progress=False)
+    again = run_finetune(cfg(f"split.file={result.split_file}"), progress=False)
     assert json.loads(again.split_file.read_text()) == splits
     assert again.per_seed[0]["test_rmse"] == pytest.approx(result.per_seed[0]["test_rmse"], rel=1e-5)
 
 
-def test_linear_probe_and_full_from_a_pretrained_checkpoint(tmp_path):
-    from molwm.train.pretrain import PretrainConfig, run_pretrain
-
-    pre = run_pretrain(load_config(PretrainConfig, os.path.join(ROOT, "configs", "pretrain", "tiny.yaml"),
-                                   [f"out_dir={tmp_path / 'pre'}", f"cache_dir={tmp_path / 'c'}"]), progress=False)
-    probe = run_finetune(_cfg(tmp_path, "mode=linear_probe", f"from_model={pre.checkpoint}", "seeds=[0]"),
+@pytest.mark.integration
+def test_linear_probe_and_full_from_a_pretrained_checkpoint(graph_pretrain_run, cfg):
+    pre = graph_pretrain_run  # configs/pretrain/tiny.yaml, trained once per test run (tests/conftest.py)
+    probe = run_finetune(cfg("mode=linear_probe", f"from_model={pre.checkpoint}", "seeds=[0]"),
                          progress=False)
-    full = run_finetune(_cfg(tmp_path, "mode=full", f"from_model={pre.checkpoint}", "seeds=[0]"), progress=False)
+    full = run_finetune(cfg("mode=full", f"from_model={pre.checkpoint}", "seeds=[0]"), progress=False)
     assert np.isfinite(probe.summary["test_rmse_mean"]) and np.isfinite(full.summary["test_rmse_mean"])
     from molwm.query import WorldModel
 
@@ -74,7 +73,8 @@ def test_linear_probe_and_full_from_a_pretrained_checkpoint(tmp_path):
     assert np.isfinite(frame["hydration_free_energy"].iloc[0]) and np.isnan(frame["hydration_free_energy"].iloc[1])
 
 
-def test_classification_with_missing_labels(tmp_path):
+@pytest.mark.integration
+def test_classification_with_missing_labels(tmp_path, cfg):
     csv = tmp_path / "tox.csv"
     rng = np.random.default_rng(0)
     from molwm.data.registry import get_card
@@ -90,18 +90,21 @@ def test_classification_with_missing_labels(tmp_path):
     card = tmp_path / "tox.yaml"
     card.write_text("name: tox\nsource: {kind: local, files: [{path: tox.csv}]}\ncolumns: {targets: [a, b]}\n"
                     "task: {type: multitask_classification, metric: roc_auc}\n")
-    result = run_finetune(_cfg(tmp_path, f"dataset={card}", "limit=null", "seeds=[0]"), progress=False)
+    result = run_finetune(cfg(f"dataset={card}", "limit=null", "seeds=[0]"), progress=False)
     assert result.task == "classification"
     assert 0.0 <= result.summary["test_roc_auc_mean"] <= 1.0
 
 
-def test_config_errors():
+@pytest.mark.unit
+def test_config_errors(repo_root):
+    tiny = repo_root / "configs/finetune/tiny.yaml"
     with pytest.raises(ConfigError, match="needs from_model"):
-        load_config(FinetuneConfig, TINY, ["mode=full"])
+        load_config(FinetuneConfig, tiny, ["mode=full"])
     with pytest.raises(ConfigError, match="unknown config key 'head.hiden'"):
-        load_config(FinetuneConfig, TINY, ["head.hiden=3"])
+        load_config(FinetuneConfig, tiny, ["head.hiden=3"])
 
 
+@pytest.mark.integration
 def test_random_forest_baselines_on_a_real_split():
     from molwm.baselines import morgan_fingerprints, random_forest, rdkit_descriptors
     from molwm.data.registry import get_card

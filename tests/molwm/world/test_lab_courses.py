@@ -13,25 +13,26 @@ from molwm.world.data import CourseError, load_lab_courses, value_at
 
 pytestmark = pytest.mark.integration
 
-SMILES = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "C1CC("]  # the last one is rejected by the lab
+# the shared time-course lab (``tiny_world_lab`` in tests/conftest.py): these six drugs in this order, then
+# "C1CC(", which the lab rejects; 1 and 10 uM; 0, 8 and 24 h; 2 assays
+CANONICAL = ["CCO", "Oc1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)CC", "OCC(O)CO"]
 TIMES, DOSES = (0.0, 8.0, 24.0), (1.0, 10.0)
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab") / "lab"
-    generate_lab(SMILES, out, times=TIMES, doses=DOSES, image_size=32, n_assays=2, progress=False)
-    return out
+@pytest.fixture
+def lab(tiny_world_lab):
+    assert (tiny_world_lab.times, tiny_world_lab.doses) == (TIMES, DOSES) and len(tiny_world_lab.smiles) == 7
+    return tiny_world_lab.path
 
 
 def test_lab_reads_as_courses(lab):
     c = load_lab_courses(lab)
-    n_treated = 3 * len(DOSES)
+    n_treated = len(CANONICAL) * len(DOSES)
     assert c.obs.shape == (n_treated + 8, len(TIMES), len(c.obs_names))  # 8 DMSO wells per plate -> 8 courses
     assert len(c.obs_names) > 10
     assert all(n.split("_", 1)[0] in ("Cells", "Nuclei", "Cytoplasm") for n in c.obs_names)
-    assert c.drugs == ["SIM-000001", "SIM-000002", "SIM-000003"]
-    assert c.smiles == ["CCO", "Oc1ccccc1", "CC(=O)Oc1ccccc1C(=O)O"]  # canonical
+    assert c.drugs == [f"SIM-{i:06d}" for i in range(1, 7)]
+    assert c.smiles == CANONICAL  # canonical
     assert c.synthetic and c.contexts == ["sim"] and (c.context == 0).all()
     np.testing.assert_array_equal(c.times, np.tile(TIMES, (c.n, 1)))  # every condition at every time
     treated = c.drug >= 0
@@ -40,7 +41,7 @@ def test_lab_reads_as_courses(lab):
     ctrl = ~treated
     assert (c.drug[ctrl] == -1).all() and (c.dose[ctrl] == 0).all()
     assert all(i.startswith("DMSO#") for i in np.asarray(c.ids)[ctrl])
-    np.testing.assert_array_equal(np.sort(c.dose[treated]), np.repeat(DOSES, 3))
+    np.testing.assert_array_equal(np.sort(c.dose[treated]), np.repeat(DOSES, len(CANONICAL)))
     meta = json.loads((lab / "manifest.json").read_text())
     assert c.truth.shape == (c.n, len(TIMES), len(c.truth_names)) and c.truth_names == meta["state_names"]
     assert np.isfinite(c.truth).all()
@@ -78,7 +79,7 @@ def test_a_folder_without_manifest_is_named(tmp_path, lab):
     with pytest.raises(CourseError, match=r"not_a_lab: not a synthetic lab \(no manifest.json\)"):
         load_lab_courses(empty)
     no_images = tmp_path / "no_images"
-    generate_lab(SMILES[:2], no_images, times=TIMES, images=False, n_assays=0, progress=False)
+    generate_lab(["CCO", "c1ccccc1O"], no_images, times=TIMES, images=False, n_assays=0, progress=False)
     with pytest.raises(CourseError, match=r"no_images/profiles.parquet: missing.*--no-images"):
         load_lab_courses(no_images)
     with pytest.raises(CourseError, match=r"no column\(s\) \['Cells_Made_Up'\]"):

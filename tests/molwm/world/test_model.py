@@ -11,8 +11,6 @@ from molwm.world.model import Action, LatentState, WorldNet, WorldNetConfig, win
 from molwm.world.prepare import make_world_data
 from molwm.world.run import run_world
 
-pytestmark = pytest.mark.unit
-
 
 def _net_inputs(b: int = 5, n_drugs: int = 2, compound_dim: int = 7, k: int = 2, d: int = 8):
     g = torch.Generator().manual_seed(0)
@@ -23,6 +21,7 @@ def _net_inputs(b: int = 5, n_drugs: int = 2, compound_dim: int = 7, k: int = 2,
     return state, action
 
 
+@pytest.mark.unit
 def test_forward_and_rollout_shapes():
     cfg = WorldNetConfig(dim=8, state_tokens=2, depth=1, heads=2, ensemble=3)
     net = WorldNet(window_dim=12, obs_dim=4, compound_dim=7, n_drugs=2, n_contexts=1, config=cfg).eval()
@@ -40,6 +39,7 @@ def test_forward_and_rollout_shapes():
     assert not torch.allclose(all_members[0], all_members[1])  # members have their own weights
 
 
+@pytest.mark.unit
 def test_window_features_only_read_the_past():
     rng = np.random.default_rng(0)
     n, t, f, history = 3, 6, 2, 3
@@ -65,6 +65,7 @@ def test_window_features_only_read_the_past():
         assert not np.allclose(changed[2, i + 1], base[2, i + 1])
 
 
+@pytest.mark.integration
 def test_forecast_from_cutoff_ignores_data_after_the_cutoff(forecaster, make_courses):
     fc = forecaster
     courses = make_courses(seed=1)
@@ -88,6 +89,7 @@ def test_forecast_from_cutoff_ignores_data_after_the_cutoff(forecaster, make_cou
     assert not np.allclose(predict(at_cutoff), base)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("objective, compound", [("jepa", "none"), ("raw", "morgan")])
 def test_rollout_loss_decreases_on_a_toy_course(tmp_path, make_courses, make_config, objective, compound):
     cfg = make_config(str(tmp_path / "run"), max_steps=80, compound=compound, objective=objective)
@@ -100,6 +102,7 @@ def test_rollout_loss_decreases_on_a_toy_course(tmp_path, make_courses, make_con
     assert result.steps == 80 and result.checkpoint.is_file()
 
 
+@pytest.mark.integration
 def test_resume_gives_the_same_weights(tmp_path, make_courses, make_config):
     # Morgan features and compound dropout 0.1: resume must reproduce the dropout draws too
     def config(name):

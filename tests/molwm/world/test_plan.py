@@ -12,7 +12,7 @@ import pytest
 from molwm.world.forecast import ForecastError
 from molwm.world.plan import plan, plot_plan, resolve_target
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # every test plans with a trained world model (``forecaster``)
 
 HORIZON = 24.0
 CANDIDATES = ["CCO", "not_a_smiles", "CCN", "phenol", "CC(=O)O"]  # phenol: a training drug, by name
