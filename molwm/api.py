@@ -16,7 +16,7 @@ from pathlib import Path
 
 from molwm import checkpoints
 from molwm.data.sources import sha256_file
-from molwm.models import kind_of
+from molwm.models import kind_of, parts_from_state
 from molwm.query import MoleculeModel
 from molwm.world.forecast import WorldForecaster
 
@@ -35,4 +35,4 @@ def load_model(uri: str | Path, tracking_uri: str | None = None) -> MoleculeMode
     kind = kind_of(state, uri)
     if kind.family == "world":
         return WorldForecaster.from_state(state, str(uri))
-    return MoleculeModel.from_parts(kind.parts(state), source=str(uri), digest=sha256_file(path))
+    return MoleculeModel.from_parts(parts_from_state(state, uri), source=str(uri), digest=sha256_file(path))

@@ -14,167 +14,41 @@ from typing import NoReturn, Sequence
 from molwm import __version__
 from molwm.config import ConfigError
 from molwm.errors import MolwmError
+from molwm.cli_common import one_line, print_chain, quiet_flags
+from molwm.data.cli import add_parsers as add_data_parsers
+from molwm.data.cli import cmd_data_prepare
 from molwm.sim.cli import add_parser as add_sim_parser
 from molwm.world.cli import add_parsers as add_world_parsers
 
 
-def _print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    print(line)
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-
-
-def cmd_data_list(args) -> int:
-    from molwm.data.info import list_datasets
-
-    statuses = list_datasets(args.cards, args.cache_dir)
-    rows = []
-    for s in statuses:
-        c = s.card
-        rows.append([
-            c.name,
-            c.task.type + (f" ({c.task.metric})" if c.task.metric else ""),
-            f"{c.size:,}" if c.size else "?",
-            c.source.kind,
-            "yes" if s.available else "no",
-            str(len(s.prepared)),
-            c.license,
-        ])
-    _print_table(rows, ["name", "task", "size", "source", "available", "prepared", "license"])
-    missing = [s for s in statuses if not s.available]
-    for s in missing:
-        print(f"  {s.card.name}: {s.detail}")
-    return 0
-
-
-def cmd_data_show(args) -> int:
-    from molwm.data.info import show_dataset
-
-    s = show_dataset(args.name, args.cards, args.cache_dir)
-    c = s.card
-    print(f"{c.name}: {c.description.strip()}")
-    print(f"  card:      {c.card_path}")
-    print(f"  task:      {c.task.type}" + (f", metric {c.task.metric}" if c.task.metric else "")
-          + (f", units {c.task.units}" if c.task.units else ""))
-    print(f"  columns:   smiles={c.columns.smiles!r} targets={c.columns.target_names} id={c.columns.id!r}")
-    print(f"  source:    {c.source.kind}: {s.detail}")
-    for f in c.source.files:
-        print(f"    - {f.path}  sha256={f.sha256 or 'not set'}")
-    print(f"  license:   {c.license}")
-    print(f"  citation:  {' '.join(c.citation.split())}")
-    if c.url:
-        print(f"  url:       {c.url}")
-    if s.n_rows is not None:
-        print(f"  rows:      {s.n_rows:,} (checksums verified)")
-    elif c.size:
-        print(f"  rows:      {c.size:,} (from the card)")
-    if s.preview is not None:
-        print("  preview:")
-        for line in s.preview.to_string(max_colwidth=60).splitlines():
-            print("    " + line)
-    if s.prepared:
-        print("  prepared caches:")
-        for m in s.prepared:
-            limit = m["limit"] if m["limit"] is not None else "all"
-            print(f"    - limit {limit}: {m['n_ok']:,} graphs, {m['n_rejected']:,} rejected -> {m['path']}")
-    else:
-        print(f"  prepared caches: none (run: molwm data prepare {c.name})")
-    return 0
-
-
-def cmd_data_prepare(args) -> int:
-    from molwm.config import load_config
-    from molwm.data.prepare import PrepareConfig, prepare_dataset
-    from molwm.tracking import make_tracker
-
-    flags = {"dataset": args.name}
-    for key in ("limit", "n_jobs", "cache_dir", "shard_size", "max_smiles_length", "experiment"):
-        value = getattr(args, key)
-        if value is not None:
-            flags[key] = value
-    if args.force:
-        flags["force"] = True
-    if args.no_progress:
-        flags["progress"] = False
-    config = load_config(PrepareConfig, args.config, args.overrides, flags=flags)
-    tracker = make_tracker(not args.no_track, experiment=config.experiment)
-    result = prepare_dataset(config, tracker, tuple(args.cards))
-    print(result.summary())
-    print(f"rejects report: {result.rejects_path}")
-    if not args.no_track:
-        print(f"tracked in MLflow ({tracker.tracking_uri}), experiment '{config.experiment}'")
-    return 0
-
-
-def _print_chain(run_id, model_uri) -> None:
-    # on lines of their own, so scripts can chain pretrain -> finetune -> query
-    print(f"run_id: {run_id}")
-    print(f"model_uri: {model_uri}")
-
-
 def cmd_pretrain(args) -> int:
-    from molwm.config import load_config
+    from molwm.pretraining import config_kind, load_pretrain_config, pretrain, resumed_kind
     from molwm.tracking import make_tracker
     from molwm.train.distributed import env_world_size, is_main_process
-    from molwm.train.pretrain import PretrainConfig, run_pretrain
 
-    kind = _kind(args)
+    kind = resumed_kind(args.resume) if args.resume else config_kind(args.config, args.overrides)
     if kind != "graph" and env_world_size() > 1:
         raise ConfigError(f"torchrun (WORLD_SIZE={env_world_size()}) runs graph pretraining only; "
                           f"start {kind} pretraining as one process")
+    # resuming, the checkpoint's kind picks the schema (and its config wins inside the run)
+    config = load_pretrain_config(args.config, [*args.overrides, f"kind={kind}"] if args.resume else args.overrides)
+    # under torchrun, rank 0 alone logs and prints (and so alone touches the MLflow store)
+    tracker = make_tracker(not args.no_track and is_main_process(), experiment=config.experiment)
+    result = pretrain(config, tracker, resume=args.resume, progress=not args.no_progress)
+    if not is_main_process():
+        return 0
     if kind == "world":
-        from molwm.world.run import run_world
-        from molwm.world.train import WorldConfig
-
-        config = load_config(WorldConfig, args.config, args.overrides)
-        tracker = make_tracker(not args.no_track, experiment=config.experiment)
-        result = run_world(config, tracker, resume=args.resume, progress=not args.no_progress)
         s = result.build.courses.summary()
         print(f"data: {s['conditions']:,} conditions ({len(result.build.train_rows):,} train, "
               f"{len(result.build.test_rows):,} held out), {s['drugs']} drugs, {s['observations']:,} observations"
               + (" (synthetic)" if s["synthetic"] else ""))
     elif kind == "multimodal":
-        from molwm.train.pretrain_mm import MultimodalPretrainConfig, run_multimodal_pretrain
-
-        config = load_config(MultimodalPretrainConfig, args.config, args.overrides)
-        tracker = make_tracker(not args.no_track, experiment=config.experiment)
-        result = run_multimodal_pretrain(config, tracker, resume=args.resume, progress=not args.no_progress)
         counts = result.build.train.counts()
         print(f"data: {counts['samples']:,} samples ({counts['with_graph']:,} graphs, {counts['with_assays']:,} "
               f"with assays, {counts['with_image']:,} images), {len(result.build.rejects)} rejected")
-    else:
-        config = load_config(PretrainConfig, args.config, args.overrides)
-        # under torchrun, rank 0 alone logs and prints (and so alone touches the MLflow store)
-        tracker = make_tracker(not args.no_track and is_main_process(), experiment=config.experiment)
-        result = run_pretrain(config, tracker, resume=args.resume, progress=not args.no_progress)
-        if not is_main_process():
-            return 0
     print(f"pretrained {result.steps} steps, final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
-    _print_chain(result.run_id, result.model_uri)
+    print_chain(result.run_id, result.model_uri)
     return 0
-
-
-def _kind(args) -> str:
-    """``graph``, ``multimodal`` or ``world``: from ``kind:`` in the YAML (or the resumed checkpoint's kind)."""
-    from molwm.config import read_yaml
-
-    if args.resume:
-        import warnings
-
-        from molwm.checkpoints import load_resume_checkpoint
-
-        with warnings.catch_warnings():  # the run itself warns when it falls back to the previous checkpoint
-            warnings.simplefilter("ignore")
-            kind = str(load_resume_checkpoint(args.resume).get("kind", ""))
-        return "multimodal" if kind.startswith("multimodal") else "world" if kind == "world_model" else "graph"
-    data = read_yaml(args.config) if args.config else {}
-    for wanted in ("multimodal", "world"):
-        if data.get("kind") == wanted or any(o.replace(" ", "") == f"kind={wanted}" for o in args.overrides):
-            return wanted
-    return "graph"
 
 
 def cmd_finetune(args) -> int:
@@ -197,7 +71,7 @@ def cmd_finetune(args) -> int:
             name = key[: -len("_mean")]
             print(f"{name}: {value:.4f} ± {result.summary[name + '_std']:.4f} over seeds {config.seeds}")
     print(f"split file: {result.split_file}")
-    _print_chain(result.run_id, result.model_uri)
+    print_chain(result.run_id, result.model_uri)
     return 0
 
 
@@ -235,7 +109,7 @@ def cmd_query(args) -> int:
 def _check_servable(uri: str) -> None:
     """Raise a one-line error unless ``uri`` names an MLflow model, before ``mlflow models serve`` is spawned
     (whose own failure is a traceback from another process). Lists the model's files; downloads nothing."""
-    from molwm.tracking import default_tracking_uri
+    from molwm.tracking import StoreError, default_tracking_uri, model_files
 
     hint = ("serve an MLflow model: the models:/NAME@ALIAS or models:/m-... URI printed as model_uri by "
             "molwm finetune / pretrain")
@@ -248,17 +122,12 @@ def _check_servable(uri: str) -> None:
         if not (path / "MLmodel").is_file():
             raise ConfigError(f"{uri} is not an MLflow model folder (it has no MLmodel file); {hint}")
         return
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
     store = default_tracking_uri()
-    try:  # the store is passed, so mlflow's global tracking URI is left alone; nothing is downloaded
-        files = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=store)
-    except (MlflowException, OSError) as err:
-        reason = (err.message if isinstance(err, MlflowException) else str(err)).strip().splitlines()
-        raise ConfigError(f"cannot serve {uri}: MLflow store {store} cannot resolve it"
-                          + (f" ({reason[0]})" if reason else "")) from None
-    if not any(f.path.rsplit("/", 1)[-1] == "MLmodel" for f in files):
+    try:  # lists the files (downloads nothing); mlflow's global tracking URI is left alone
+        files = model_files(uri, store)
+    except StoreError as err:
+        raise ConfigError(f"cannot serve {uri}: MLflow store {store} cannot resolve it ({err})") from None
+    if "MLmodel" not in files:
         raise ConfigError(f"{uri} in MLflow store {store} is not an MLflow model (it has no MLmodel file); "
                           f"{hint}")
 
@@ -274,15 +143,11 @@ def cmd_serve(args) -> int:
     return serve(args.model, args.host, args.port, args.max_molecules, args.max_smiles_length, args.workers)
 
 
-def _one_line(message: str) -> str:
-    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
-
-
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors read like every other molwm error: one line, exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"molwm: error: {_one_line(message)} (see {self.prog} --help)\n")
+        self.exit(2, f"molwm: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,46 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"molwm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="dataset cards, sources and featurization caches")
-    dsub = data.add_subparsers(dest="data_command", required=True)
+    add_data_parsers(sub)
 
-    def common(p):
-        p.add_argument("--cards", action="append", default=[], metavar="DIR",
-                       help="extra folder of dataset cards (repeatable; also $MOLWM_DATASETS)")
-        p.add_argument("--cache-dir", default=None, help="cache root (default $MOLWM_CACHE or ~/.cache/molwm)")
-
-    def quiet(p):
-        p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-    p = dsub.add_parser("list", help="list known datasets (Python: molwm.data.info.list_datasets)")
-    common(p)
-    p.set_defaults(func=cmd_data_list)
-
-    p = dsub.add_parser("show", help="show one dataset card (Python: molwm.data.info.show_dataset)")
-    p.add_argument("name", help="card name or path to a card YAML")
-    common(p)
-    p.set_defaults(func=cmd_data_show)
-
-    p = dsub.add_parser(
-        "prepare",
-        help="featurize and cache a dataset (Python: molwm.data.prepare.prepare_dataset)",
-        epilog="Any PrepareConfig key can also be set as key=value, e.g. shard_size=50000.",
-    )
-    p.add_argument("name", help="card name or path to a card YAML")
-    p.add_argument("--limit", type=int, default=None, help="featurize only the first N rows")
-    p.add_argument("--n-jobs", dest="n_jobs", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--shard-size", dest="shard_size", type=int, default=None)
-    p.add_argument("--max-smiles-length", dest="max_smiles_length", type=int, default=None)
-    p.add_argument("--config", default=None, help="YAML with PrepareConfig keys")
-    p.add_argument("--experiment", default=None, help="MLflow experiment (default molwm-data)")
-    p.add_argument("--force", action="store_true", help="rebuild even if cached")
-    quiet(p)
-    common(p)
-    p.set_defaults(func=cmd_data_prepare)
-
-    p = sub.add_parser("pretrain", help="JEPA pretraining (Python: molwm.train.pretrain.run_pretrain; "
-                       "multimodal: molwm.train.pretrain_mm.run_multimodal_pretrain)",
+    p = sub.add_parser("pretrain", help="pretraining: graph, multimodal or world model, by the YAML's kind "
+                       "(Python: molwm.pretraining.pretrain)",
                        epilog="Any config key can be set as key=value, e.g. model.encoder.dim=64. A YAML with "
                               "'kind: multimodal' runs the multimodal JEPA (configs/pretrain/multimodal.yaml), "
                               "'kind: world' a world model (configs/world/lab.yaml). Under torchrun "
@@ -339,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "molecules per step (docs/distributed.md).")
     p.add_argument("--config", default=None, help="YAML, e.g. configs/pretrain/graph_jepa.yaml")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its checkpoint")
-    quiet(p)
+    quiet_flags(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune property predictors (Python: molwm.train.finetune.run_finetune)",
@@ -349,18 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained checkpoint or MLflow model URI")
     p.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1,2")
     p.add_argument("--register", default=None, metavar="NAME", help="register the model under NAME")
-    quiet(p)
+    quiet_flags(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("ablate", help="pretraining objectives side by side at an equal budget: probes, "
                                       "label-efficiency fine-tunes, baselines (Python: molwm.objectives.ablate)",
                        epilog="Any AblateConfig key can be set as key=value, e.g. pretrain.budget_seconds=600.")
     p.add_argument("--config", required=True, help="YAML, e.g. configs/ablate/graph.yaml")
-    quiet(p)
+    quiet_flags(p)
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("query", help="embeddings, properties and neighbours for candidates "
-                                     "(Python: molwm.query.WorldModel, molwm.query_files.run_query)")
+                                     "(Python: molwm.api.load_model, molwm.query_files.run_query)")
     p.add_argument("--model", required=True, metavar="URI",
                    help="checkpoint or MLflow model URI (runs:/..., models:/name@alias, models:/name/version)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -420,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except _reported_errors() as err:  # the tuple is built only once an exception reaches here
-        print(f"molwm: error: {_one_line(str(err)) or type(err).__name__}", file=sys.stderr)
+        print(f"molwm: error: {one_line(str(err)) or type(err).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("molwm: interrupted", file=sys.stderr)

@@ -37,7 +37,7 @@ from molwm.data.cache import cache_root
 from molwm.data.candidates import load_reference_smiles
 from molwm.data.sources import sha256_file
 from molwm.encoders.graph import GraphEncoder, structural_pe
-from molwm.models import MoleculeParts, kind_of
+from molwm.models import MoleculeParts, parts_from_state
 from molwm.models.multimodal import JointGraphModel
 from molwm.tasks.heads import PropertyModel
 
@@ -110,11 +110,7 @@ class MoleculeModel:
                 :func:`molwm.api.load_model` or :class:`molwm.world.forecast.WorldForecaster`).
         """
         path, state = checkpoints.read(uri, tracking_uri)
-        kind = kind_of(state, uri)
-        if kind.parts is None:
-            raise CheckpointError(f"{uri}: a {kind.description} answers forecasts, not molecule queries "
-                                  "(molwm forecast / molwm.api.load_model)")
-        return cls.from_parts(kind.parts(state), source=str(uri), digest=sha256_file(path))
+        return cls.from_parts(parts_from_state(state, uri), source=str(uri), digest=sha256_file(path))
 
     @classmethod
     def from_parts(cls, parts: MoleculeParts, source: str = "", digest: str = "") -> "MoleculeModel":

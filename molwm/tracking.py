@@ -307,6 +307,24 @@ def download_model(uri: str, tracking_uri: str | None = None) -> Path:
         raise StoreError(err.message.splitlines()[0]) from None
 
 
+def model_files(uri: str, tracking_uri: str | None = None) -> list[str]:
+    """Names of the files at the top of the MLflow model (or artifact folder) ``uri``; downloads nothing.
+
+    Raises:
+        StoreError: If the store cannot resolve ``uri``.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    store = tracking_uri or default_tracking_uri()
+    try:
+        files = mlflow.artifacts.list_artifacts(artifact_uri=str(uri), tracking_uri=store)
+    except (MlflowException, OSError) as err:
+        reason = (err.message if isinstance(err, MlflowException) else str(err)).strip().splitlines()
+        raise StoreError(reason[0] if reason else type(err).__name__) from None
+    return [f.path.rsplit("/", 1)[-1] for f in files]
+
+
 def make_tracker(track: bool = True, experiment: str = "molwm", tracking_uri: str | None = None) -> Tracker:
     """An :class:`MLflowTracker` when ``track``, else a :class:`NullTracker`."""
     return MLflowTracker(experiment, tracking_uri) if track else NullTracker()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from featurizers.molecule import featurize_arrays
 from molwm.data.multimodal import MultimodalData
@@ -348,3 +350,34 @@ def forecaster(world_run):
     from molwm.world.forecast import WorldForecaster
 
     return WorldForecaster.load(world_run.checkpoint)
+
+
+# ---- device audit ------------------------------------------------------------------------------------
+
+MOLWM_PACKAGE = str(REPO_ROOT / "molwm")
+
+
+class FactoryAudit(TorchFunctionMode):
+    """Records tensor factories called from molwm code without a ``device`` (they would land on the CPU
+    whatever device the inputs are on)."""
+
+    FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.rand, torch.randn,
+                 torch.randint, torch.randperm, torch.tensor, torch.as_tensor, torch.eye, torch.linspace}
+
+    def __init__(self):
+        super().__init__()
+        self.hits: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FACTORIES and "device" not in kwargs:
+            ours = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(MOLWM_PACKAGE)]
+            if ours:
+                self.hits.append(f"torch.{func.__name__} at {ours[-1].filename}:{ours[-1].lineno}")
+        return func(*args, **kwargs)
+
+
+@pytest.fixture
+def factory_audit():
+    """:class:`FactoryAudit`: use as ``with factory_audit() as audit: ...``, then assert ``not audit.hits``."""
+    return FactoryAudit

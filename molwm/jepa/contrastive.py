@@ -29,10 +29,11 @@ def paired_rows(batch: MultimodalBatch) -> tuple[Tensor, Tensor]:
     """Positions, in ``batch.graph`` and ``batch.image``, of samples that have both."""
     if batch.graph is None or batch.image is None:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    g_pos = torch.full((batch.size,), -1, dtype=torch.long)
-    g_pos[batch.graph_rows] = torch.arange(len(batch.graph_rows))
-    i_pos = torch.full((batch.size,), -1, dtype=torch.long)
-    i_pos[batch.image_rows] = torch.arange(len(batch.image_rows))
+    where = batch.graph_rows.device
+    g_pos = torch.full((batch.size,), -1, dtype=torch.long, device=where)
+    g_pos[batch.graph_rows] = torch.arange(len(batch.graph_rows), device=where)
+    i_pos = torch.full((batch.size,), -1, dtype=torch.long, device=where)
+    i_pos[batch.image_rows] = torch.arange(len(batch.image_rows), device=where)
     both = (g_pos >= 0) & (i_pos >= 0)
     return g_pos[both], i_pos[both]
 
@@ -74,7 +75,7 @@ class ContrastiveMolImage(nn.Module):
         zg = self.molecule_embedding(batch)[gi]  # [P, D]
         zi = self.image_embedding(batch)[ii]  # [P, D]
         logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * zg @ zi.T  # [P, P]
-        labels = torch.arange(len(gi))
+        labels = torch.arange(len(gi), device=logits.device)
         loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
         zero = loss * 0.0
         return MultimodalOutput(loss=loss, pred_loss=loss, pooled_loss=zero, reg=zero,

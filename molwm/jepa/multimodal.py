@@ -212,7 +212,7 @@ class MultimodalJEPA(nn.Module):
         if modality == G:
             t = encoders["graph"].tokens(batch.graph, keep=keep)  # [Bg, T, D]
             return t, rows
-        sel = torch.arange(len(rows)) if keep is None else torch.nonzero(keep.any(1)).squeeze(1)
+        sel = torch.arange(len(rows), device=rows.device) if keep is None else torch.nonzero(keep.any(1)).squeeze(1)
         if len(sel) == 0:
             return None, rows
         if modality == A:
@@ -280,7 +280,7 @@ class MultimodalJEPA(nn.Module):
     def forward(self, batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalOutput:
         """One JEPA pass over a multimodal batch; masks come from the collate step."""
         d, b = self.config.dim, batch.size
-        pooled_t = torch.zeros(b, d)
+        pooled_t = torch.zeros(b, d, device=batch.index.device)
         tokens = {}
         for m in (G, A, I):
             if getattr(batch, MODALITIES[m]) is None:

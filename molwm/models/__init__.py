@@ -11,6 +11,7 @@ module plus one line in :data:`KINDS`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from molwm import checkpoints
 from molwm.checkpoints import CheckpointError
@@ -21,7 +22,10 @@ from molwm.models.multimodal import MULTIMODAL_JEPA, MULTIMODAL_OTHERS
 from molwm.models.property import PROPERTY_MODEL
 from molwm.models.world import WORLD_MODEL
 
-__all__ = ["KINDS", "ModelKind", "MoleculeParts", "kind_of", "load_encoder", "encoder_from_state", "register"]
+__all__ = ["KINDS", "ModelKind", "MoleculeParts", "encoder_from_state", "kind_of", "load_encoder", "parts_from_state",
+           "rebuild", "register"]
+
+T = TypeVar("T")
 
 KINDS: dict[str, ModelKind] = {}
 """Kind name -> :class:`ModelKind`, for every kind molwm can load."""
@@ -53,6 +57,30 @@ def kind_of(state: State, source: str | Path = "") -> ModelKind:
     return KINDS[name]
 
 
+def rebuild(kind: ModelKind, fn: Callable[[State], T], state: State, source: str | Path = "") -> T:
+    """``fn(state)``, with a checkpoint that lacks a key or whose weights do not fit its config reported
+    as one :class:`CheckpointError` naming ``source`` and the kind."""
+    try:
+        return fn(state)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{source or 'checkpoint'}: an incomplete or damaged {kind.description} checkpoint "
+                              f"({type(err).__name__}: {first})") from None
+
+
+def parts_from_state(state: State, source: str | Path = "") -> MoleculeParts:
+    """What a molecule-family checkpoint rebuilds into (for :class:`molwm.query.MoleculeModel`).
+
+    Raises:
+        CheckpointError: If it is a world model, or incomplete or damaged.
+    """
+    kind = kind_of(state, source)
+    if kind.parts is None:
+        raise CheckpointError(f"{source or 'checkpoint'}: a {kind.description} answers forecasts, not molecule "
+                              "queries (molwm forecast / molwm.api.load_model)")
+    return rebuild(kind, kind.parts, state, source)
+
+
 def encoder_from_state(state: State, source: str | Path = "") -> GraphEncoder:
     """The graph encoder inside a checkpoint dict (eval mode): the one fine-tuning and queries read.
 
@@ -62,7 +90,7 @@ def encoder_from_state(state: State, source: str | Path = "") -> GraphEncoder:
     kind = kind_of(state, source)
     if kind.encoder is None:
         raise CheckpointError(f"{source or 'checkpoint'}: a {kind.description} has no graph encoder to load")
-    return kind.encoder(state)
+    return rebuild(kind, kind.encoder, state, source)
 
 
 def load_encoder(uri: str | Path, tracking_uri: str | None = None) -> GraphEncoder:

@@ -25,7 +25,8 @@ class ModelKind:
         description: One line for messages and docs.
         encoder: ``state -> GraphEncoder``: the graph encoder inside (the one downstream tasks read),
             or None when the kind has none.
-        stage: The training stage that writes it (``pretrain``, ``multimodal``, ``world``, ``finetune``).
+        stage: The run kind that writes it (``graph``, ``multimodal``, ``world``: the ``kind:`` of a
+            pretraining config; ``finetune``).
     """
 
     name: str
@@ -33,7 +34,7 @@ class ModelKind:
     description: str
     encoder: Callable[[State], GraphEncoder] | None = field(default=None, compare=False)
     parts: Callable[[State], "MoleculeParts"] | None = field(default=None, compare=False)
-    stage: str = "pretrain"
+    stage: str = "graph"
 
 
 @dataclass

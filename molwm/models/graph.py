@@ -27,6 +27,7 @@ def kind_for(objective: str) -> str:
     return GRAPH_JEPA.name if objective == "jepa" else GRAPH_PRETRAIN.name
 
 
-GRAPH_JEPA = ModelKind("graph_jepa", "molecule", "graph JEPA encoder (EMA target)", graph_encoder, graph_parts)
+GRAPH_JEPA = ModelKind("graph_jepa", "molecule", "graph JEPA encoder (EMA target)", graph_encoder, graph_parts,
+                       stage="graph")
 GRAPH_PRETRAIN = ModelKind("graph_pretrain", "molecule", "graph encoder pretrained with a non-JEPA objective",
-                           graph_encoder, graph_parts)
+                           graph_encoder, graph_parts, stage="graph")

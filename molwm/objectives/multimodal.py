@@ -102,7 +102,7 @@ class MultimodalGenerative(_NoTargets):
         queries = self.hidden_queries(batch, masks)
         targets = [self.raw_targets(batch, q.select, q.modality) for q in queries]  # read before encoding
         context = self.context(batch, masks)
-        none = torch.full((batch.size,), -1, dtype=torch.long)
+        none = torch.full((batch.size,), -1, dtype=torch.long, device=context.joint.device)
         preds, _ = self.predictor(context, [(q.modality, q.pos, q.pad) for q in queries], none)
         per_modality = {}
         for q, pred, (tgt, weight) in zip(queries, preds, targets):
@@ -147,7 +147,7 @@ class MultimodalViews(_NoTargets):
         """The hidden tokens as a context: view 2 sees exactly what view 1 does not predict from."""
         graph = None
         if masks.graph is not None:
-            keep = torch.zeros(batch.graph.num_nodes, dtype=torch.bool)
+            keep = torch.zeros(batch.graph.num_nodes, dtype=torch.bool, device=masks.graph.target_idx.device)
             keep[masks.graph.target_idx] = True
             graph = replace(masks.graph, keep=keep)
         return replace(masks, graph=graph, image_keep=masks.image_target, assay_keep=masks.assay_target)
@@ -169,7 +169,7 @@ class MultimodalViews(_NoTargets):
         z1 = F.normalize(self.projection(c1.joint[both]), dim=-1)
         z2 = F.normalize(self.projection(c2.joint[both]), dim=-1)
         logits = z1 @ z2.T / self.temperature
-        labels = torch.arange(len(z1))
+        labels = torch.arange(len(z1), device=logits.device)
         loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
         zero = loss * 0.0
         return MultimodalOutput(loss=loss, pred_loss=loss, pooled_loss=zero, reg=reg,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from typing import Callable, TypeVar
@@ -30,8 +29,10 @@ from typing import Callable, TypeVar
 import numpy as np
 import torch
 
+from molwm.config import ConfigError
 from molwm.data.batch import GraphBatch
 from molwm.jepa.masking import GraphMasks
+from molwm.run_config import check_device_name
 
 T = TypeVar("T")
 
@@ -71,18 +72,6 @@ class DistContext:
 
 SINGLE = DistContext()
 
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def check_device_name(name: str) -> None:
-    """Raise ConfigError unless ``name`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (syntax only:
-    a config naming a GPU must still load on a machine without one, e.g. to fine-tune its checkpoint)."""
-    from molwm.config import ConfigError
-
-    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
-        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
-
-
 def resolve_device(name: str = "auto") -> torch.device:
     """The device a single-process run trains on.
 
@@ -93,8 +82,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     Raises:
         ConfigError: If ``name`` is malformed, or names a GPU this machine does not have.
     """
-    from molwm.config import ConfigError
-
+    
     check_device_name(name)
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")

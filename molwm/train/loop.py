@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from molwm.tracking import Tracker
 from molwm.train.common import TrainingDiverged
-from molwm.checkpoints import save_checkpoint
+from molwm.checkpoints import CheckpointError, save_checkpoint
 
 History = dict[str, list[tuple[int, float]]]
 Pending = list[tuple[str, float, int]]
@@ -88,7 +88,12 @@ def restore(state: dict | None, model, optimizer) -> tuple[int, str | None, Hist
     if state is None:
         return 0, None, {}, []
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as err:  # e.g. a world-model run from before weight-decay groups
+        raise CheckpointError(f"this checkpoint's optimizer state does not fit this version of molwm ({err}); "
+                              "the model still loads for queries and fine-tuning, but the run cannot resume: "
+                              "start it again") from None
     history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
     pending = [(k, v, int(s)) for k, v, s in state["pending"]]
     return int(state["step"]), state["run_id"] or None, history, pending

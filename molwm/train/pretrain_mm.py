@@ -1,8 +1,8 @@
 """Multimodal pretraining: the JEPA over graphs, assay panels and images, or the contrastive baseline.
 
-The same data, step loop, budget and checkpoints for both objectives, so
-they compare at equal compute. Everything random is a function of
-``(seed, step)`` and runs resume exactly (see :mod:`molwm.train.loop`).
+The same data, driver, budget and checkpoints for every objective, so they
+compare at equal compute (the multimodal task of :mod:`molwm.train.driver`).
+Everything random is a function of ``(seed, step)`` and runs resume exactly.
 At the end, a ridge probe maps the graph-only joint embedding to every
 assay of the panel (training cells only), so a query can return predicted
 assay values for a new molecule.
@@ -24,22 +24,23 @@ from molwm.data.multimodal import MODALITIES, MultimodalBatch, MultimodalData
 from molwm.jepa.health import embedding_health
 from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, sample_multimodal_masks
 from molwm.jepa.multimodal import MultimodalJEPAConfig
-from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
-from molwm.objectives import ObjectiveInputs, build_objective, objective_settings
-from molwm.tasks.probes import RidgeProbe
+from molwm.checkpoints import load_resume_checkpoint
 from molwm.models import load_encoder
 from molwm.models.multimodal import kind_for as mm_kind_for
+from molwm.objectives import ObjectiveInputs, build_objective, objective_settings
+from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
 from molwm.packaging import package_for
-from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
-from molwm.train.common import TrainingDiverged, all_finite, lr_at, plot_curves
-from molwm.checkpoints import load_resume_checkpoint
-from molwm.train.loop import (LoopSchedule, check_schedule, count_parameters, drop_logged, flush, restore, run_steps,
-                              schedule_total)
+from molwm.tasks.probes import RidgeProbe
+from molwm.tracking import Tracker, temporary_artifact_dir
+from molwm.train import driver
+from molwm.train.common import plot_curves
+from molwm.train.loop import count_parameters
+from molwm.run_config import RunConfig
 
 
-@dataclass
-class MultimodalPretrainConfig:
-    """A multimodal pretraining run.
+@dataclass(kw_only=True)
+class MultimodalPretrainConfig(RunConfig):
+    """A multimodal pretraining run (the shared run settings are those of :class:`RunConfig`).
 
     Attributes:
         kind: Always ``multimodal`` (tells ``molwm pretrain`` which schema a YAML file uses).
@@ -53,26 +54,7 @@ class MultimodalPretrainConfig:
         data: Sources.
         model: Encoders, fusion, predictor, objective weights.
         mask: Masks at the three levels.
-        batch_size: Samples per step.
-        epochs: Passes over the samples (ignored when ``max_steps`` is set).
-        max_steps: Stop after this many steps.
-        budget_samples: Stop once this many samples have been seen (equal data).
-        budget_seconds: Stop once training has taken this many seconds (probes and
-            checkpoints not counted; LR and EMA schedules projected from the time per step).
         probes: Frozen-encoder probes on a synthetic lab's ground truth (None: none).
-        lr: Peak learning rate (AdamW).
-        weight_decay: AdamW weight decay.
-        warmup_steps: Linear warmup.
-        grad_clip: Max gradient norm.
-        seed: Seeds data order, masks, init.
-        log_every: Steps between metric points.
-        health_every: Steps between embedding-health points.
-        checkpoint_every: Steps between checkpoints.
-        out_dir: Where checkpoints go.
-        threads: torch intra-op threads (0: torch's default).
-        experiment: MLflow experiment.
-        run_name: MLflow run name.
-        register_name: Register the final model under this name.
         init_graph: Start the graph encoders (context and target) from this
             pretrained checkpoint or model URI (e.g. a graph JEPA), so the
             multimodal objective builds on a graph-only pretraining.
@@ -85,29 +67,15 @@ class MultimodalPretrainConfig:
     data: MultimodalDataConfig = field(default_factory=lambda: MultimodalDataConfig(moleculeace=True))
     model: MultimodalJEPAConfig = field(default_factory=MultimodalJEPAConfig)
     mask: MultimodalMaskConfig = field(default_factory=MultimodalMaskConfig)
-    batch_size: int = 64
-    epochs: int = 1
-    max_steps: int | None = None
-    budget_samples: int | None = None
-    budget_seconds: float | None = None
     probes: LabProbeConfig | None = None
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    batch_size: int = 64
     warmup_steps: int = 50
-    grad_clip: float = 1.0
-    seed: int = 0
-    log_every: int = 10
-    health_every: int = 50
-    checkpoint_every: int = 200
     out_dir: str = "outputs/pretrain-multimodal"
-    threads: int = 0
     experiment: str = "molwm-pretrain"
-    run_name: str | None = None
-    register_name: str | None = None
     init_graph: str | None = None
 
     def validate(self) -> None:
-        check_schedule(self)
+        super().validate()
         objective_settings("multimodal", self.objective, self.objective_settings)  # known objective and keys
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities:
@@ -157,9 +125,8 @@ class MultimodalSteps:
         return b, masks
 
 
-def build_model(config: MultimodalPretrainConfig, n_assays: int):
-    """Model and optimizer for the configured objective, initialised from ``config.seed``."""
-    torch.manual_seed(config.seed)
+def build_objective_model(config: MultimodalPretrainConfig, n_assays: int) -> torch.nn.Module:
+    """The configured objective's module (graph encoders from ``init_graph`` if set); seed torch first."""
     inputs = ObjectiveInputs(GRAPH_SPEC, config.model, max(1, n_assays))
     model = build_objective("multimodal", config.objective, inputs, config.objective_settings)
     if config.init_graph:
@@ -170,41 +137,20 @@ def build_model(config: MultimodalPretrainConfig, n_assays: int):
         for holder in (model.encoders, getattr(model, "targets", None)):
             if holder is not None:
                 holder["graph"].load_state_dict(encoder.state_dict())
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return model, torch.optim.AdamW(groups, lr=config.lr)
+    return model
+
+
+def build_model(config: MultimodalPretrainConfig, n_assays: int):
+    """Model and optimizer for the configured objective, initialised from ``config.seed``."""
+    torch.manual_seed(config.seed)
+    model = build_objective_model(config, n_assays)
+    return model, driver.optimizer_for(model, config)
 
 
 def train_step(model, optimizer, batch, masks, config: MultimodalPretrainConfig, step: int, total: int,
                check_grads: bool = False) -> dict[str, float]:
-    """Forward, backward, clip, step, EMA; raises TrainingDiverged on a non-finite loss or gradient."""
-    model.train()
-    torch.manual_seed(config.seed * 7919 + step)
-    lr = lr_at(step, config.lr, config.warmup_steps, total)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    out = model(batch, masks)
-    optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if check_grads:
-        # an encoder whose modality this batch does not show may rightly have no gradient
-        unseen = model.untrained_parameters(batch, masks)
-        missing = [n for n, p in model.named_parameters()
-                   if p.requires_grad and p.grad is None and not n.startswith(unseen)]
-        if missing:
-            raise RuntimeError(f"parameters without gradient on step {step}: {missing[:5]}")
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-    if not all_finite(out.loss.detach(), grad_norm):
-        raise TrainingDiverged(f"loss {out.loss.item()} / gradient norm {grad_norm.item()} at step {step}")
-    optimizer.step()
-    model.ema_update(model.momentum_at(step, total))
-    metrics = {"loss": float(out.loss.detach()), "pred_loss": float(out.pred_loss.detach()),
-               "pooled_loss": float(out.pooled_loss.detach()), "anti_collapse": float(out.reg.detach()),
-               "grad_norm": float(grad_norm), "lr": lr}
-    metrics.update({f"loss.{k}": float(v.detach()) for k, v in out.per_modality.items()})
-    return metrics
+    """One step of the driver (:func:`molwm.train.driver.train_step`) on a multimodal batch and its masks."""
+    return driver.train_step(model, optimizer, MultimodalTask(config), (batch, masks), step, total, check_grads)
 
 
 def shown_parameters(model, modalities) -> int:
@@ -278,19 +224,97 @@ def fit_assay_probe(model, data: MultimodalData) -> RidgeProbe | None:
     return RidgeProbe.fit_columns(xs, ys)
 
 
-def _state(model, optimizer, config, step, run_id, history, pending, build: MultimodalBuild, probe=None,
-           elapsed: float = 0.0) -> dict:
-    return {
-        "kind": mm_kind_for(config.objective), "elapsed": float(elapsed),
-        "config": to_dict(config), "spec": GRAPH_SPEC.to_dict(), "step": step,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "run_id": run_id or "",
-        "assay_names": list(build.train.assay_names), "normalizer": build.normalizer.to_dict(),
-        "synthetic": bool(build.synthetic),
-        "image_stats": build.image_stats.to_dict() if build.image_stats is not None else None,
-        "probe": probe.to_dict() if probe is not None else None,
-        "history": {k: [list(p) for p in v] for k, v in history.items()},
-        "pending": [[k, float(v), int(s)] for k, v, s in pending],
-    }
+class MultimodalTask:
+    """Multimodal pretraining as a task of the training driver (see :class:`molwm.train.driver.Task`).
+
+    Args:
+        config: The run.
+        build: Data already built from ``config.data`` (None: read it in :meth:`prepare`).
+    """
+
+    rate_name = "samples_per_s"
+    distributed = False
+
+    def __init__(self, config: MultimodalPretrainConfig, build: MultimodalBuild | None = None):
+        self.config, self.build = config, build
+        self.desc = f"pretrain ({config.objective})"
+        self.steps: MultimodalSteps | None = None
+        self.probe_fit: RidgeProbe | None = None
+
+    def prepare(self, ctx, progress: bool) -> None:
+        if self.build is None:
+            self.build = build_multimodal_data(self.config.data, progress=progress)
+        self.steps = MultimodalSteps(self.build.train, self.config)
+
+    def total_steps(self, world_size: int) -> int:
+        return self.steps.total_steps()
+
+    def samples_per_step(self, world_size: int) -> int:
+        return self.config.batch_size
+
+    def build_model(self) -> torch.nn.Module:
+        return build_objective_model(self.config, self.build.train.n_assays)
+
+    def batch(self, step: int, ctx):
+        return self.steps.batch(step)
+
+    def loss(self, model, batch, step: int) -> driver.StepLoss:
+        out = model(batch[0], batch[1])
+        metrics = {"loss": out.loss, "pred_loss": out.pred_loss, "pooled_loss": out.pooled_loss,
+                   "anti_collapse": out.reg}
+        metrics.update({f"loss.{k}": v for k, v in out.per_modality.items()})
+        return driver.StepLoss(out.loss, metrics)
+
+    def untrained_parameters(self, model, batch) -> tuple[str, ...]:
+        # an encoder whose modality this batch does not show may rightly have no gradient
+        return model.untrained_parameters(*batch)
+
+    def health(self, model, batch) -> dict[str, float]:
+        return health(model, batch[0], batch[1])
+
+    def state(self, model) -> dict[str, Any]:
+        build, probe = self.build, self.probe_fit
+        return {"kind": mm_kind_for(self.config.objective), "config": to_dict(self.config),
+                "spec": GRAPH_SPEC.to_dict(), "assay_names": list(build.train.assay_names),
+                "normalizer": build.normalizer.to_dict(), "synthetic": bool(build.synthetic),
+                "image_stats": build.image_stats.to_dict() if build.image_stats is not None else None,
+                "probe": probe.to_dict() if probe is not None else None}
+
+    def tags(self) -> dict[str, str]:
+        c = self.config
+        return {"molwm.stage": "pretrain", "objective": c.objective, "modalities": ",".join(c.modalities),
+                "molwm.synthetic": str(self.build.synthetic).lower()}
+
+    def log_start(self, tracker: Tracker, model, ctx, total: int) -> None:
+        build = self.build
+        counts = {f"data.{k}": v for k, v in build.train.counts().items()}
+        tracker.log_params({**counts, "data.rejected": len(build.rejects), "params": count_parameters(model)})
+        if build.rejects:
+            tracker.log_dict({"rejects": build.rejects}, "rejects.json")
+
+    def probe(self, model):
+        c = self.config
+        if not c.probes:
+            return None
+        probes = LabProbeSuite(c.probes, self.build.heldout, c.data.lab)
+        return (lambda step: probes(model)), c.probes.every
+
+    def finish(self, model, tracker: Tracker, history, checkpoint: Path, save) -> str | None:
+        c = self.config
+        if c.objective == "jepa" and "graph" in c.modalities:  # assay values readable from a molecule alone
+            self.probe_fit = fit_assay_probe(model, self.build.train)
+        save()
+        with temporary_artifact_dir() as d:
+            for name, keys, log_y in [
+                ("loss_curve.png", ["loss", "loss.graph", "loss.assay", "loss.image", "pooled_loss"], True),
+                ("embedding_health.png", ["health.std_mean", "health.std_min", "health.rankme",
+                                          "health.pred_target_cos"], False),
+            ]:
+                path = plot_curves(history, keys, d / name, f"multimodal {c.objective} pretraining", log_y)
+                if path is not None:
+                    tracker.log_artifact(path, "plots")
+        return tracker.log_model(checkpoint, package_for(mm_kind_for(c.objective)), name="encoder",
+                                 registered_name=c.register_name)
 
 
 def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker | None = None,
@@ -308,71 +332,11 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
         data: Data already built from ``config.data`` (e.g. by the previous run of an
             ablation); read again when None.
     """
-    tracker = tracker or NullTracker()
     state = None
     if resume is not None:
         state = load_resume_checkpoint(resume)
         config = from_dict(MultimodalPretrainConfig, state["config"])
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    build = data if data is not None else build_multimodal_data(config.data, progress=progress)
-    steps = MultimodalSteps(build.train, config)
-    total = steps.total_steps()
-    model, optimizer = build_model(config, build.train.n_assays)
-    start_step, run_id, history, pending = restore(state, model, optimizer)
-    ckpt = Path(config.out_dir) / "last.pt"
-    tags = {"molwm.stage": "pretrain", "objective": config.objective, "modalities": ",".join(config.modalities),
-            "molwm.synthetic": str(build.synthetic).lower()}
-    with tracker.run(config.run_name or f"pretrain-multimodal-{config.objective}", tags=tags,
-                     run_id=run_id) as active_id:
-        run_id = active_id
-        if state is None:
-            tracker.log_config(config)
-            counts = {f"data.{k}": v for k, v in build.train.counts().items()}
-            tracker.log_params({**counts, "data.rejected": len(build.rejects), "steps_total": total,
-                                "params": count_parameters(model)})
-            if build.rejects:
-                tracker.log_dict({"rejects": build.rejects}, "rejects.json")
-        drop_logged(tracker, pending)
-        flush(tracker, pending)
-        schedule = LoopSchedule(total, config.batch_size, config.log_every, config.health_every,
-                                config.checkpoint_every, ckpt, max_seconds=config.budget_seconds,
-                                probe_every=config.probes.every if config.probes else 0,
-                                elapsed=float(state.get("elapsed", 0.0)) if state is not None else 0.0,
-                                dedupe=state is not None)
-        probes = LabProbeSuite(config.probes, build.heldout, config.data.lab) if config.probes else None
-        done, last_loss = run_steps(
-            schedule, start_step, tracker, history, pending, batch_fn=steps.batch,
-            step_fn=lambda step, b: train_step(model, optimizer, b[0], b[1], config, step,
-                                               schedule_total(step, total, schedule, config.budget_seconds),
-                                               step == 0),
-            health_fn=lambda b: health(model, b[0], b[1]),
-            state_fn=lambda nxt: _state(model, optimizer, config, nxt, run_id, history, pending, build,
-                                        elapsed=schedule.elapsed),
-            progress=progress, stop_after=stop_after, desc=f"pretrain ({config.objective})",
-            probe_fn=(lambda step: probes(model)) if probes else None)
-        if done < schedule.total:
-            return MultimodalPretrainResult(run_id, None, ckpt, done, last_loss, history, build)
-        total = schedule.total
-        readable = config.objective == "jepa" and "graph" in config.modalities
-        probe = fit_assay_probe(model, build.train) if readable else None
-        from molwm.checkpoints import save_checkpoint
-
-        save_checkpoint(_state(model, optimizer, config, total, run_id, history, pending, build, probe,
-                               schedule.elapsed), ckpt)
-        model_uri = _log_outputs(tracker, history, ckpt, config)
-    return MultimodalPretrainResult(run_id, model_uri, ckpt, total, last_loss, history, build)
-
-
-def _log_outputs(tracker: Tracker, history, ckpt: Path, config: MultimodalPretrainConfig) -> str | None:
-    with temporary_artifact_dir() as d:
-        for name, keys, log_y in [
-            ("loss_curve.png", ["loss", "loss.graph", "loss.assay", "loss.image", "pooled_loss"], True),
-            ("embedding_health.png", ["health.std_mean", "health.std_min", "health.rankme",
-                                      "health.pred_target_cos"], False),
-        ]:
-            path = plot_curves(history, keys, d / name, f"multimodal {config.objective} pretraining", log_y)
-            if path is not None:
-                tracker.log_artifact(path, "plots")
-    return tracker.log_model(ckpt, package_for(mm_kind_for(config.objective)), name="encoder",
-                             registered_name=config.register_name)
+    task = MultimodalTask(config, data)
+    run = driver.drive(task, tracker, state, progress, stop_after)
+    return MultimodalPretrainResult(run.run_id, run.model_uri, run.checkpoint, run.steps, run.final_loss,
+                                    run.history, task.build)

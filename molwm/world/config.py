@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from molwm.config import ConfigError
+from molwm.run_config import RunConfig
 from molwm.world.model import WorldNetConfig
 
 
@@ -40,9 +41,9 @@ class WorldDataConfig:
     seed: int = 0
 
 
-@dataclass
-class WorldConfig:
-    """A world-model training run (``kind: world``).
+@dataclass(kw_only=True)
+class WorldConfig(RunConfig):
+    """A world-model training run (``kind: world``; the shared run settings are those of :class:`RunConfig`).
 
     Attributes:
         objective: ``jepa`` (predict the target encoder's embedding of the future observation)
@@ -52,38 +53,34 @@ class WorldConfig:
         vicreg_weight: Weight of the anti-collapse term on the state embeddings (jepa only).
         forecast_step_h: Forecasts roll out in steps of at most this many hours (0: one jump).
         probe_rows: Training observations used to fit the read-out probes.
-        (the rest as in the other pretraining configs)
+        max_steps: Steps in the run (courses are sampled with replacement, so ``epochs`` is unused;
+            ``budget_samples`` and ``budget_seconds`` can end it earlier).
     """
 
     kind: Literal["world"] = "world"
     objective: Literal["jepa", "raw"] = "jepa"
     data: WorldDataConfig = field(default_factory=WorldDataConfig)
     model: WorldNetConfig = field(default_factory=WorldNetConfig)
-    max_steps: int = 2000
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
     rollout_steps: int = 3
     rollout_weight: float = 1.0
     vicreg_weight: float = 1.0
     forecast_step_h: float = 0.0
     probe_rows: int = 20000
-    seed: int = 0
+    max_steps: int | None = 2000
+    batch_size: int = 128
+    weight_decay: float = 0.01
     log_every: int = 50
     health_every: int = 200
     checkpoint_every: int = 500
     out_dir: str = "outputs/world"
-    threads: int = 0
     experiment: str = "molwm-world"
-    run_name: str | None = None
-    register_name: str | None = None
 
     def validate(self) -> None:
-        for name in ("max_steps", "batch_size", "rollout_steps", "log_every", "health_every", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        super().validate()
+        if not self.max_steps:
+            raise ConfigError("max_steps: a world-model run needs a number of steps")
+        if self.rollout_steps <= 0:
+            raise ConfigError(f"rollout_steps must be positive, got {self.rollout_steps}")
         if self.data.source == "lab" and not self.data.lab:
             raise ConfigError("data.lab: a synthetic lab folder is required for source: lab "
                               "(make one with `molwm sim generate --times 0,8,16,24,48 ...`)")

@@ -20,7 +20,7 @@ from molwm.errors import MolwmError
 from molwm.tasks.probes import RidgeProbe
 from molwm import checkpoints
 from molwm.checkpoints import CheckpointError
-from molwm.models import kind_of
+from molwm.models import kind_of, rebuild
 from molwm.models.world import WORLD_MODEL, world_network
 from molwm.world.config import WorldConfig
 from molwm.world.model import LatentState
@@ -110,9 +110,9 @@ class WorldForecaster:
         if kind_of(state, uri) is not WORLD_MODEL:
             raise CheckpointError(f"{uri}: not a world model (checkpoint kind {state.get('kind')!r}); "
                                   "train one with `molwm pretrain --config configs/world/lab.yaml`")
-        if not state.get("probes") and state.get("step", 0) < state["config"]["max_steps"]:
+        if not state.get("probes") and state.get("step", 0) < state.get("config", {}).get("max_steps", 0):
             raise CheckpointError(f"{uri}: an unfinished run (step {state['step']}); resume it first")
-        return cls(state, str(source))
+        return rebuild(WORLD_MODEL, lambda s: cls(s, str(source)), state, uri)
 
     @property
     def dim(self) -> int:

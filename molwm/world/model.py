@@ -208,6 +208,19 @@ class WorldNet(nn.Module):
         return Action(self.compound(action.compound), action.drug, action.log_dose, action.control, action.context)
 
     @torch.no_grad()
+    def untrained_parameters(self, objective: str) -> tuple[str, ...]:
+        """Parameter prefixes a step of ``objective`` may leave without a gradient: the raw read-out
+        head, which only the ``raw`` objective trains."""
+        return ("raw_head.",) if objective != "raw" else ()
+
+    def ema_update(self, momentum: float) -> None:
+        """The training driver's name for :meth:`update_target`."""
+        self.update_target(momentum)
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """EMA momentum at ``step``: from ``config.ema`` towards 1 (:func:`momentum_at`)."""
+        return momentum_at(step, total_steps, self.config.ema)
+
     def update_target(self, momentum: float) -> None:
         for p, q in zip(self.encoder.parameters(), self.target.parameters()):
             q.mul_(momentum).add_(p.detach(), alpha=1.0 - momentum)

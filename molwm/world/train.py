@@ -16,10 +16,9 @@ from molwm.config import ConfigError
 from molwm.jepa.health import embedding_health
 from molwm.jepa.losses import vicreg_regulariser
 from molwm.tasks.probes import RidgeProbe
-from molwm.train.common import TrainingDiverged, lr_at
 from molwm.world.data import TimeCourses, load_lab_courses
 from molwm.world.config import WorldConfig, WorldDataConfig  # noqa: F401  (re-exported: the run's schema)
-from molwm.world.model import LatentState, WorldNet, momentum_at
+from molwm.world.model import LatentState, WorldNet
 from molwm.world.prepare import Normaliser, WorldData, compound_features, drug_split, make_world_data
 
 
@@ -137,24 +136,6 @@ def world_losses(net: WorldNet, batch: dict, config: WorldConfig) -> tuple[torch
         metrics["loss.vicreg"] = float(vic.detach())
     metrics["loss"] = float(loss.detach())
     return loss, metrics
-
-
-def train_step(net: WorldNet, optimizer, batch: dict, config: WorldConfig, step: int) -> dict[str, float]:
-    net.train()
-    torch.manual_seed(config.seed * 7919 + step)  # dropout depends on (seed, step) only: exact resume
-    lr = lr_at(step, config.lr, config.warmup_steps, config.max_steps)
-    for g in optimizer.param_groups:
-        g["lr"] = lr
-    loss, metrics = world_losses(net, batch, config)
-    if not torch.isfinite(loss):
-        raise TrainingDiverged(f"non-finite loss at step {step}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-    optimizer.step()
-    net.update_target(momentum_at(step, config.max_steps, config.model.ema))
-    metrics["lr"] = lr
-    return metrics
 
 
 @torch.no_grad()

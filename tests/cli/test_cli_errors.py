@@ -237,7 +237,7 @@ def test_main_reports_each_error_class_in_one_line(capsys, monkeypatch, error, e
     def fail(args):
         raise error
 
-    monkeypatch.setattr("molwm.cli.cmd_data_list", fail)
+    monkeypatch.setattr("molwm.data.cli.cmd_data_list", fail)
     assert main(["data", "list"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(expected) and len(err.strip().splitlines()) == 1, err

@@ -105,7 +105,7 @@ def _in(name: str, layers: tuple[str, ...]) -> bool:
 
 def test_the_import_graph_sees_function_level_imports():
     graph = import_graph()
-    assert "molwm.data.info" in graph["molwm.cli"]  # imported inside cmd_data_list
+    assert "molwm.data.info" in graph["molwm.data.cli"]  # imported inside cmd_data_list
     assert graph["molwm.errors"] == set()
 
 

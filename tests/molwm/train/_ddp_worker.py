@@ -17,13 +17,13 @@ import molwm.train.pretrain as pretrain
 
 built: list[torch.nn.Module] = []
 saves: list[str] = []
-_build, _save = pretrain.build, loop.save_checkpoint
+_build, _save = pretrain.build_model, loop.save_checkpoint
 
 
 def _recording_build(config):
-    model, optimizer = _build(config)
+    model = _build(config)
     built.append(model)
-    return model, optimizer
+    return model
 
 
 def _recording_save(state, path):
@@ -31,7 +31,7 @@ def _recording_save(state, path):
     return _save(state, path)
 
 
-pretrain.build = _recording_build
+pretrain.build_model = _recording_build
 loop.save_checkpoint = _recording_save
 
 sys.argv = ["molwm", *sys.argv[1:]]

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 import molwm
 from featurizers import GRAPH_SPEC, featurize_arrays
@@ -28,7 +26,6 @@ from molwm.train.distributed import resolve_device
 from molwm.train.pretrain import PretrainConfig, run_pretrain
 
 CUDA = torch.cuda.is_available()
-MOLWM = str(Path(molwm.__file__).parent)  # the package folder: frames from molwm code
 
 # 48 small, valid, distinct molecules: a pretraining set and a probe task in seconds
 SMILES = [p + "C" * k + s for k in range(1, 17) for p, s in [("", "O"), ("", "N"), ("c1ccccc1", "")]]
@@ -79,30 +76,10 @@ def test_checkpoints_keep_cpu_tensors_as_they_are(tmp_path):
     assert all(torch.equal(back["model"][k], v) for k, v in state["model"].items())
 
 
-class _FactoryAudit(TorchFunctionMode):
-    """Records tensor factories called from molwm code without a ``device`` (they would land on the CPU
-    whatever device the inputs are on)."""
-
-    FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.rand, torch.randn,
-                 torch.randint, torch.randperm, torch.tensor, torch.as_tensor, torch.eye, torch.linspace}
-
-    def __init__(self):
-        super().__init__()
-        self.hits: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in self.FACTORIES and "device" not in kwargs:
-            ours = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(MOLWM)]
-            if ours:
-                self.hits.append(f"torch.{func.__name__} at {ours[-1].filename}:{ours[-1].lineno}")
-        return func(*args, **kwargs)
-
-
 @pytest.mark.unit
 @pytest.mark.parametrize("name", names("graph"))
 @pytest.mark.parametrize("anti_collapse", ["vicreg", "sigreg"])
-def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse):
+def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse, factory_audit):
     """The CPU-checkable half of running on a GPU: forward, backward, EMA, embed and health create
     no tensor without saying where (the GPU half is the CUDA test below)."""
     arrays, _ = featurize_arrays(SMILES[:8])
@@ -113,7 +90,7 @@ def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse):
                         predictor=PredictorConfig(dim=16, layers=1, heads=2), anti_collapse=anti_collapse,
                         graph_target_weight=1.0)
     model = build_objective("graph", name, ObjectiveInputs(GRAPH_SPEC, config))
-    with _FactoryAudit() as audit:
+    with factory_audit() as audit:
         out = model(b, masks, generator=torch.Generator().manual_seed(0))
         out.loss.backward()
         model.ema_update(0.9)

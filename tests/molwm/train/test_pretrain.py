@@ -55,16 +55,16 @@ def test_first_step_checks_every_gradient_and_logs_health(graph_pretrain_run):
 
 
 def test_nan_guard_stops_with_the_last_good_checkpoint(tiny_cfg, monkeypatch):
-    import molwm.train.pretrain as pre
+    import molwm.train.driver as driver
 
-    real = pre.train_step
+    real = driver.train_step
 
-    def poisoned(model, opt, batch, masks, config, step, total, check_grads=False):
+    def poisoned(model, opt, task, batch, step, total, check_grads=False):
         if step == 4:
             raise TrainingDiverged("loss nan / gradient norm nan at step 4")
-        return real(model, opt, batch, masks, config, step, total, check_grads)
+        return real(model, opt, task, batch, step, total, check_grads)
 
-    monkeypatch.setattr(pre, "train_step", poisoned)
+    monkeypatch.setattr(driver, "train_step", poisoned)
     with pytest.raises(TrainingDiverged, match=r"Last good checkpoint: .*last\.pt"):
         run_pretrain(tiny_cfg("nan"), progress=False)
 
