@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         for (enc, ds, frac, metric), g in table.groupby(["encoder", "dataset", "fraction", "metric"], sort=False):
             print(f"| {enc} | {ds} | {frac:g} | {metric} | {_ms(g['mean'])} | {len(g)} |")
     if args.plots:
-        from molwm.objectives.report import plot_probe_curves
+        from molwm.experiments.report import plot_probe_curves
 
         args.plots.mkdir(parents=True, exist_ok=True)
         floors: dict[str, dict[str, float]] = {}  # lab ablations: untrained and raw-feature probes as dashed lines

@@ -77,8 +77,8 @@ def cmd_finetune(args) -> int:
 
 def cmd_ablate(args) -> int:
     from molwm.config import load_config
-    from molwm.objectives.ablate import AblateConfig, run_ablation
-    from molwm.objectives.report import markdown
+    from molwm.experiments.ablate import AblateConfig, run_ablation
+    from molwm.experiments.report import markdown
     from molwm.tracking import make_tracker
 
     config = load_config(AblateConfig, args.config, args.overrides)
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("ablate", help="pretraining objectives side by side at an equal budget: probes, "
-                                      "label-efficiency fine-tunes, baselines (Python: molwm.objectives.ablate)",
+                                      "label-efficiency fine-tunes, baselines (Python: molwm.experiments.ablate)",
                        epilog="Any AblateConfig key can be set as key=value, e.g. pretrain.budget_seconds=600.")
     p.add_argument("--config", required=True, help="YAML, e.g. configs/ablate/graph.yaml")
     quiet_flags(p)

@@ -18,9 +18,38 @@ from torch import Tensor
 
 from featurizers.graphs import GraphArrays
 from molwm.data.batch import GraphBatch
-from molwm.encoders.assay import AssayBatch
 
 MODALITIES = ("graph", "assay", "image")
+
+
+@dataclass
+class AssayBatch:
+    """Observed measurements of a batch, one padded row per compound.
+
+    Attributes:
+        ids: ``[B, T]`` long assay ids (0 where padded).
+        values: ``[B, T]`` float normalised values (0 where padded).
+        pad: ``[B, T]`` bool, True where there is no measurement.
+    """
+
+    ids: Tensor
+    values: Tensor
+    pad: Tensor
+
+    @classmethod
+    def from_dense(cls, values: Tensor, observed: Tensor) -> "AssayBatch":
+        """Build from a dense panel ``values [B, A]`` + ``observed [B, A]``; keeps assay order."""
+        b, a = observed.shape
+        t = max(1, int(observed.sum(1).max()) if b else 1)
+        order = torch.argsort((~observed).to(torch.int8), dim=1, stable=True)[:, :t]  # observed first
+        ids = order
+        vals = torch.gather(torch.nan_to_num(values, nan=0.0), 1, order)
+        pad = ~torch.gather(observed, 1, order)
+        return cls(ids=ids.masked_fill(pad, 0), values=vals.masked_fill(pad, 0.0), pad=pad)
+
+    def select(self, rows: Tensor) -> "AssayBatch":
+        """Rows ``rows`` of the batch."""
+        return AssayBatch(self.ids[rows], self.values[rows], self.pad[rows])
 
 
 @dataclass

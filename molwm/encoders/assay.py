@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from molwm.data.multimodal import AssayBatch
 from molwm.encoders.tokens import Tokens
 
 
@@ -39,36 +40,6 @@ class AssayEncoderConfig:
 
         if self.dim % self.heads:
             raise ConfigError(f"assay dim ({self.dim}) must be divisible by heads ({self.heads})")
-
-
-@dataclass
-class AssayBatch:
-    """Observed measurements of a batch, one padded row per compound.
-
-    Attributes:
-        ids: ``[B, T]`` long assay ids (0 where padded).
-        values: ``[B, T]`` float normalised values (0 where padded).
-        pad: ``[B, T]`` bool, True where there is no measurement.
-    """
-
-    ids: Tensor
-    values: Tensor
-    pad: Tensor
-
-    @classmethod
-    def from_dense(cls, values: Tensor, observed: Tensor) -> "AssayBatch":
-        """Build from a dense panel ``values [B, A]`` + ``observed [B, A]``; keeps assay order."""
-        b, a = observed.shape
-        t = max(1, int(observed.sum(1).max()) if b else 1)
-        order = torch.argsort((~observed).to(torch.int8), dim=1, stable=True)[:, :t]  # observed first
-        ids = order
-        vals = torch.gather(torch.nan_to_num(values, nan=0.0), 1, order)
-        pad = ~torch.gather(observed, 1, order)
-        return cls(ids=ids.masked_fill(pad, 0), values=vals.masked_fill(pad, 0.0), pad=pad)
-
-    def select(self, rows: Tensor) -> "AssayBatch":
-        """Rows ``rows`` of the batch."""
-        return AssayBatch(self.ids[rows], self.values[rows], self.pad[rows])
 
 
 class AssayEncoder(nn.Module):

@@ -19,13 +19,12 @@ LOWER = ("featurizers", "molwm.errors", "molwm.config", "molwm.tracking", "molwm
          "molwm.jepa", "molwm.checkpoints")
 """Layers that never import the higher ones below."""
 HIGHER = ("molwm.train", "molwm.world", "molwm.query", "molwm.query_files", "molwm.serving", "molwm.api",
-          "molwm.pyfunc_model", "molwm.cli")
+          "molwm.pyfunc_model", "molwm.pretraining", "molwm.experiments", "molwm.cli")
 """What is built on everything else."""
 WORLD_PARTS = ("molwm.world.model", "molwm.world.config", "molwm.world.data")
 """The world model's network, its config and its time-course container: parts the kind registry
 rebuilds checkpoints from, not the world model's training or forecasting."""
-BELOW_TRAINING = ("molwm.objectives.registry", "molwm.objectives.graph", "molwm.objectives.multimodal",
-                  "molwm.models", "molwm.packaging")
+BELOW_TRAINING = ("molwm.objectives", "molwm.models", "molwm.packaging")
 """The plug-ins and the model-kind registry: the training driver uses them, never the reverse."""
 
 

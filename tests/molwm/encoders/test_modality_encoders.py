@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from molwm.encoders.assay import AssayBatch, AssayEncoder
+from molwm.data.multimodal import AssayBatch
+from molwm.encoders.assay import AssayEncoder
 from molwm.encoders.image import ImageEncoder, ImageEncoderConfig, gather_tokens, sincos_2d
 
 pytestmark = pytest.mark.unit

@@ -288,7 +288,7 @@ def _graph_rows(config: AblateConfig, runs: list[dict], tracker: Tracker, progre
 
 def run_ablation(config: AblateConfig, tracker: Tracker | None = None, progress: bool = True) -> AblateResult:
     """Run every objective, its probes and fine-tunes, and the baselines; write the report."""
-    from molwm.objectives.report import write_report
+    from molwm.experiments.report import write_report
 
     config.validate()
     tracker = tracker or NullTracker()
