@@ -25,8 +25,8 @@ from molwm.world.config import WorldConfig
 from molwm.world.data import TimeCourses
 from molwm.world.evaluate import evaluate_heldout
 from molwm.world.model import WorldNet
-from molwm.world.train import (WorldBuild, build_world_data, fit_probes, initial_states, sample_batch, world_health,
-                               world_losses)
+from molwm.world.train import (WorldBatch, WorldBuild, build_world_data, fit_probes, initial_states, sample_batch,
+                               world_health, world_losses)
 
 @dataclass
 class WorldResult:
@@ -82,7 +82,7 @@ class WorldTask:
     def build_model(self) -> WorldNet:
         return build_net(self.config, self.build, seed=False)
 
-    def batch(self, step: int, ctx) -> dict:
+    def batch(self, step: int, ctx) -> WorldBatch:
         c = self.config
         return sample_batch(self.build.train, c.batch_size, c.rollout_steps, c.seed, step, c.model.id_dropout,
                             c.model.ensemble)

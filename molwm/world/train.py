@@ -18,7 +18,7 @@ from molwm.jepa.losses import vicreg_regulariser
 from molwm.tasks.probes import RidgeProbe
 from molwm.world.data import TimeCourses, load_lab_courses
 from molwm.world.config import WorldConfig, WorldDataConfig  # noqa: F401  (re-exported: the run's schema)
-from molwm.world.model import LatentState, WorldNet
+from molwm.world.model import Action, LatentState, WorldNet
 from molwm.world.prepare import Normaliser, WorldData, compound_features, drug_split, make_world_data
 
 
@@ -69,8 +69,29 @@ def build_world_data(config: WorldConfig, courses: TimeCourses | None = None) ->
                       train_rows, test_rows)
 
 
+@dataclass
+class WorldBatch:
+    """The courses of one training step: ``B`` courses with ``H + 1`` observed slots each, in time order.
+
+    Attributes:
+        windows: ``[B, H+1, W]`` observation windows (what the state encoder reads).
+        times: ``[B, H+1]`` hours since dosing.
+        obs: ``[B, H+1, O]`` normalised observations (the raw objective's targets).
+        valid: ``[B, H+1]`` bool, True where the slot was observed.
+        action: The courses' actions (compound, dose, context), identities dropped at ``id_dropout``.
+        weights: ``[E, B]`` bootstrap weights of each ensemble member (Poisson(1) per course).
+    """
+
+    windows: torch.Tensor
+    times: torch.Tensor
+    obs: torch.Tensor
+    valid: torch.Tensor
+    action: Action
+    weights: torch.Tensor
+
+
 def sample_batch(data: WorldData, batch_size: int, horizon: int, seed: int, step: int,
-                 id_dropout: float, n_members: int) -> dict:
+                 id_dropout: float, n_members: int) -> WorldBatch:
     """A deterministic (in ``seed, step``) batch of courses with ``horizon + 1`` observed slots each, in time order."""
     rng = np.random.default_rng([seed, step])
     pool = np.flatnonzero(data.n_obs.numpy() >= 2)
@@ -88,9 +109,9 @@ def sample_batch(data: WorldData, batch_size: int, horizon: int, seed: int, step
     action.drug = torch.where(drop, torch.full_like(action.drug, len(data.courses.drugs)), action.drug)
     r = torch.from_numpy(rows)[:, None]
     s = torch.from_numpy(slots)
-    return {"windows": data.windows[r, s], "times": data.times[r, s], "obs": data.obs[r, s],
-            "valid": torch.from_numpy(valid), "action": action,
-            "weights": torch.from_numpy(rng.poisson(1.0, (n_members, batch_size)).astype(np.float32))}
+    return WorldBatch(windows=data.windows[r, s], times=data.times[r, s], obs=data.obs[r, s],
+                      valid=torch.from_numpy(valid), action=action,
+                      weights=torch.from_numpy(rng.poisson(1.0, (n_members, batch_size)).astype(np.float32)))
 
 
 def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -100,19 +121,19 @@ def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, we
     return (per * w).sum() / w.sum().clamp_min(1.0)
 
 
-def world_losses(net: WorldNet, batch: dict, config: WorldConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def world_losses(net: WorldNet, batch: WorldBatch, config: WorldConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """Teacher-forced and rollout losses (and VICReg for ``jepa``) on one batch."""
-    w, tm, valid = batch["windows"], batch["times"], batch["valid"]
+    w, tm, valid = batch.windows, batch.times, batch.valid
     b, hp1, wd = w.shape
     horizon = hp1 - 1
     z = net.encoder(w.reshape(b * hp1, wd)).view(b, hp1, net.config.state_tokens, net.config.dim)
     if config.objective == "jepa":
         with torch.no_grad():
             target = net.target(w.reshape(b * hp1, wd)).view_as(z)
-    action = net.embed_action(batch["action"])
+    action = net.embed_action(batch.action)
     tf_total, roll_total = 0.0, 0.0
     for m, member in enumerate(net.members):
-        weight = batch["weights"][m]
+        weight = batch.weights[m]
         tf, roll, cur = 0.0, 0.0, z[:, 0]
         for k in range(1, horizon + 1):
             step_mask = valid[:, k]
@@ -122,7 +143,7 @@ def world_losses(net: WorldNet, batch: dict, config: WorldConfig) -> tuple[torch
                 tf = tf + _masked_mse(one, target[:, k], step_mask, weight)
                 roll = roll + _masked_mse(cur, target[:, k], step_mask, weight)
             else:
-                obs = batch["obs"][:, k]
+                obs = batch.obs[:, k]
                 tf = tf + _masked_mse(net.raw_head(one.flatten(1)), obs, step_mask, weight)
                 roll = roll + _masked_mse(net.raw_head(cur.flatten(1)), obs, step_mask, weight)
         tf_total, roll_total = tf_total + tf / horizon, roll_total + roll / horizon
@@ -139,9 +160,9 @@ def world_losses(net: WorldNet, batch: dict, config: WorldConfig) -> tuple[torch
 
 
 @torch.no_grad()
-def world_health(net: WorldNet, batch: dict) -> dict[str, float]:
+def world_health(net: WorldNet, batch: WorldBatch) -> dict[str, float]:
     net.eval()
-    w, valid = batch["windows"], batch["valid"]
+    w, valid = batch.windows, batch.valid
     z = net.target(w[valid])
     out = embedding_health(z.flatten(1))
     return out
