@@ -13,8 +13,9 @@
 #          --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #          -d .whl rdkit==<version>
 #    (usually rdkit alone is missing; mlflow is not needed: the tests and the timing log nowhere).
-# 3. Runs the CUDA tests (tests/molwm/train/test_device.py): each graph objective trains 3 steps on
-#    cuda with probes and health, its first loss matches a CPU run, its checkpoint loads on the CPU.
+# 3. Runs the CUDA tests (tests/molwm/train/test_device.py and test_device_mm.py): each graph objective
+#    and a world model train a few steps on cuda (graph: with probes and health), the first loss matches
+#    a CPU run, the checkpoint loads on the CPU.
 # 4. Times 50 steps of single-process pretraining (the tiny config, and a graph_jepa-sized model) on
 #    cuda and on the CPU, same data and settings, and prints steps/s of each.
 # torchrun with one process is the single-process path (WORLD_SIZE=1), so NCCL needs >= 2 GPUs and is
@@ -62,7 +63,7 @@ fi
   || { echo "no CUDA device visible to torch; stopping"; exit 3; }
 
 echo "== CUDA tests"
-timeout 300 "$PY" -m pytest -q -rs -p no:cacheprovider tests/molwm/train/test_device.py
+timeout 300 "$PY" -m pytest -q -rs -p no:cacheprovider tests/molwm/train/test_device.py tests/molwm/train/test_device_mm.py
 echo "pytest exit code $?"
 
 echo "== pretraining speed, one process: cuda vs cpu"

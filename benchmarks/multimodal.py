@@ -45,9 +45,9 @@ def _pretrain(objective: str, seed: int, args, moleculeace: bool):
 
 def _load(res, objective: str):
     from featurizers.molecule import GRAPH_SPEC
+    from molwm.checkpoints import load_checkpoint
     from molwm.jepa.contrastive import ContrastiveMolImage
     from molwm.jepa.multimodal import MultimodalJEPA
-    from molwm.checkpoints import load_checkpoint
 
     state = load_checkpoint(res.checkpoint)
     cfg = from_dict(MultimodalPretrainConfig, state["config"])

@@ -237,10 +237,10 @@ def main() -> None:
             import torch
 
             from featurizers.molecule import GRAPH_SPEC
+            from molwm.checkpoints import save_checkpoint
             from molwm.config import to_dict
             from molwm.encoders.graph import GraphEncoderConfig
             from molwm.jepa.model import GraphJEPA, JEPAConfig
-            from molwm.checkpoints import save_checkpoint
             from molwm.train.pretrain import PretrainConfig
 
             torch.manual_seed(0)

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from molwm import __version__
-from molwm.config import ConfigError
-from molwm.errors import MolwmError
 from molwm.cli_common import one_line, print_chain, quiet_flags
+from molwm.config import ConfigError
 from molwm.data.cli import add_parsers as add_data_parsers
 from molwm.data.cli import cmd_data_prepare
+from molwm.errors import MolwmError
 from molwm.sim.cli import add_parser as add_sim_parser
 from molwm.world.cli import add_parsers as add_world_parsers
 

@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 
 from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, iter_featurized_chunks
 from molwm import checkpoints
-from molwm.checkpoints import CheckpointError
 from molwm.data.batch import GraphBatch
 from molwm.data.cache import cache_root
 from molwm.data.candidates import load_reference_smiles

@@ -258,10 +258,9 @@ class MLflowTracker(Tracker):
         import logging
 
         import mlflow.pyfunc
+        import pandas as pd
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
-        import pandas as pd
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         inputs = Schema([ColSpec(kind, col, required=required) for col, kind, required in package.inputs])

@@ -210,8 +210,8 @@ def _probe_rows(config: AblateConfig, runs: list[dict], build) -> tuple[list[dic
 
 def _finetune_rows(sweep: FinetuneSweep, label: str, tracker: Tracker, progress: bool, from_model: str | None,
                    encoder_cfg, out_dir: Path) -> list[dict]:
-    from molwm.train.finetune import run_finetune
     from molwm.tasks.metrics import primary_metric
+    from molwm.train.finetune import run_finetune
 
     rows = []
     for ds in sweep.datasets:

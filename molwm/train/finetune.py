@@ -21,19 +21,19 @@ import numpy as np
 import torch
 
 from featurizers.molecule import GRAPH_SPEC
-from molwm.config import ConfigError, from_dict, to_dict
+from molwm.checkpoints import save_checkpoint
+from molwm.config import ConfigError, to_dict
 from molwm.data.batch import CachedGraphs, GraphBatch
 from molwm.data.prepare import PrepareConfig, prepare_dataset
 from molwm.data.splits import load_splits, make_split, save_splits
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
-from molwm.tasks.heads import HeadConfig, PropertyModel
-from molwm.tasks.metrics import masked_loss, primary_metric, task_metrics
 from molwm.models import load_encoder
 from molwm.models.property import PROPERTY_MODEL
 from molwm.packaging import package_for
+from molwm.tasks.heads import HeadConfig, PropertyModel
+from molwm.tasks.metrics import masked_loss, primary_metric, task_metrics
 from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
 from molwm.train.common import plot_curves
-from molwm.checkpoints import load_checkpoint, save_checkpoint
 
 
 @dataclass

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from molwm.checkpoints import CheckpointError, save_checkpoint
 from molwm.tracking import Tracker
 from molwm.train.common import TrainingDiverged
-from molwm.checkpoints import CheckpointError, save_checkpoint
 
 History = dict[str, list[tuple[int, float]]]
 Pending = list[tuple[str, float, int]]

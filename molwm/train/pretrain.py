@@ -40,12 +40,12 @@ from molwm.objectives import ObjectiveInputs, build_objective, objective_setting
 from molwm.objectives.graph import encoder_of
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.packaging import package_for
+from molwm.run_config import RunConfig
 from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train import driver
 from molwm.train.common import plot_curves
 from molwm.train.distributed import DistContext, rank_slice
 from molwm.train.loop import count_parameters
-from molwm.run_config import RunConfig
 
 
 @dataclass(kw_only=True)

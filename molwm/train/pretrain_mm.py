@@ -18,24 +18,24 @@ import numpy as np
 import torch
 
 from featurizers.molecule import GRAPH_SPEC
+from molwm.checkpoints import load_resume_checkpoint
 from molwm.config import ConfigError, from_dict, to_dict
 from molwm.data.mm_sources import MultimodalBuild, MultimodalDataConfig, build_multimodal_data
-from molwm.data.multimodal import MODALITIES, MultimodalBatch, MultimodalData
+from molwm.data.multimodal import MODALITIES, MultimodalData
 from molwm.jepa.health import embedding_health
 from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, sample_multimodal_masks
 from molwm.jepa.multimodal import MultimodalJEPAConfig
-from molwm.checkpoints import load_resume_checkpoint
 from molwm.models import load_encoder
 from molwm.models.multimodal import kind_for as mm_kind_for
 from molwm.objectives import ObjectiveInputs, build_objective, objective_settings
 from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
 from molwm.packaging import package_for
+from molwm.run_config import RunConfig
 from molwm.tasks.probes import RidgeProbe
 from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train import driver
 from molwm.train.common import plot_curves
 from molwm.train.loop import count_parameters
-from molwm.run_config import RunConfig
 
 
 @dataclass(kw_only=True)

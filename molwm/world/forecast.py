@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from molwm.config import from_dict
-from molwm.errors import MolwmError
-from molwm.tasks.probes import RidgeProbe
 from molwm import checkpoints
 from molwm.checkpoints import CheckpointError
+from molwm.config import from_dict
+from molwm.errors import MolwmError
 from molwm.models import kind_of, rebuild
 from molwm.models.world import WORLD_MODEL, world_network
+from molwm.tasks.probes import RidgeProbe
 from molwm.world.config import WorldConfig
 from molwm.world.model import LatentState
 from molwm.world.prepare import Normaliser, build_action, compound_features

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from molwm.config import ConfigError
 from molwm.jepa.health import embedding_health
 from molwm.jepa.losses import vicreg_regulariser
 from molwm.tasks.probes import RidgeProbe
-from molwm.world.data import TimeCourses, load_lab_courses
 from molwm.world.config import WorldConfig, WorldDataConfig  # noqa: F401  (re-exported: the run's schema)
+from molwm.world.data import TimeCourses, load_lab_courses
 from molwm.world.model import Action, LatentState, WorldNet
 from molwm.world.prepare import Normaliser, WorldData, compound_features, drug_split, make_world_data
 

@@ -14,7 +14,6 @@ from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import GraphJEPA, JEPAConfig, PredictorConfig
 
-
 TINY = JEPAConfig(encoder=GraphEncoderConfig(dim=32, layers=2, rw_steps=4, lap_k=4),
                   predictor=PredictorConfig(dim=32, layers=1, heads=2))
 

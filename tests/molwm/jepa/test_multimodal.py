@@ -9,9 +9,8 @@ import torch
 from featurizers.molecule import GRAPH_SPEC
 from molwm.data.multimodal import MODALITIES
 from molwm.jepa.contrastive import ContrastiveMolImage
-from molwm.jepa.mm_masking import MultimodalMaskConfig, image_block_masks, sample_multimodal_masks
+from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, image_block_masks, sample_multimodal_masks
 from molwm.jepa.multimodal import MultimodalJEPA
-from molwm.jepa.mm_masking import add_pe
 
 
 def _batch(data, cfg, rows=None, step=0, mask=None):
@@ -123,9 +122,9 @@ def test_contrastive_baseline_learns_pairs(mm_data, mm_config):
 
 @pytest.mark.unit
 def test_init_graph_starts_both_graph_encoders_from_a_graph_checkpoint(tmp_path, mm_config):
+    from molwm.checkpoints import save_checkpoint
     from molwm.config import ConfigError, to_dict
     from molwm.encoders.graph import GraphEncoder
-    from molwm.checkpoints import save_checkpoint
     from molwm.train.pretrain_mm import MultimodalPretrainConfig, build_model
 
     torch.manual_seed(5)

@@ -18,7 +18,6 @@ from molwm.jepa.model import JEPAConfig, PredictorConfig
 from molwm.objectives import ObjectiveInputs, build_objective, names
 from molwm.objectives.graph import GenerativeGraph, GenerativeSettings, encoder_of
 
-
 TINY = JEPAConfig(encoder=GraphEncoderConfig(dim=32, layers=2, rw_steps=4, lap_k=4),
                   predictor=PredictorConfig(dim=32, layers=1, heads=2))
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CN1C=NC2=C1C(=O)N(C(=O)N2C)C", "CCN(CC)CC",

@@ -8,11 +8,9 @@ import pytest
 import torch
 
 from featurizers.molecule import GRAPH_SPEC
-from molwm.jepa.mm_masking import MultimodalMaskConfig, sample_multimodal_masks
+from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, sample_multimodal_masks
 from molwm.objectives import ObjectiveInputs, build_objective, names
-from molwm.objectives.multimodal import MultimodalGenerative, MultimodalViews, \
-    normalised_patches
-from molwm.jepa.mm_masking import add_pe
+from molwm.objectives.multimodal import MultimodalGenerative, MultimodalViews, normalised_patches
 
 ONLY = {"image": ("graph", "assay"), "assay": ("graph", "image"), "all": ()}
 

@@ -24,7 +24,6 @@ from molwm.sim import (
 )
 from molwm.sim.cli import add_parser
 
-
 DRUGS = [
     "CC(=O)Oc1ccccc1C(=O)O",  # aspirin
     "Cn1c(=O)c2c(ncn2C)n(C)c1=O",  # caffeine

@@ -18,10 +18,10 @@ from molwm.config import ConfigError, load_config
 from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import structural_pe
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
+from molwm.tracking import NullTracker
 from molwm.train.distributed import SINGLE, init_distributed, rank_slice
 from molwm.train.loop import LoopSchedule, run_steps
 from molwm.train.pretrain import PretrainConfig, PretrainData, run_pretrain
-from molwm.tracking import NullTracker
 
 HERE = os.path.dirname(__file__)  # _ddp_worker.py sits beside this file
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "CCN(CC)CC", "C1CCNCC1", "CC(C)Cc1ccc(C(C)C(=O)O)cc1",

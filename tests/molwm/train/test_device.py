@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-import molwm
 from featurizers import GRAPH_SPEC, featurize_arrays
+from molwm.checkpoints import load_checkpoint, save_checkpoint, to_cpu
 from molwm.config import ConfigError, load_config
 from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import GraphEncoderConfig, structural_pe
@@ -21,7 +21,6 @@ from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import JEPAConfig, PredictorConfig
 from molwm.models import load_encoder
 from molwm.objectives import ObjectiveInputs, build_objective, names
-from molwm.checkpoints import load_checkpoint, save_checkpoint, to_cpu
 from molwm.train.distributed import resolve_device
 from molwm.train.pretrain import PretrainConfig, run_pretrain
 

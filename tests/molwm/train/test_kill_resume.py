@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from molwm.checkpoints import CheckpointError, load_checkpoint, load_resume_checkpoint, previous_checkpoint
 from molwm.cli import main
 from molwm.config import load_config
-from molwm.checkpoints import CheckpointError, load_checkpoint, load_resume_checkpoint, previous_checkpoint
 
 pytestmark = pytest.mark.integration
 # same float order; device=cpu: exact resume is a CPU guarantee (GPU scatter-adds are not bit-reproducible)

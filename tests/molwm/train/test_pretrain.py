@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from molwm.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from molwm.config import load_config
 from molwm.train.common import TrainingDiverged, lr_at
-from molwm.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from molwm.train.pretrain import PretrainConfig, run_pretrain
 
 pytestmark = pytest.mark.integration
@@ -70,9 +70,9 @@ def test_nan_guard_stops_with_the_last_good_checkpoint(tiny_cfg, monkeypatch):
 
 
 def test_real_nan_loss_is_caught(tmp_path, tiny_cfg):
-    from molwm.train.pretrain import PretrainData, build, train_step
     from molwm.data.batch import CachedGraphs
     from molwm.data.prepare import PrepareConfig, prepare_dataset
+    from molwm.train.pretrain import PretrainData, build, train_step
 
     cfg = tiny_cfg("n2")
     prep = prepare_dataset(PrepareConfig(dataset="moses", limit=256, cache_dir=str(tmp_path / "cache"),
