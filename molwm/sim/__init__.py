@@ -12,7 +12,7 @@ torch), so ``molwm.sim.cli`` and ``molwm --help`` stay fast.
 
 from __future__ import annotations
 
-import importlib
+from molwm.lazy import lazy_exports
 
 _EXPORTS = {
     "STATE_NAMES": "molwm.sim.biology",
@@ -35,12 +35,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'molwm.sim' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

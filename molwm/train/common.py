@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from molwm.errors import MolwmError
+from molwm.tracking import Tracker, temporary_artifact_dir
 
 
 class TrainingDiverged(MolwmError, RuntimeError):
@@ -57,3 +58,17 @@ def plot_curves(history: dict[str, list[tuple[int, float]]], keys: list[str], pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+HEALTH_KEYS = ["health.std_mean", "health.std_min", "health.rankme", "health.pred_target_cos"]
+"""The embedding-health curves every pretraining run plots."""
+
+
+def log_training_plots(tracker: Tracker, history: dict[str, list[tuple[int, float]]], title: str,
+                       loss_keys: list[str], health_keys: list[str] = HEALTH_KEYS) -> None:
+    """Plot the loss curves (log scale) and embedding health of a run and log them under ``plots/``."""
+    with temporary_artifact_dir() as d:
+        for name, keys, log_y in [("loss_curve.png", loss_keys, True), ("embedding_health.png", health_keys, False)]:
+            path = plot_curves(history, keys, d / name, title, log_y)
+            if path is not None:
+                tracker.log_artifact(path, "plots")

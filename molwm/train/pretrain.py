@@ -41,9 +41,9 @@ from molwm.objectives.graph import encoder_of
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.packaging import package_for
 from molwm.run_config import RunConfig
-from molwm.tracking import Tracker, temporary_artifact_dir
+from molwm.tracking import Tracker
 from molwm.train import driver
-from molwm.train.common import plot_curves
+from molwm.train.common import log_training_plots
 from molwm.train.distributed import DistContext, rank_slice
 from molwm.train.loop import count_parameters
 
@@ -251,15 +251,8 @@ class GraphPretrainTask:
 
     def finish(self, model, tracker: Tracker, history, checkpoint: Path, save) -> str | None:
         c = self.config
-        with temporary_artifact_dir() as d:
-            for name, keys, log_y in [
-                ("loss_curve.png", ["loss", "pred_loss", "graph_loss", "anti_collapse"], True),
-                ("embedding_health.png", ["health.std_mean", "health.std_min", "health.rankme",
-                                          "health.pred_target_cos"], False),
-            ]:
-                path = plot_curves(history, keys, d / name, f"{c.dataset} {c.objective} pretraining", log_y)
-                if path is not None:
-                    tracker.log_artifact(path, "plots")
+        log_training_plots(tracker, history, f"{c.dataset} {c.objective} pretraining",
+                           ["loss", "pred_loss", "graph_loss", "anti_collapse"])
         return tracker.log_model(checkpoint, package_for(graph_kind_for(c.objective)), name="encoder",
                                  registered_name=c.register_name)
 

@@ -32,9 +32,9 @@ from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
 from molwm.packaging import package_for
 from molwm.run_config import RunConfig
 from molwm.tasks.probes import RidgeProbe
-from molwm.tracking import Tracker, temporary_artifact_dir
+from molwm.tracking import Tracker
 from molwm.train import driver
-from molwm.train.common import plot_curves
+from molwm.train.common import log_training_plots
 from molwm.train.loop import count_parameters
 
 
@@ -304,15 +304,8 @@ class MultimodalTask:
         if c.objective == "jepa" and "graph" in c.modalities:  # assay values readable from a molecule alone
             self.probe_fit = fit_assay_probe(model, self.build.train)
         save()
-        with temporary_artifact_dir() as d:
-            for name, keys, log_y in [
-                ("loss_curve.png", ["loss", "loss.graph", "loss.assay", "loss.image", "pooled_loss"], True),
-                ("embedding_health.png", ["health.std_mean", "health.std_min", "health.rankme",
-                                          "health.pred_target_cos"], False),
-            ]:
-                path = plot_curves(history, keys, d / name, f"multimodal {c.objective} pretraining", log_y)
-                if path is not None:
-                    tracker.log_artifact(path, "plots")
+        log_training_plots(tracker, history, f"multimodal {c.objective} pretraining",
+                           ["loss", "loss.graph", "loss.assay", "loss.image", "pooled_loss"])
         return tracker.log_model(checkpoint, package_for(mm_kind_for(c.objective)), name="encoder",
                                  registered_name=c.register_name)
 

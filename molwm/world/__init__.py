@@ -7,13 +7,15 @@ See docs/world_model.md. Main entry points (imported lazily, so ``molwm --help``
 
 from __future__ import annotations
 
+from molwm.lazy import lazy_exports
+
 _EXPORTS = {
     "WorldForecaster": "molwm.world.forecast",
     "Forecast": "molwm.world.forecast",
     "ForecastError": "molwm.world.forecast",
     "PlanResult": "molwm.world.plan",
     "run_world": "molwm.world.run",
-    "WorldConfig": "molwm.world.train",
+    "WorldConfig": "molwm.world.config",
     "TimeCourses": "molwm.world.data",
     "CourseError": "molwm.world.data",
     "load_lab_courses": "molwm.world.data",
@@ -22,10 +24,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'molwm.world' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -19,7 +19,7 @@ from molwm.models.world import WORLD_MODEL
 from molwm.packaging import package_for
 from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train import driver
-from molwm.train.common import plot_curves
+from molwm.train.common import HEALTH_KEYS, log_training_plots
 from molwm.train.loop import count_parameters
 from molwm.world.config import WorldConfig
 from molwm.world.data import TimeCourses
@@ -164,14 +164,9 @@ def run_world(config: WorldConfig, tracker: Tracker | None = None, resume: str |
 
 
 def _log_outputs(tracker: Tracker, history, ckpt: Path, config: WorldConfig, build: WorldBuild, net) -> str | None:
+    log_training_plots(tracker, history, f"world model ({config.objective})",
+                       ["loss", "loss.teacher_forced", "loss.rollout", "loss.vicreg"], HEALTH_KEYS[:3])
     with temporary_artifact_dir() as d:
-        for name, keys, log_y in [
-            ("loss_curve.png", ["loss", "loss.teacher_forced", "loss.rollout", "loss.vicreg"], True),
-            ("embedding_health.png", ["health.std_mean", "health.std_min", "health.rankme"], False),
-        ]:
-            path = plot_curves(history, keys, d / name, f"world model ({config.objective})", log_y)
-            if path is not None:
-                tracker.log_artifact(path, "plots")
         if len(build.test_rows):
             report = evaluate_heldout(ckpt, build, plot_dir=d)
             tracker.log_metrics({f"test.{k}": v for k, v in report.metrics.items() if np.isfinite(v)})
