@@ -27,15 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molwm.world.baselines import (
-    control_growth,
-    hill_rate,
-    last_observed,
-    leave_drugs_out_folds,
-    mean_growth,
-    persistence,
-    rmse,
-)
+from molwm.world.baselines import (control_growth, hill_rate, last_observed, leave_drugs_out_folds,
+                                   mean_growth, persistence, rmse)
 
 
 def _world(courses, args, out_dir: str, **data):

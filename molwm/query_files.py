@@ -18,13 +18,8 @@ import pandas as pd
 import torch
 
 from featurizers.molecule import resolve_n_jobs
-from molwm.data.candidates import (
-    CandidateError,
-    candidate_frame,
-    check_candidates_path,
-    count_candidates,
-    iter_candidates,
-)
+from molwm.data.candidates import (CandidateError, candidate_frame, check_candidates_path, count_candidates,
+                                   iter_candidates)
 from molwm.query import WHAT, MoleculeModel, embedding_frame, neighbour_frame
 
 PLOT_SAMPLE = 5000

@@ -31,18 +31,8 @@ from molwm import checkpoints
 from molwm.run_config import RunConfig
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, lr_at
-from molwm.train.distributed import (
-    DistContext,
-    check_in_sync,
-    from_main,
-    in_turn,
-    init_distributed,
-    mean_over_ranks,
-    model_rank,
-    resolve_device,
-    unwrap,
-    wrap,
-)
+from molwm.train.distributed import (DistContext, check_in_sync, from_main, in_turn, init_distributed,
+                                     mean_over_ranks, model_rank, resolve_device, unwrap, wrap)
 from molwm.train.loop import History, LoopSchedule, drop_logged, flush, restore, run_steps, schedule_total
 
 

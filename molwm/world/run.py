@@ -25,16 +25,8 @@ from molwm.world.config import WorldConfig
 from molwm.world.data import TimeCourses
 from molwm.world.evaluate import evaluate_heldout
 from molwm.world.model import WorldNet
-from molwm.world.train import (
-    WorldBatch,
-    WorldBuild,
-    build_world_data,
-    fit_probes,
-    initial_states,
-    sample_batch,
-    world_health,
-    world_losses,
-)
+from molwm.world.train import (WorldBatch, WorldBuild, build_world_data, fit_probes, initial_states,
+                               sample_batch, world_health, world_losses)
 
 
 @dataclass

@@ -8,14 +8,8 @@ import torch
 from rdkit import Chem
 from torch_geometric.data import Batch
 
-from featurizers import (
-    GRAPH_SPEC,
-    FeaturizationError,
-    GraphArrays,
-    featurize_arrays,
-    featurize_smiles,
-    mol_to_graph,
-)
+from featurizers import (GRAPH_SPEC, FeaturizationError, GraphArrays, featurize_arrays, featurize_smiles,
+                         mol_to_graph)
 from featurizers.graphs import _new_graph_fast, _new_graph_safe
 
 pytestmark = pytest.mark.unit

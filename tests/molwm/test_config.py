@@ -7,15 +7,8 @@ from typing import Literal
 
 import pytest
 
-from molwm.config import (
-    ConfigError,
-    apply_overrides,
-    from_dict,
-    load_config,
-    parse_override,
-    save_config,
-    to_dict,
-)
+from molwm.config import (ConfigError, apply_overrides, from_dict, load_config, parse_override, save_config,
+                          to_dict)
 
 pytestmark = pytest.mark.unit
 

@@ -11,17 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from molwm.sim import (
-    CHANNELS,
-    FEATURES,
-    CellModel,
-    SimError,
-    compute_mechanisms,
-    generate_lab,
-    load_smiles_for_lab,
-    measure_site,
-    render_site,
-)
+from molwm.sim import (CHANNELS, FEATURES, CellModel, SimError, compute_mechanisms, generate_lab,
+                       load_smiles_for_lab, measure_site, render_site)
 from molwm.sim.cli import add_parser
 
 DRUGS = [
