@@ -1,0 +1,278 @@
+"""Every registered model kind saves, loads, answers queries and serves (issue 16, item 8).
+
+One tiny checkpoint per kind in :data:`molwm.models.KINDS` is built once per test run (the shared
+fixtures of ``tests/conftest.py`` where one already makes that kind, a few steps of the real run
+function otherwise). Each kind then goes through ``molwm.api.load_model``, ``molwm.models.load_encoder``,
+``tracker.log_model`` (logged from code: no pickle) and ``mlflow.pyfunc.load_model(...).predict``, whose
+answer must be the direct API's. A new kind must come with a builder here (the first test fails without).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from molwm.api import load_model
+from molwm.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from molwm.encoders.graph import GraphEncoder
+from molwm.models import KINDS, load_encoder
+from molwm.query import MoleculeModel
+from molwm.world.forecast import WorldForecaster
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BAD = "not a smiles"
+QUERY = ["CCO", "c1ccccc1O", BAD, "CC(=O)Nc1ccc(O)cc1"]
+"""Molecule queries: three valid SMILES around an invalid one."""
+WORLD_REQUEST = pd.DataFrame({"smiles": ["CCO", "c1ccccc1O", "CCO"], "dose_uM": [1.0, 10.0, 0.0],
+                              "time_h": [24.0, 8.0, 24.0]})
+"""A world-model request: two compounds, three doses (one vehicle control), two times."""
+PREDICTS = {"property_model", "multimodal_jepa"}
+"""The kinds that answer ``predict`` (fine-tuned heads; the multimodal JEPA's assay probe)."""
+
+
+# ---- one tiny checkpoint per kind ---------------------------------------------------------------------
+
+
+def _graph_pretrain(shared, folder: Path) -> Path:
+    """``configs/pretrain/tiny.yaml`` with the generative objective, 3 steps, on the shared run's cache."""
+    from molwm.config import load_config
+    from molwm.train.pretrain import PretrainConfig, run_pretrain
+
+    cache = load_checkpoint(shared["graph_pretrain_run"].checkpoint)["config"]["cache_dir"]  # MOSES[:256] featurized
+    cfg = load_config(PretrainConfig, REPO_ROOT / "configs/pretrain/tiny.yaml",
+                      [f"out_dir={folder / 'run'}", f"cache_dir={cache}", "device=cpu", "objective=generative",
+                       "max_steps=3"])
+    return run_pretrain(cfg, progress=False).checkpoint
+
+
+def _multimodal(objective: str):
+    def build(shared, folder: Path) -> Path:
+        """The shared tiny multimodal run with ``objective``, 3 steps, on the shared run's data."""
+        from molwm.train.pretrain_mm import run_multimodal_pretrain
+
+        cfg = dataclasses.replace(shared["make_multimodal_config"](folder / "run"), objective=objective, max_steps=3)
+        return run_multimodal_pretrain(cfg, progress=False, data=shared["multimodal_pretrain_run"].build).checkpoint
+
+    return build
+
+
+BUILDERS = {
+    "graph_jepa": lambda shared, folder: shared["graph_pretrain_run"].checkpoint,
+    "graph_pretrain": _graph_pretrain,
+    "multimodal_jepa": lambda shared, folder: shared["multimodal_pretrain_run"].checkpoint,
+    "multimodal_generative": _multimodal("generative"),
+    "multimodal_contrastive": _multimodal("contrastive"),
+    "multimodal_contrastive_views": _multimodal("contrastive_views"),
+    "property_model": lambda shared, folder: shared["finetune_run"].checkpoint,
+    "world_model": lambda shared, folder: shared["world_run"].checkpoint,
+}
+"""Kind name -> ``(shared fixtures, folder) -> checkpoint path``."""
+
+
+@pytest.fixture(scope="session")
+def kind_checkpoints(tmp_path_factory, build_env, graph_pretrain_run, finetune_run, multimodal_pretrain_run,
+                     make_multimodal_config, world_run) -> dict[str, Path]:
+    """Kind name -> a tiny checkpoint of that kind, for every registered kind that has a builder."""
+    shared = {"graph_pretrain_run": graph_pretrain_run, "finetune_run": finetune_run, "world_run": world_run,
+              "multimodal_pretrain_run": multimodal_pretrain_run, "make_multimodal_config": make_multimodal_config}
+    out = {}
+    for name in sorted(set(KINDS) & set(BUILDERS)):
+        folder = tmp_path_factory.mktemp(f"kind-{name}")
+        with build_env(folder):
+            out[name] = Path(BUILDERS[name](shared, folder))
+    return out
+
+
+def _checkpoint(kind_checkpoints, kind: str) -> Path:
+    if kind not in kind_checkpoints:
+        pytest.fail(f"model kind {kind!r} is registered but tests/molwm/test_model_kinds.py has no builder for it")
+    return kind_checkpoints[kind]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ---- the registry and the checkpoints -----------------------------------------------------------------
+
+
+def test_every_registered_kind_has_a_builder():
+    assert sorted(set(KINDS) - set(BUILDERS)) == [], "a new model kind must come with a round trip here"
+    assert sorted(set(BUILDERS) - set(KINDS)) == [], "a builder for a kind that is no longer registered"
+
+
+def test_each_checkpoint_is_of_the_kind_it_was_built_for(kind_checkpoints):
+    assert sorted(kind_checkpoints) == sorted(KINDS)
+    built = {name: load_checkpoint(path)["kind"] for name, path in kind_checkpoints.items()}
+    assert built == {name: name for name in kind_checkpoints}
+    assert len({_sha(p) for p in kind_checkpoints.values()}) == len(kind_checkpoints)  # eight different files
+
+
+# ---- load and query -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_load_model_gives_the_family_handle_and_answers(kind, kind_checkpoints):
+    path = _checkpoint(kind_checkpoints, kind)
+    model = load_model(path)
+    if KINDS[kind].family == "world":
+        assert isinstance(model, WorldForecaster)
+        forecast = model.forecast(["CCO", "c1ccccc1O"], [1.0, 10.0], [8.0, 24.0])
+        frame = forecast.frame()
+        assert len(frame) == 2 * 2 * 2 and forecast.readouts and not forecast.rejects
+        values = frame.drop(columns=["compound"]).to_numpy(np.float64)
+        assert np.isfinite(values).all()
+        rows = model.forecast_rows(["CCO", "c1ccccc1O", BAD], [1.0, 10.0, 1.0], [24.0, 8.0, 24.0])
+        assert rows["status"].tolist()[:2] == ["ok", "ok"] and rows["status"].iloc[2].startswith("invalid_smiles")
+        readouts = [c for c in rows.columns if c not in ("smiles", "dose_uM", "time_h", "status")]
+        assert readouts and np.isfinite(rows.loc[:1, readouts].to_numpy(np.float64)).all()
+        assert rows.loc[2, readouts].isna().all()
+        return
+    assert isinstance(model, MoleculeModel)
+    emb, status = model.embed(QUERY, with_status=True)
+    assert emb.shape == (len(QUERY), model.embedding_dim)
+    ok = [s != BAD for s in QUERY]
+    assert [s == "ok" for s in status] == ok
+    assert np.isfinite(emb[ok]).all() and np.isnan(emb[2]).all()
+    assert not np.allclose(emb[0], emb[1])  # the rows depend on the molecule
+    assert model.can_predict == (kind in PREDICTS)
+    if model.can_predict:
+        frame = model.predict(QUERY)
+        assert frame["smiles"].tolist() == QUERY and frame["status"].tolist() == status
+        assert model.targets
+        # an assay probe leaves an assay with under 5 training cells unfitted (NaN); every other value is finite
+        fitted = np.ones(len(model.targets), bool) if model.joint is None else model.joint.probe.n_train > 0
+        assert fitted.sum() >= len(model.targets) // 2
+        values = frame[model.targets].to_numpy(np.float64)
+        assert np.isfinite(values[ok][:, fitted]).all() and np.isnan(values[ok][:, ~fitted]).all()
+        assert np.isnan(values[2]).all()
+    else:
+        with pytest.raises(ValueError, match="no property heads"):
+            model.predict(QUERY)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_load_encoder_gives_the_graph_encoder_queries_use(kind, kind_checkpoints):
+    path = _checkpoint(kind_checkpoints, kind)
+    if KINDS[kind].encoder is None:
+        with pytest.raises(CheckpointError, match=re.escape(str(path)) + ": a .* has no graph encoder to load"):
+            load_encoder(path)
+        return
+    encoder = load_encoder(path)
+    assert isinstance(encoder, GraphEncoder) and not encoder.training
+    queried = load_model(path).encoder  # what embeddings come from: the same weights fine-tuning starts from
+    mine, theirs = encoder.state_dict(), queried.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+# ---- log from code and serve --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kinds_store(tmp_path_factory) -> str:
+    """One temporary SQLite MLflow store for every kind's model (creating a store takes seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path_factory.mktemp('kinds-store') / 'mlflow.db'}"
+    MlflowClient(store).search_experiments()  # creates the tables once
+    return store
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_logged_model_serves_what_the_api_answers(kind, kind_checkpoints, kinds_store, monkeypatch):
+    import mlflow.pyfunc
+
+    from molwm.packaging import package_for
+    from molwm.tracking import download_model, make_tracker
+
+    path = _checkpoint(kind_checkpoints, kind)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", kinds_store)
+    store = kinds_store
+    tracker = make_tracker(True, experiment="model-kinds")
+    assert tracker.tracking_uri == store
+    package = package_for(kind)
+    with tracker.run(f"log-{kind}"):
+        uri = tracker.log_model(path, package, name="model")
+    local = download_model(uri, store)
+    assert not list(local.rglob("*.pkl")) and (local / "pyfunc_model.py").is_file()
+    logged = list(local.rglob("*.pt"))
+    assert [_sha(p) for p in logged] == [_sha(path)]  # the checkpoint itself, unchanged
+    served_model = mlflow.pyfunc.load_model(uri)
+    assert served_model.metadata.get_input_schema().input_names() == [c for c, _, _ in package.inputs]
+    direct = load_model(path)
+    assert type(load_model(uri, store)) is type(direct)  # the logged model loads back by its URI too
+    if KINDS[kind].encoder is not None:
+        assert isinstance(load_encoder(uri, store), GraphEncoder)
+    if KINDS[kind].family == "world":
+        served = served_model.predict(WORLD_REQUEST)
+        assert len(served) == len(WORLD_REQUEST) and served["status"].tolist() == ["ok"] * len(WORLD_REQUEST)
+        want = direct.forecast_rows(WORLD_REQUEST["smiles"].tolist(), WORLD_REQUEST["dose_uM"].tolist(),
+                                    WORLD_REQUEST["time_h"].tolist())
+        pd.testing.assert_frame_equal(served.reset_index(drop=True).astype(want.dtypes.to_dict()), want)
+        return
+    request = pd.DataFrame({"smiles": QUERY})
+    for what in ("auto", "embed"):
+        served = served_model.predict(request, params={"what": what})
+        want = direct.predict_frame(request, what)
+        assert len(served) == len(QUERY) and served["status"].tolist() == want["status"].tolist()
+        numbers = want.select_dtypes("number").columns
+        assert len(numbers) and all(v is None for v in served.loc[2, numbers])  # the bad row: JSON null, not NaN
+        pd.testing.assert_frame_equal(served.reset_index(drop=True).astype(want.dtypes.to_dict()), want)
+
+
+# ---- old-layout, damaged and foreign checkpoints -------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_an_incomplete_checkpoint_is_one_clear_error(kind, tmp_path):
+    path = save_checkpoint({"kind": kind, "config": {}}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="incomplete or damaged") as err:
+        load_model(path)
+    message = str(err.value)
+    assert str(path) in message and KINDS[kind].description in message and "\n" not in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained traceback
+
+
+def test_weights_that_do_not_fit_their_config_are_one_clear_error(kind_checkpoints, tmp_path):
+    state = load_checkpoint(_checkpoint(kind_checkpoints, "graph_jepa"))
+    state["config"]["model"]["encoder"]["dim"] = 2 * state["config"]["model"]["encoder"]["dim"]
+    path = save_checkpoint(state, tmp_path / "misfit.pt")
+    for load in (load_model, load_encoder):
+        with pytest.raises(CheckpointError, match=r"incomplete or damaged graph JEPA .*\(RuntimeError: "):
+            load(path)
+
+
+def test_a_truncated_or_foreign_file_is_one_clear_error(kind_checkpoints, tmp_path):
+    data = _checkpoint(kind_checkpoints, "graph_jepa").read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {truncated} is unreadable")):
+        load_model(truncated)
+    old = tmp_path / "no-format.pt"  # the layout before the format key
+    torch.save({"kind": "graph_jepa", "config": {}, "model": {}}, old)
+    for load in (load_model, load_encoder):
+        with pytest.raises(CheckpointError, match=re.escape(f"{old} is not a molwm checkpoint")):
+            load(old)
+    with pytest.raises(CheckpointError, match="no model at"):
+        load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("kind", ["graph_vae", None])
+def test_an_unknown_kind_names_the_known_ones(kind, tmp_path):
+    state = {"config": {}} if kind is None else {"kind": kind, "config": {}}
+    path = save_checkpoint(state, tmp_path / "foreign.pt")
+    for load in (load_model, load_encoder):
+        with pytest.raises(CheckpointError, match=f"checkpoint kind {kind!r}") as err:
+            load(path)
+        assert str(path) in str(err.value)
+        assert f"molwm knows {', '.join(sorted(KINDS))})" in str(err.value)
