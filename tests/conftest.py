@@ -381,3 +381,20 @@ class FactoryAudit(TorchFunctionMode):
 def factory_audit():
     """:class:`FactoryAudit`: use as ``with factory_audit() as audit: ...``, then assert ``not audit.hits``."""
     return FactoryAudit
+
+
+def _descriptor_targets(smiles) -> torch.Tensor:
+    """``[B, K]`` standardised descriptors of ``smiles`` (per-column mean and std of these rows; NaN where
+    missing): the ``batch.targets`` that descriptor objectives regress."""
+    from featurizers.descriptors import compute_descriptors
+
+    x = compute_descriptors(list(smiles)).astype(np.float64)
+    with np.errstate(all="ignore"):
+        z = (x - np.nanmean(x, 0)) / np.where(np.nanstd(x, 0) > 0, np.nanstd(x, 0), 1.0)
+    return torch.from_numpy(np.clip(z, -6, 6).astype(np.float32))
+
+
+@pytest.fixture
+def descriptor_targets():
+    """``targets(smiles) -> [B, K]`` standardised descriptors, for objectives that need ``batch.targets``."""
+    return _descriptor_targets

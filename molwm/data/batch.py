@@ -31,6 +31,8 @@ class GraphBatch:
         index: ``[B]`` long row of each molecule in its source table.
         y: ``[B, T]`` float labels (NaN where missing), or None.
         pe: ``[N, P]`` float positional code, filled by the collator.
+        targets: ``[B, K]`` float per-molecule pretraining targets (e.g. standardised descriptors;
+            NaN where missing), filled by the collator of objectives that need them.
     """
 
     x: Tensor
@@ -41,6 +43,7 @@ class GraphBatch:
     index: Tensor
     y: Tensor | None = None
     pe: Tensor | None = None
+    targets: Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     @property
@@ -113,6 +116,7 @@ class GraphBatch:
             index=self.index[order],
             y=None if self.y is None else self.y[order],
             pe=None if self.pe is None else self.pe[atoms],
+            targets=None if self.targets is None else self.targets[order],
         )
 
     @classmethod

@@ -13,6 +13,7 @@ from pathlib import Path
 from featurizers.errors import Reject, count_reject_codes, write_rejects
 from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, GRAPH_SPEC, iter_featurized_chunks, resolve_n_jobs
 from molwm.data.cache import CACHE_FORMAT, GraphCache, ShardWriter, cache_key, cache_root
+from molwm.data.descriptors import DescriptorTable, prepare_descriptors
 from molwm.data.registry import DatasetCard, get_card
 from molwm.data.sources import load_table, source_digest
 from molwm.tracking import NullTracker, Tracker
@@ -35,6 +36,8 @@ class PrepareConfig:
         verify_checksums: Check source files against the card's SHA-256.
         progress: Show a progress bar.
         experiment: MLflow experiment name.
+        descriptors: Also compute the descriptor targets (:mod:`molwm.data.descriptors`) beside
+            the graph shards (once; a later call reuses them).
     """
 
     dataset: str
@@ -49,6 +52,7 @@ class PrepareConfig:
     verify_checksums: bool = True
     progress: bool = True
     experiment: str = "molwm-data"
+    descriptors: bool = False
 
     def validate(self) -> None:
         from molwm.config import ConfigError
@@ -84,6 +88,7 @@ class PrepareResult:
     cache_hit: bool
     peak_rss_mb: float = 0.0
     reject_counts: dict[str, int] = field(default_factory=dict)
+    descriptors: DescriptorTable | None = None
 
     @property
     def rejects_path(self) -> Path:
@@ -98,6 +103,8 @@ class PrepareResult:
         return (
             f"{self.card.name}: {self.n_input:,} read, {self.n_ok:,} featurized, "
             f"{len(self.rejects):,} rejected ({codes}); {how}; cache {self.cache.path}"
+            + (f"; {len(self.descriptors.names)} descriptors per molecule ({self.descriptors.path.name})"
+               if self.descriptors is not None else "")
         )
 
 
@@ -146,10 +153,12 @@ def prepare_dataset(config: PrepareConfig, tracker: Tracker | None = None,
             rejects = read_rejects(directory / "rejects.csv")
         else:
             cache, rejects = _build(config, card, table, key, directory)
+        descriptors = prepare_descriptors(cache, config.n_jobs, config.progress) if config.descriptors else None
         seconds = time.perf_counter() - start
         counts = count_reject_codes(rejects)
         n_input = len(table.frame) if table is not None else int(cache.manifest["n_input"])
-        result = PrepareResult(card, cache, n_input, len(cache), rejects, seconds, cache_hit, _peak_rss_mb(), counts)
+        result = PrepareResult(card, cache, n_input, len(cache), rejects, seconds, cache_hit, _peak_rss_mb(), counts,
+                               descriptors)
         metrics = {
             "n_input": result.n_input,
             "n_ok": result.n_ok,
@@ -164,6 +173,10 @@ def prepare_dataset(config: PrepareConfig, tracker: Tracker | None = None,
             metrics["featurize_seconds"] = feat_s
             metrics["mol_per_s"] = result.n_input / feat_s
         metrics.update({f"rejected.{code}": n for code, n in counts.items()})
+        if descriptors is not None:
+            metrics["descriptors.seconds"] = float(descriptors.manifest["seconds"])
+            metrics["descriptors.n"] = len(descriptors.names)
+            tracker.log_artifact(descriptors.path / "manifest.json", "data/descriptors")
         tracker.log_metrics(metrics)
         tracker.log_artifact(directory / "rejects.csv", "data")
         tracker.log_artifact(directory / "manifest.json", "data")

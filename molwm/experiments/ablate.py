@@ -132,14 +132,14 @@ class AblateResult:
 def _pretrain(config: AblateConfig, objective: str, seed: int, tracker: Tracker, progress: bool) -> dict:
     from molwm.objectives.graph import encoder_of
     from molwm.train.loop import count_parameters
-    from molwm.train.pretrain import build, run_pretrain
+    from molwm.train.pretrain import run_pretrain
 
     cfg = copy.deepcopy(config.pretrain)
     cfg.objective, cfg.seed = objective, seed
     cfg.out_dir = str(Path(config.out_dir) / f"pretrain-{objective}-s{seed}")
     cfg.run_name, cfg.experiment = f"pretrain-{objective}-s{seed}", config.experiment
-    model, _ = build(cfg)
     result = run_pretrain(cfg, tracker, progress=progress)
+    model = result.model
     hist = result.history
     last = {k: v[-1][1] for k, v in hist.items() if v}
     return {"objective": objective, "seed": seed, "checkpoint": str(result.checkpoint), "steps": result.steps,

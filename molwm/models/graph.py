@@ -13,7 +13,9 @@ def graph_encoder(state: State) -> GraphEncoder:
     """The encoder of a graph pretraining checkpoint, in eval mode."""
     cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["encoder"])
     encoder = GraphEncoder(GRAPH_SPEC, cfg)
-    encoder.load_state_dict(strip_prefix(state["model"], encoder_prefix(state.get("objective", "jepa"))))
+    # where the encoder downstream tasks read sits: recorded by the run (before that, known per objective)
+    prefix = state.get("encoder_prefix") or encoder_prefix(state.get("objective", "jepa"))
+    encoder.load_state_dict(strip_prefix(state["model"], prefix))
     return encoder.eval()
 
 

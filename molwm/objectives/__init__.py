@@ -6,7 +6,8 @@ with its settings dataclass (the config's ``objective_settings``). See docs/obje
 
 Graph: ``jepa`` (predict the EMA target's embeddings of hidden atom blocks), ``generative``
 (attribute masking: the hidden atoms' and bonds' raw categories), ``contrastive`` (GraphCL-style
-InfoNCE between two views). Multimodal: ``jepa``, ``generative`` (MAE-style pixels, masked
+InfoNCE between two views), ``descriptors`` (CheMeleon-style regression of standardised RDKit
+descriptors) and ``jepa_descriptors`` (the JEPA plus that regression). Multimodal: ``jepa``, ``generative`` (MAE-style pixels, masked
 values, atom attributes), ``contrastive_views`` (InfoNCE between disjoint masked views) and
 ``contrastive`` (CLOOME-style molecule-image matching).
 
@@ -16,7 +17,8 @@ decorated by :func:`~molwm.objectives.registry.register`, plus its import below.
 
 from __future__ import annotations
 
-from molwm.objectives import graph, multimodal  # noqa: F401  (registers the objectives)
-from molwm.objectives.registry import OBJECTIVES, ObjectiveInputs, build_objective, names, objective_settings
+from molwm.objectives import descriptors, graph, multimodal  # noqa: F401  (registers the objectives)
+from molwm.objectives.registry import (OBJECTIVES, ObjectiveInputs, build_objective, names, objective_settings,
+                                       objective_spec)
 
-__all__ = ["OBJECTIVES", "ObjectiveInputs", "build_objective", "names", "objective_settings"]
+__all__ = ["OBJECTIVES", "ObjectiveInputs", "build_objective", "names", "objective_settings", "objective_spec"]

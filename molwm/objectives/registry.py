@@ -36,11 +36,14 @@ class ObjectiveInputs:
         model: The model config shared by every objective of the domain (``JEPAConfig`` for graphs,
             ``MultimodalJEPAConfig`` for multimodal runs): same encoders, same capacity.
         n_assays: Assay vocabulary size (multimodal).
+        n_targets: Width of the per-molecule targets of objectives that need them (the kept
+            descriptors of :class:`molwm.data.descriptors.DescriptorStats`).
     """
 
     spec: GraphSpec
     model: Any
     n_assays: int = 1
+    n_targets: int = 0
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -30,13 +30,14 @@ from featurizers.molecule import GRAPH_SPEC
 from molwm.checkpoints import load_resume_checkpoint
 from molwm.config import ConfigError, from_dict, to_dict
 from molwm.data.batch import CachedGraphs, GraphBatch
+from molwm.data.descriptors import DescriptorStats, prepare_descriptors
 from molwm.data.prepare import PrepareConfig, PrepareResult, prepare_dataset
 from molwm.encoders.graph import structural_pe
 from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import JEPAConfig
 from molwm.models.graph import kind_for as graph_kind_for
-from molwm.objectives import ObjectiveInputs, build_objective, objective_settings
+from molwm.objectives import ObjectiveInputs, build_objective, objective_settings, objective_spec
 from molwm.objectives.graph import encoder_of
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.packaging import package_for
@@ -46,6 +47,20 @@ from molwm.train import driver
 from molwm.train.common import log_training_plots
 from molwm.train.distributed import DistContext, rank_slice
 from molwm.train.loop import count_parameters
+
+
+@dataclass
+class DescriptorTargets:
+    """Where descriptor targets come from (:mod:`molwm.data.descriptors`).
+
+    Attributes:
+        n_jobs: Processes computing them the first time (0: every core).
+        stats_rows: The median and scale of each descriptor are fitted on a seeded subsample of
+            this many pretraining rows (all of them if fewer).
+    """
+
+    n_jobs: int = 0
+    stats_rows: int = 200_000
 
 
 @dataclass(kw_only=True)
@@ -66,6 +81,9 @@ class PretrainConfig(RunConfig):
         model: Encoder, predictor and the JEPA's loss settings.
         mask: Hidden atom blocks (every objective uses the same ones).
         probes: Frozen-encoder linear probes during the run (None: none).
+        descriptors: Descriptor targets, for objectives that need them (``descriptors``,
+            ``jepa_descriptors``): computed once beside the cache, statistics fitted on the
+            pretraining rows.
     """
 
     kind: Literal["graph"] = "graph"
@@ -77,6 +95,7 @@ class PretrainConfig(RunConfig):
     model: JEPAConfig = field(default_factory=JEPAConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     probes: ProbeConfig | None = None
+    descriptors: DescriptorTargets = field(default_factory=DescriptorTargets)
     out_dir: str = "outputs/pretrain"
     experiment: str = "molwm-pretrain"
 
@@ -95,6 +114,7 @@ class PretrainResult:
     steps: int
     final_loss: float
     history: dict[str, list[tuple[int, float]]]
+    model: torch.nn.Module | None = None
 
 
 class PretrainData:
@@ -110,8 +130,9 @@ class PretrainData:
         ConfigError: In a distributed run, if the dataset is smaller than one global batch.
     """
 
-    def __init__(self, graphs: CachedGraphs, config: PretrainConfig, rank: int = 0, world_size: int = 1):
-        self.graphs = graphs
+    def __init__(self, graphs: CachedGraphs, config: PretrainConfig, rank: int = 0, world_size: int = 1,
+                 targets: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.graphs, self.targets = graphs, targets
         self.config = config
         self.rank, self.world_size = rank, world_size
         self.global_batch = config.batch_size * world_size
@@ -145,7 +166,10 @@ class PretrainData:
         the collate cost of the global batch).
         """
         enc = self.config.model.encoder
-        batch = self.graphs.batch(self.rows(step))
+        rows = self.rows(step)
+        batch = self.graphs.batch(rows)
+        if self.targets is not None:
+            batch.targets = torch.from_numpy(self.targets(rows))  # [B, K], before slicing: ranks share one draw
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
         batch.pe = structural_pe(batch.edge_index, batch.batch, batch.num_graphs, enc.rw_steps, enc.lap_k, gen)
         masks = sample_graph_masks(batch, self.config.mask, np.random.default_rng([self.config.seed, 1, step]))
@@ -154,16 +178,22 @@ class PretrainData:
         return batch, masks
 
 
-def build_model(config: PretrainConfig) -> torch.nn.Module:
-    """The objective's module (seed torch first for a reproducible initialisation)."""
-    return build_objective("graph", config.objective, ObjectiveInputs(GRAPH_SPEC, config.model),
+def build_model(config: PretrainConfig, n_targets: int = 0) -> torch.nn.Module:
+    """The objective's module (seed torch first for a reproducible initialisation); ``n_targets``: the
+    width of the per-molecule targets of objectives that need them."""
+    return build_objective("graph", config.objective, ObjectiveInputs(GRAPH_SPEC, config.model, n_targets=n_targets),
                            config.objective_settings)
 
 
-def build(config: PretrainConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def needs_descriptors(config: PretrainConfig) -> bool:
+    """True if the configured objective regresses descriptors."""
+    return "descriptors" in objective_spec("graph", config.objective).needs
+
+
+def build(config: PretrainConfig, n_targets: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The objective's model and the optimizer, initialised from ``config.seed``."""
     torch.manual_seed(config.seed)
-    model = build_model(config)
+    model = build_model(config, n_targets)
     return model, driver.optimizer_for(model, config)
 
 
@@ -195,12 +225,21 @@ class GraphPretrainTask:
         self.desc = f"pretrain ({config.objective})"
         self.prep: PrepareResult | None = None
         self.data: PretrainData | None = None
+        self.stats: DescriptorStats | None = None
 
     def prepare(self, ctx: DistContext, progress: bool) -> None:
         c = self.config
         self.prep = prepare_dataset(PrepareConfig(dataset=c.dataset, limit=c.limit, cache_dir=c.cache_dir,
                                                   progress=progress))
-        self.data = PretrainData(CachedGraphs(self.prep.cache, with_labels=False), c, ctx.rank, ctx.world_size)
+        graphs, targets = CachedGraphs(self.prep.cache, with_labels=False), None
+        if needs_descriptors(c):
+            table = prepare_descriptors(self.prep.cache, c.descriptors.n_jobs, progress)
+            # every pretraining row is a training row: the statistics see no benchmark's held-out rows
+            self.stats = stats = DescriptorStats.fit(table, np.arange(len(graphs)), c.descriptors.stats_rows, c.seed)
+
+            def targets(rows: np.ndarray) -> np.ndarray:
+                return stats.transform(table.rows(rows))  # [B, K'] standardised, NaN where missing
+        self.data = PretrainData(graphs, c, ctx.rank, ctx.world_size, targets)
 
     def total_steps(self, world_size: int) -> int:
         return self.data.total_steps()
@@ -209,7 +248,7 @@ class GraphPretrainTask:
         return self.data.global_batch
 
     def build_model(self) -> torch.nn.Module:
-        return build_model(self.config)
+        return build_model(self.config, self.stats.size if self.stats is not None else 0)
 
     def batch(self, step: int, ctx: DistContext):
         return self.data.batch(step)
@@ -228,8 +267,10 @@ class GraphPretrainTask:
         return evaluate_health(model, batch[0], batch[1])
 
     def state(self, model) -> dict[str, Any]:
+        extra = {"descriptor_stats": self.stats.to_dict()} if self.stats is not None else {}
         return {"kind": graph_kind_for(self.config.objective), "objective": self.config.objective,
-                "config": to_dict(self.config), "spec": GRAPH_SPEC.to_dict()}
+                "encoder_prefix": model.encoder_prefix, "config": to_dict(self.config), "spec": GRAPH_SPEC.to_dict(),
+                **extra}
 
     def tags(self) -> dict[str, str]:
         return {"molwm.stage": "pretrain", "dataset": self.config.dataset, "objective": self.config.objective}
@@ -279,4 +320,5 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
         state = load_resume_checkpoint(resume)
         config = from_dict(PretrainConfig, state["config"])
     run = driver.drive(GraphPretrainTask(config), tracker, state, progress, stop_after)
-    return PretrainResult(run.run_id, run.model_uri, run.checkpoint, run.steps, run.final_loss, run.history)
+    return PretrainResult(run.run_id, run.model_uri, run.checkpoint, run.steps, run.final_loss, run.history,
+                          run.model)

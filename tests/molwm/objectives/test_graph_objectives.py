@@ -34,12 +34,14 @@ def _batch_and_masks(seed: int = 0):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", names("graph"))
-def test_each_objective_steps_and_its_loss_falls(name):
+def test_each_objective_steps_and_its_loss_falls(name, descriptor_targets):
     torch.manual_seed(0)
     settings = {"temperature": 0.5} if name == "contrastive" else {}
-    model = build_objective("graph", name, ObjectiveInputs(GRAPH_SPEC, TINY), settings)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     b, masks = _batch_and_masks()
+    b.targets = descriptor_targets(SMILES)  # read only by the objectives that regress descriptors
+    model = build_objective("graph", name, ObjectiveInputs(GRAPH_SPEC, TINY, n_targets=b.targets.shape[1]),
+                            settings)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for step in range(30):
         model.train()
@@ -53,7 +55,8 @@ def test_each_objective_steps_and_its_loss_falls(name):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
     z = model.embed(b)
     assert z.shape == (len(SMILES), 32) and torch.isfinite(z).all()
-    assert encoder_of(model) is (model.target_encoder if name == "jepa" else model.encoder)
+    has_target = name in ("jepa", "jepa_descriptors")  # downstream tasks read the EMA target
+    assert encoder_of(model) is (model.target_encoder if has_target else model.encoder)
 
 
 @pytest.mark.unit
@@ -72,7 +75,7 @@ def test_unknown_objectives_and_settings_fail_with_their_names():
     from molwm.config import ConfigError
     from molwm.objectives import objective_settings
 
-    with pytest.raises(ConfigError, match="unknown graph objective 'nope' \\(known: contrastive, generative, jepa"):
+    with pytest.raises(ConfigError, match="unknown graph objective 'nope' \\(known: contrastive, descriptors, generative"):
         objective_settings("graph", "nope", {})
     with pytest.raises(ConfigError, match="objective_settings.temprature"):
         objective_settings("graph", "contrastive", {"temprature": 0.2})

@@ -20,8 +20,8 @@ saves: list[str] = []
 _build, _save = pretrain.build_model, loop.save_checkpoint
 
 
-def _recording_build(config):
-    model = _build(config)
+def _recording_build(config, *args):
+    model = _build(config, *args)
     built.append(model)
     return model
 

@@ -78,7 +78,7 @@ def test_checkpoints_keep_cpu_tensors_as_they_are(tmp_path):
 @pytest.mark.unit
 @pytest.mark.parametrize("name", names("graph"))
 @pytest.mark.parametrize("anti_collapse", ["vicreg", "sigreg"])
-def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse, factory_audit):
+def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse, factory_audit, descriptor_targets):
     """The CPU-checkable half of running on a GPU: forward, backward, EMA, embed and health create
     no tensor without saying where (the GPU half is the CUDA test below)."""
     arrays, _ = featurize_arrays(SMILES[:8])
@@ -88,7 +88,8 @@ def test_objectives_make_every_tensor_on_a_named_device(name, anti_collapse, fac
     config = JEPAConfig(encoder=GraphEncoderConfig(dim=16, layers=2, rw_steps=4, lap_k=4),
                         predictor=PredictorConfig(dim=16, layers=1, heads=2), anti_collapse=anti_collapse,
                         graph_target_weight=1.0)
-    model = build_objective("graph", name, ObjectiveInputs(GRAPH_SPEC, config))
+    b.targets = descriptor_targets(SMILES[:8])
+    model = build_objective("graph", name, ObjectiveInputs(GRAPH_SPEC, config, n_targets=b.targets.shape[1]))
     with factory_audit() as audit:
         out = model(b, masks, generator=torch.Generator().manual_seed(0))
         out.loss.backward()
