@@ -82,6 +82,9 @@ class MultimodalPretrainConfig(RunConfig):
             raise ConfigError(f"modalities: unknown {bad} (known: {list(MODALITIES)})")
         if self.probes is not None and self.data.lab is None:
             raise ConfigError("probes read a synthetic lab's ground truth: set data.lab")
+        if "image" in self.modalities and self.data.image_size != self.model.image.image_size:
+            raise ConfigError(f"data.image_size ({self.data.image_size}) must equal model.image.image_size "
+                              f"({self.model.image.image_size}): the image encoder reads crops of that side")
 
 
 @dataclass

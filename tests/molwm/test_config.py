@@ -117,3 +117,13 @@ def test_precedence_defaults_base_file_flags_overrides(tmp_path):
     cfg = load_config(Run, path, ["model.width=8"], base={"name": "base", "debug": True},
                       flags={"limit": 20, "model": {"width": 16}})
     assert (cfg.name, cfg.limit, cfg.model.width, cfg.debug) == ("file", 20, 8, True)
+
+
+@pytest.mark.unit
+def test_multimodal_image_size_is_set_once_consistently(repo_root):
+    from molwm.train.pretrain_mm import MultimodalPretrainConfig
+
+    path = repo_root / "configs/pretrain/multimodal_tiny.yaml"
+    with pytest.raises(ConfigError, match=r"data.image_size \(64\) must equal model.image.image_size \(48\)"):
+        load_config(MultimodalPretrainConfig, path, ["data.image_size=64"])
+    assert load_config(MultimodalPretrainConfig, path, ["data.image_size=64", "modalities=[graph,assay]"])
