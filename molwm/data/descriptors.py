@@ -29,6 +29,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -105,34 +106,45 @@ def prepare_descriptors(cache: GraphCache, n_jobs: int = 0, progress: bool = Tru
     """
     spec = descriptor_spec()
     folder = cache.path / "descriptors" / descriptor_key(cache, spec)
-    if (folder / "manifest.json").is_file():
-        return DescriptorTable.open(folder)
+    if not (folder / "manifest.json").is_file():
+        build_column_shards(cache, folder, compute_descriptors, n_jobs, progress,
+                            f"descriptors {cache.manifest['dataset']}",
+                            {"spec": spec.to_dict(), "spec_digest": spec.digest()})
+    return DescriptorTable.open(folder)
+
+
+def build_column_shards(cache: GraphCache, folder: Path, fn: Callable[[list[str]], np.ndarray], n_jobs: int,
+                        progress: bool, desc: str, extra: dict) -> dict:
+    """Compute ``fn(smiles)`` (rows aligned with the molecules) for every shard of ``cache`` into
+    ``folder/<shard>.npy``, in ``n_jobs`` worker processes, a shard at a time (memory flat), each written
+    atomically and skipped if already there (an interrupted build resumes); ``manifest.json`` last.
+
+    Returns:
+        The manifest (``extra`` plus the shards, counts and timing).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    shards, t0 = [], time.perf_counter()
-    jobs = resolve_n_jobs(n_jobs)
-    bar = tqdm(total=len(cache), desc=f"descriptors {cache.manifest['dataset']}", unit="mol", disable=not progress,
-               mininterval=1.0)
+    shards, t0, jobs = [], time.perf_counter(), resolve_n_jobs(n_jobs)
+    bar = tqdm(total=len(cache), desc=desc, unit="mol", disable=not progress, mininterval=1.0)
     with ProcessPoolExecutor(jobs) if jobs > 1 else _InProcess() as pool:
         for i, name in enumerate(cache.shard_names):
             target = folder / f"{name}.npy"
             smiles = cache.shard_meta(i)["smiles"].tolist()
-            if not target.is_file():  # done by an earlier, interrupted build
+            if not target.is_file():  # else done by an earlier, interrupted build
                 chunks = [smiles[j:j + CHUNK] for j in range(0, len(smiles), CHUNK)]
-                values = np.concatenate(list(pool.map(compute_descriptors, chunks))) if chunks else \
-                    np.zeros((0, spec.size), np.float32)
+                values = np.concatenate(list(pool.map(fn, chunks))) if chunks else fn([])
                 tmp = folder / f"{name}.tmp.npy"
                 np.save(tmp, values)
                 os.replace(tmp, target)
             shards.append({"name": name, "n": len(smiles)})
             bar.update(len(smiles))
     bar.close()
-    manifest = {"format": DESCRIPTOR_FORMAT, "spec": spec.to_dict(), "spec_digest": spec.digest(),
-                "graph_key": cache.manifest["key"], "n": sum(s["n"] for s in shards), "shards": shards,
-                "seconds": time.perf_counter() - t0, "n_jobs": jobs}
+    manifest = {"format": DESCRIPTOR_FORMAT, **extra, "graph_key": cache.manifest["key"],
+                "n": sum(s["n"] for s in shards), "shards": shards, "seconds": time.perf_counter() - t0,
+                "n_jobs": jobs}
     tmp = folder / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, folder / "manifest.json")
-    return DescriptorTable.open(folder)
+    return manifest
 
 
 class _InProcess:

@@ -31,6 +31,7 @@ from molwm.checkpoints import load_resume_checkpoint
 from molwm.config import ConfigError, from_dict, to_dict
 from molwm.data.batch import CachedGraphs, GraphBatch
 from molwm.data.descriptors import DescriptorStats, prepare_descriptors
+from molwm.data.overlap import excluded_rows, write_exclusions
 from molwm.data.prepare import PrepareConfig, PrepareResult, prepare_dataset
 from molwm.encoders.graph import structural_pe
 from molwm.jepa.health import embedding_health
@@ -42,7 +43,7 @@ from molwm.objectives.graph import encoder_of
 from molwm.objectives.probes import ProbeConfig, ProbeSuite
 from molwm.packaging import package_for
 from molwm.run_config import RunConfig
-from molwm.tracking import Tracker
+from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train import driver
 from molwm.train.common import log_training_plots
 from molwm.train.distributed import DistContext, rank_slice
@@ -84,6 +85,8 @@ class PretrainConfig(RunConfig):
         descriptors: Descriptor targets, for objectives that need them (``descriptors``,
             ``jepa_descriptors``): computed once beside the cache, statistics fitted on the
             pretraining rows.
+        exclude: Datasets (card names) whose molecules never enter pretraining, matched by
+            InChIKey (:mod:`molwm.data.overlap`): the benchmarks the encoder will be judged on.
     """
 
     kind: Literal["graph"] = "graph"
@@ -96,6 +99,7 @@ class PretrainConfig(RunConfig):
     mask: MaskConfig = field(default_factory=MaskConfig)
     probes: ProbeConfig | None = None
     descriptors: DescriptorTargets = field(default_factory=DescriptorTargets)
+    exclude: list[str] = field(default_factory=list)
     out_dir: str = "outputs/pretrain"
     experiment: str = "molwm-pretrain"
 
@@ -131,15 +135,17 @@ class PretrainData:
     """
 
     def __init__(self, graphs: CachedGraphs, config: PretrainConfig, rank: int = 0, world_size: int = 1,
-                 targets: Callable[[np.ndarray], np.ndarray] | None = None):
+                 targets: Callable[[np.ndarray], np.ndarray] | None = None, allowed: np.ndarray | None = None):
         self.graphs, self.targets = graphs, targets
+        self.allowed = allowed  # cache positions pretraining may use (None: all of them)
         self.config = config
         self.rank, self.world_size = rank, world_size
         self.global_batch = config.batch_size * world_size
-        if world_size > 1 and len(graphs) < self.global_batch:
-            raise ConfigError(f"{len(graphs)} molecules cannot fill a global batch of {world_size} "
+        if world_size > 1 and (len(graphs) if allowed is None else len(allowed)) < self.global_batch:
+            raise ConfigError(f"{len(graphs) if allowed is None else len(allowed)} molecules cannot fill a global batch of {world_size} "
                               f"processes x batch_size {config.batch_size}; lower batch_size")
-        self.steps_per_epoch = max(1, len(graphs) // self.global_batch)
+        self.n = len(graphs) if allowed is None else len(allowed)
+        self.steps_per_epoch = max(1, self.n // self.global_batch)
         self._perm_epoch, self._perm = -1, None
 
     def total_steps(self) -> int:
@@ -153,7 +159,8 @@ class PretrainData:
         """Cache positions of the global batch of ``step`` (one permutation per epoch)."""
         epoch, pos = divmod(step, self.steps_per_epoch)
         if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.graphs))
+            perm = np.random.default_rng([self.config.seed, epoch]).permutation(self.n)
+            self._perm = perm if self.allowed is None else self.allowed[perm]
             self._perm_epoch = epoch
         bs = self.global_batch
         return self._perm[pos * bs : (pos + 1) * bs]
@@ -231,15 +238,19 @@ class GraphPretrainTask:
         c = self.config
         self.prep = prepare_dataset(PrepareConfig(dataset=c.dataset, limit=c.limit, cache_dir=c.cache_dir,
                                                   progress=progress))
-        graphs, targets = CachedGraphs(self.prep.cache, with_labels=False), None
+        graphs, targets, allowed = CachedGraphs(self.prep.cache, with_labels=False), None, None
+        self.excluded, self.excluded_counts = excluded_rows(self.prep.cache, c.exclude, progress=progress)
+        if c.exclude:
+            allowed = np.setdiff1d(np.arange(len(graphs)), self.excluded)
         if needs_descriptors(c):
             table = prepare_descriptors(self.prep.cache, c.descriptors.n_jobs, progress)
             # every pretraining row is a training row: the statistics see no benchmark's held-out rows
-            self.stats = stats = DescriptorStats.fit(table, np.arange(len(graphs)), c.descriptors.stats_rows, c.seed)
+            rows = np.arange(len(graphs)) if allowed is None else allowed
+            self.stats = stats = DescriptorStats.fit(table, rows, c.descriptors.stats_rows, c.seed)
 
             def targets(rows: np.ndarray) -> np.ndarray:
                 return stats.transform(table.rows(rows))  # [B, K'] standardised, NaN where missing
-        self.data = PretrainData(graphs, c, ctx.rank, ctx.world_size, targets)
+        self.data = PretrainData(graphs, c, ctx.rank, ctx.world_size, targets, allowed)
 
     def total_steps(self, world_size: int) -> int:
         return self.data.total_steps()
@@ -276,7 +287,12 @@ class GraphPretrainTask:
         return {"molwm.stage": "pretrain", "dataset": self.config.dataset, "objective": self.config.objective}
 
     def log_start(self, tracker: Tracker, model, ctx: DistContext, total: int) -> None:
-        tracker.log_params({"data.n_molecules": len(self.data.graphs), "data.cache_key": self.prep.cache.manifest["key"],
+        if self.config.exclude:
+            tracker.log_params({"data.excluded": len(self.excluded),
+                                **{f"data.excluded.{k}": v for k, v in self.excluded_counts.items()}})
+            with temporary_artifact_dir() as d:
+                tracker.log_artifact(write_exclusions(d / "excluded.csv", self.prep.cache, self.excluded), "data")
+        tracker.log_params({"data.n_molecules": self.data.n, "data.cache_key": self.prep.cache.manifest["key"],
                             "params_encoder": count_parameters(encoder_of(model)),
                             "params_trained": sum(p.numel() for p in model.parameters() if p.requires_grad)})
         if ctx.enabled:
