@@ -133,6 +133,9 @@ def from_dict(cls: type[T], data: Mapping, path: str = "") -> T:
     """
     if not isinstance(data, Mapping):
         raise _fail(path, cls, data)
+    upgrade = getattr(cls, "upgrade_legacy", None)
+    if callable(upgrade):  # a schema that changed says how its older form reads
+        data = upgrade(dict(data))
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]

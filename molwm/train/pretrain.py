@@ -19,7 +19,7 @@ a machine without one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -48,6 +48,10 @@ from molwm.train import driver
 from molwm.train.common import log_training_plots
 from molwm.train.distributed import DistContext, rank_slice
 from molwm.train.loop import count_parameters
+
+
+LEGACY_SETTINGS = {"bond_weight", "head_hidden", "view_mask_fraction", "temperature", "projection_dim"}
+"""The one settings block every graph objective shared before the objective registry."""
 
 
 @dataclass
@@ -106,6 +110,17 @@ class PretrainConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         objective_settings("graph", self.objective, self.objective_settings)  # a known objective, known keys
+
+    @staticmethod
+    def upgrade_legacy(data: dict) -> dict:
+        """Configs (and checkpoints) from before per-objective settings held one flat settings block
+        for every objective; keep the keys the configured objective takes."""
+        settings = data.get("objective_settings")
+        if isinstance(settings, dict) and set(settings) == LEGACY_SETTINGS:
+            spec = objective_spec("graph", data.get("objective", "jepa"))
+            known = {f.name for f in fields(spec.settings)} if spec.settings else set()
+            data["objective_settings"] = {k: v for k, v in settings.items() if k in known}
+        return data
 
 
 @dataclass

@@ -129,3 +129,17 @@ def test_equal_budgets_stop_every_objective_at_the_same_point(repo_root):
         wall = r.history["wall_seconds"]
         assert 0.4 <= wall[-1][1] < 0.4 + 2.0 and r.steps < 500
         assert wall[-2][1] < 0.4 or len(wall) == 1  # it stopped at the first step past the budget
+
+
+@pytest.mark.unit
+def test_configs_from_before_per_objective_settings_still_load():
+    """Checkpoints written before the objective registry hold one flat settings block for every objective."""
+    from molwm.config import from_dict
+    from molwm.train.pretrain import PretrainConfig
+
+    flat = {"bond_weight": 0.3, "head_hidden": 0, "view_mask_fraction": 0.2, "temperature": 0.5, "projection_dim": 64}
+    assert from_dict(PretrainConfig, {"objective": "generative", "objective_settings": flat}
+                     ).objective_settings == {"bond_weight": 0.3, "head_hidden": 0}
+    assert from_dict(PretrainConfig, {"objective": "contrastive", "objective_settings": flat}
+                     ).objective_settings == {"view_mask_fraction": 0.2, "temperature": 0.5, "projection_dim": 64}
+    assert from_dict(PretrainConfig, {"objective": "jepa", "objective_settings": flat}).objective_settings == {}
