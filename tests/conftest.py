@@ -398,3 +398,25 @@ def _descriptor_targets(smiles) -> torch.Tensor:
 def descriptor_targets():
     """``targets(smiles) -> [B, K]`` standardised descriptors, for objectives that need ``batch.targets``."""
     return _descriptor_targets
+
+
+@pytest.fixture
+def local_card(tmp_path, monkeypatch):
+    """``make(name, smiles, labels)``: a regression card ``name`` over a local CSV in ``tmp_path`` (on
+    ``MOLWM_DATASETS`` for this test), with a checksum; returns the card name."""
+    import hashlib
+
+    def make(name: str, smiles, labels) -> str:
+        csv = tmp_path / f"{name}.csv"
+        csv.write_text("smiles,y\n" + "".join(f"{s},{y}\n" for s, y in zip(smiles, labels)))
+        card = tmp_path / "cards" / f"{name}.yaml"
+        card.parent.mkdir(exist_ok=True)
+        card.write_text(
+            f"name: {name}\nsource:\n  kind: local\n  files:\n    - path: ../{name}.csv\n"
+            f"      sha256: {hashlib.sha256(csv.read_bytes()).hexdigest()}\n"
+            "columns:\n  smiles: smiles\n  targets: [y]\ntask:\n  type: regression\n  metric: rmse\n"
+            "license: CC0-1.0\ncitation: made up for tests\n")
+        monkeypatch.setenv("MOLWM_DATASETS", str(card.parent))
+        return name
+
+    return make

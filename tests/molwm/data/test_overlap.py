@@ -3,8 +3,6 @@ left out of every batch, counted and reported."""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 from rdkit import Chem
@@ -21,32 +19,18 @@ from molwm.train.pretrain import GraphPretrainTask, PretrainConfig, run_pretrain
 pytestmark = pytest.mark.integration
 
 
-def _benchmark_card(tmp_path, monkeypatch, smiles: list[str]) -> str:
-    """Card ``bench``: ``smiles`` with a made-up label, as a labelled set to keep out of pretraining."""
-    csv = tmp_path / "bench.csv"
-    csv.write_text("smiles,y\n" + "".join(f"{s},1.0\n" for s in smiles))
-    card = tmp_path / "cards" / "bench.yaml"
-    card.parent.mkdir(exist_ok=True)
-    card.write_text(
-        "name: bench\nsource:\n  kind: local\n  files:\n    - path: ../bench.csv\n"
-        f"      sha256: {hashlib.sha256(csv.read_bytes()).hexdigest()}\n"
-        "columns:\n  smiles: smiles\n  targets: [y]\ntask:\n  type: regression\n  metric: rmse\n"
-        "license: CC0-1.0\ncitation: made up for tests\n")
-    monkeypatch.setenv("MOLWM_DATASETS", str(card.parent))
-    return "bench"
-
-
 def test_inchikeys_match_across_spellings_and_bad_smiles_get_none():
     keys = inchikeys(["c1ccccc1O", "Oc1ccccc1", "OC1=CC=CC=C1", "C1CC(", None])
     assert keys[0] == keys[1] == keys[2] and len(keys[0]) == 27
     assert keys[3] == b"" and keys[4] == b""
 
 
-def test_benchmark_molecules_are_left_out_of_every_batch(tmp_path, monkeypatch, repo_root):
+def test_benchmark_molecules_are_left_out_of_every_batch(tmp_path, repo_root, local_card):
     moses = load_table(get_card("moses"), limit=256).frame["smiles"].tolist()
     # ten MOSES molecules written differently (kekulé, other atom order), two that MOSES lacks
     spelled = [Chem.MolToSmiles(Chem.MolFromSmiles(s), kekuleSmiles=True, doRandom=True) for s in moses[:10]]
-    name = _benchmark_card(tmp_path, monkeypatch, spelled + ["CCCCCCCCCCCCCCCCCCCCO", "C1CC("])
+    bench = spelled + ["CCCCCCCCCCCCCCCCCCCCO", "C1CC("]
+    name = local_card("bench", bench, [1.0] * len(bench))  # a labelled set to keep out of pretraining
     cache = prepare_dataset(PrepareConfig(dataset="moses", limit=256, cache_dir=str(tmp_path / "cache"),
                                           progress=False)).cache
     assert len(cache_inchikeys(cache, n_jobs=1, progress=False)) == len(cache)

@@ -3,7 +3,6 @@ graph objectives, and (only where CUDA is available) every objective trained on 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -30,20 +29,9 @@ CUDA = torch.cuda.is_available()
 SMILES = [p + "C" * k + s for k in range(1, 17) for p, s in [("", "O"), ("", "N"), ("c1ccccc1", "")]]
 
 
-def _card(tmp_path: Path, monkeypatch) -> str:
-    """Card ``mols``: a local CSV with a made-up regression target (so it also serves as a probe task)."""
-    csv = tmp_path / "mols.csv"
-    csv.write_text("smiles,y\n" + "".join(f"{s},{0.1 * len(s):.2f}\n" for s in SMILES))
-    card = tmp_path / "cards" / "mols.yaml"
-    card.parent.mkdir(exist_ok=True)
-    card.write_text(
-        "name: mols\nsource:\n  kind: local\n  files:\n    - path: ../mols.csv\n"
-        f"      sha256: {hashlib.sha256(csv.read_bytes()).hexdigest()}\n"
-        "columns:\n  smiles: smiles\n  targets: [y]\ntask:\n  type: regression\n  metric: rmse\n"
-        "license: CC0-1.0\ncitation: made up for tests\n"
-    )
-    monkeypatch.setenv("MOLWM_DATASETS", str(card.parent))
-    return "mols"
+def _card(local_card) -> str:
+    """Card ``mols``: ``SMILES`` with a made-up regression target (so it also serves as a probe task)."""
+    return local_card("mols", SMILES, [f"{0.1 * len(s):.2f}" for s in SMILES])
 
 
 @pytest.mark.unit
@@ -128,9 +116,9 @@ def _leaves(tree):
 
 
 @pytest.mark.integration
-def test_a_short_cpu_run_with_probes_leaves_a_cpu_checkpoint(tmp_path, monkeypatch, repo_root):
+def test_a_short_cpu_run_with_probes_leaves_a_cpu_checkpoint(tmp_path, repo_root, local_card):
     """The same harness as the CUDA test, on the CPU (so CI runs it)."""
-    result = _short_run(repo_root, tmp_path, "contrastive", "cpu", _card(tmp_path, monkeypatch))
+    result = _short_run(repo_root, tmp_path, "contrastive", "cpu", _card(local_card))
     assert all(math.isfinite(v) for _, v in result.history["loss"])
     assert math.isfinite(result.history["probe.mols.rmse"][-1][1])
     _check_cpu_checkpoint(result)
@@ -139,9 +127,9 @@ def test_a_short_cpu_run_with_probes_leaves_a_cpu_checkpoint(tmp_path, monkeypat
 @pytest.mark.integration
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it on one)")
 @pytest.mark.parametrize("name", names("graph"))
-def test_each_objective_trains_on_cuda_and_its_checkpoint_loads_on_cpu(tmp_path, monkeypatch, repo_root,
+def test_each_objective_trains_on_cuda_and_its_checkpoint_loads_on_cpu(tmp_path, local_card, repo_root,
                                                                         name):
-    card = _card(tmp_path, monkeypatch)
+    card = _card(local_card)
     gpu = _short_run(repo_root, tmp_path, name, "cuda", card)
     assert len(gpu.history["loss"]) == 3 and all(math.isfinite(v) for _, v in gpu.history["loss"])
     assert math.isfinite(gpu.history["probe.mols.rmse"][-1][1])  # probes encoded on the GPU
