@@ -79,13 +79,15 @@ class Task(Protocol):
 
     Attributes:
         config: The run's config (a :class:`RunConfig`).
-        desc: Progress-bar label and default run-name stem.
+        desc: Progress-bar label.
+        run_name: The MLflow run name when the config sets none.
         rate_name: Metric name of the throughput (e.g. ``graphs_per_s``).
         distributed: True if :meth:`batch` can give each ``torchrun`` rank its share.
     """
 
     config: RunConfig
     desc: str
+    run_name: str
     rate_name: str
     distributed: bool
 
@@ -254,7 +256,7 @@ def drive(task: Task, tracker: Tracker | None = None, state: dict | None = None,
     start, run_id, history, pending = restore(state, model, optimizer)
     trained = wrap(model, ctx)
     ckpt = Path(config.out_dir) / "last.pt"
-    with tracker.run(config.run_name or task.desc, tags=task.tags(), run_id=run_id) as active_id:
+    with tracker.run(config.run_name or task.run_name, tags=task.tags(), run_id=run_id) as active_id:
         run_id = active_id
         if state is None:
             tracker.log_config(config)

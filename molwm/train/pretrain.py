@@ -244,7 +244,7 @@ class GraphPretrainTask:
 
     def __init__(self, config: PretrainConfig):
         self.config = config
-        self.desc = f"pretrain ({config.objective})"
+        self.desc, self.run_name = f"pretrain ({config.objective})", f"pretrain-{config.dataset}"
         self.prep: PrepareResult | None = None
         self.data: PretrainData | None = None
         self.stats: DescriptorStats | None = None

@@ -240,7 +240,7 @@ class MultimodalTask:
 
     def __init__(self, config: MultimodalPretrainConfig, build: MultimodalBuild | None = None):
         self.config, self.build = config, build
-        self.desc = f"pretrain ({config.objective})"
+        self.desc, self.run_name = f"pretrain ({config.objective})", f"pretrain-multimodal-{config.objective}"
         self.steps: MultimodalSteps | None = None
         self.probe_fit: RidgeProbe | None = None
 

@@ -67,6 +67,7 @@ class WorldTask:
     def __init__(self, config: WorldConfig, courses: TimeCourses | None = None):
         self.config, self.courses = config, courses
         self.desc = f"world ({config.objective})"
+        self.run_name = f"world-{config.data.source}-{config.objective}"
         self.build: WorldBuild | None = None
         self.probes: dict = {}
 

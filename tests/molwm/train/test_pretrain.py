@@ -102,3 +102,17 @@ def test_lr_schedule():
     assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
     assert lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
     assert lr_at(100, 1.0, 10, 100) == pytest.approx(0.01)
+
+
+def test_each_task_keeps_its_mlflow_run_name(repo_root, tmp_path):
+    from molwm.pretraining import load_pretrain_config
+    from molwm.train.pretrain import GraphPretrainTask
+    from molwm.train.pretrain_mm import MultimodalTask
+    from molwm.world.run import WorldTask
+
+    graph = load_pretrain_config(repo_root / "configs/pretrain/tiny.yaml")
+    mm = load_pretrain_config(repo_root / "configs/pretrain/multimodal_tiny.yaml", ["objective=generative"])
+    world = load_pretrain_config(repo_root / "configs/world/lab_tiny.yaml", ["objective=raw"])
+    assert GraphPretrainTask(graph).run_name == "pretrain-moses"
+    assert MultimodalTask(mm).run_name == "pretrain-multimodal-generative"
+    assert WorldTask(world).run_name == "world-lab-raw"
