@@ -10,7 +10,7 @@ back with ``weights_only=True`` (no code runs on load). Every checkpoint has:
 * the weights (``model`` or, for a fine-tuned ensemble, ``members``) and the
   kind's own metadata;
 * for a run that can be resumed: ``step``, ``optimizer``, ``run_id``, ``history``,
-  ``pending`` and ``elapsed`` (see :data:`RESUME_KEYS`).
+  ``pending`` and ``elapsed``.
 
 Writes are atomic (a temporary file, fsync, rename), and the replaced file is
 kept as ``prev.pt``, the fallback of :func:`load_resume_checkpoint`. Model URIs
@@ -35,8 +35,6 @@ from molwm.tracking import StoreError, default_tracking_uri, download_model
 CHECKPOINT_FORMAT = 1
 """Version of the layout above; a checkpoint of another version is refused with a clear error."""
 
-RESUME_KEYS = ("step", "optimizer", "run_id", "history", "pending", "elapsed", "world_size")
-"""Keys a run needs to continue, not to rebuild the model (dropped by :func:`strip_resume`)."""
 
 class CheckpointError(MolwmError, RuntimeError):
     """A checkpoint is missing, truncated, foreign, or of a kind molwm does not know."""
@@ -98,11 +96,6 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 def previous_checkpoint(path: str | Path) -> Path:
     """Where the checkpoint before ``path`` is kept."""
     return Path(path).with_name("prev.pt")
-
-
-def strip_resume(state: dict[str, Any]) -> dict[str, Any]:
-    """``state`` without what only resuming needs (optimizer moments, metric buffers): a model to ship."""
-    return {k: v for k, v in state.items() if k not in RESUME_KEYS}
 
 
 # ----------------------------------------------------------------- read
