@@ -38,6 +38,8 @@ from molwm.data.sources import sha256_file
 from molwm.encoders.graph import GraphEncoder, structural_pe
 from molwm.models import MoleculeParts, parts_from_state
 from molwm.models.multimodal import JointGraphModel
+from molwm.tasks.calibration import Calibrator, z_of
+from molwm.tasks.domain import Domain
 from molwm.tasks.heads import PropertyModel
 
 WHAT = ("embed", "predict", "neighbours")
@@ -84,6 +86,10 @@ class MoleculeModel:
             featurize in this process). They run ahead while this process encodes.
         joint: For a multimodal JEPA: the joint model seen from the graph side
             (embeddings are joint embeddings; predictions are assay values).
+        calibrator: How the ensemble's spread becomes ``<name>_std`` and ``_lo``/``_hi``
+            (uncalibrated for checkpoints written before calibration).
+        domain: The training molecules and the fitted threshold behind ``max_tanimoto``,
+            ``embedding_distance`` and ``in_domain``, if the checkpoint has them.
     """
 
     encoder: GraphEncoder
@@ -99,6 +105,8 @@ class MoleculeModel:
     digest: str = ""
     workers: int = 0
     joint: JointGraphModel | None = None
+    calibrator: Calibrator | None = None
+    domain: Domain | None = None
 
     @classmethod
     def load(cls, uri: str | Path, tracking_uri: str | None = None) -> "MoleculeModel":
@@ -114,8 +122,11 @@ class MoleculeModel:
     @classmethod
     def from_parts(cls, parts: MoleculeParts, source: str = "", digest: str = "") -> "MoleculeModel":
         """A query handle over rebuilt parts (:meth:`molwm.models.ModelKind.parts`)."""
+        stored = parts.uncertainty or {}
+        calibrator = Calibrator.from_dict(stored.get("calibration"), parts.task, len(parts.targets))
         return cls(parts.encoder, parts.members, parts.task, parts.targets, parts.scalers, source,
-                   train_targets=parts.train_targets, dataset=parts.dataset, digest=digest, joint=parts.joint)
+                   train_targets=parts.train_targets, dataset=parts.dataset, digest=digest, joint=parts.joint,
+                   calibrator=calibrator, domain=Domain.from_state(stored.get("domain")))
 
     # ------------------------------------------------------------------ core
 
@@ -161,12 +172,14 @@ class MoleculeModel:
 
         Returns:
             ``(embeddings [N, E] or None, predictions [M, N, T] or None, status)``;
-            rejected rows are NaN.
+            rejected rows are NaN. Predicting with a model that has an applicability domain
+            returns the embeddings too (they are computed anyway, and the domain needs them).
         """
         if predict and not self.can_predict:
             raise ValueError("this model has no property heads (it is a pretrained encoder): use embed()")
         n = len(smiles)
         status = ["ok"] * n
+        embed = embed or (predict and self.domain is not None and self.joint is None)
         emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32) if embed else None
         preds = np.full((max(1, len(self.members)), n, len(self.targets)), np.nan) if predict else None
         embed_fn = self.members[0].embed if self.members else (self.joint or self.encoder).embed
@@ -202,26 +215,39 @@ class MoleculeModel:
         return (emb, status) if with_status else emb
 
     def predict(self, smiles: Sequence[str]) -> pd.DataFrame:
-        """Every property with the ensemble mean and std (``<name>_std``), plus ``status``.
+        """Every property with its value, ``<name>_std``, ``<name>_lo`` / ``<name>_hi``, plus ``status``.
 
-        Classification properties are probabilities of the positive class. The
-        ``uncertainty`` column states the method: the standard deviation across
-        the deep ensemble of fine-tuned seeds.
+        The value is the ensemble mean (a probability of the positive class for
+        classification, calibrated when the model is); ``<name>_std`` is the
+        ensemble's spread after the model's calibration, and ``_lo``/``_hi`` the
+        interval at the model's coverage (:mod:`molwm.tasks.calibration`). The
+        ``uncertainty`` column names the method. Models with an applicability
+        domain add ``max_tanimoto``, ``embedding_distance`` and ``in_domain``
+        (:mod:`molwm.tasks.domain`).
         """
-        _, preds, status = self.compute(smiles, embed=False, predict=True)
-        return self._prediction_frame(list(smiles), preds, status)
+        emb, preds, status = self.compute(smiles, embed=False, predict=True)
+        return self._prediction_frame(list(smiles), preds, status, emb)
 
-    def _prediction_frame(self, smiles: list, preds: np.ndarray, status: list[str]) -> pd.DataFrame:
+    def _prediction_frame(self, smiles: list, preds: np.ndarray, status: list[str],
+                          emb: np.ndarray | None = None) -> pd.DataFrame:
         frame = pd.DataFrame({"smiles": smiles})
-        spread = self.joint.spread() if self.joint is not None else None
-        for j, name in enumerate(self.targets):
-            frame[name] = preds[:, :, j].mean(0)
-            frame[f"{name}_std"] = preds[:, :, j].std(0) if spread is None else \
-                np.where(np.isnan(preds[0, :, j]), np.nan, spread[j])
         if self.joint is not None:
-            frame["uncertainty"] = "linear probe on the joint embedding: residual std on its training cells"
+            spread, z = self.joint.spread(), z_of(0.9)
+            for j, name in enumerate(self.targets):
+                mean = preds[0, :, j]
+                std = np.where(np.isnan(mean), np.nan, spread[j])
+                frame[name], frame[f"{name}_std"] = mean, std
+                frame[f"{name}_lo"], frame[f"{name}_hi"] = mean - z * std, mean + z * std
+            frame["uncertainty"] = "linear probe on the joint embedding: residual std on its training cells (90%)"
         else:
-            frame["uncertainty"] = f"deep ensemble of {len(self.members)} seeds (std across members)"
+            cal = self.calibrator or Calibrator.from_dict(None, self.task, len(self.targets))
+            out = cal.apply(preds)
+            for j, name in enumerate(self.targets):
+                frame[name], frame[f"{name}_std"] = out["value"][:, j], out["std"][:, j]
+                frame[f"{name}_lo"], frame[f"{name}_hi"] = out["lo"][:, j], out["hi"][:, j]
+            frame["uncertainty"] = f"{cal.description}; deep ensemble of {len(self.members)} seeds"
+            if self.domain is not None:
+                frame = pd.concat([frame, self.domain.frame(smiles, emb, status)], axis=1)
         frame["status"] = status
         return frame
 

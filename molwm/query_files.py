@@ -171,7 +171,7 @@ def _query(wm: MoleculeModel, output, smiles, input_path, smiles_column, what, r
             status = [pre or s for pre, s in zip(chunk["status"], status)]  # unreadable SDF records keep their reason
             parts = [chunk[["row", "id", "smiles"]].assign(status=status)]
             if "predict" in what:
-                parts.append(wm._prediction_frame(chunk["smiles"].tolist(), preds, status).drop(
+                parts.append(wm._prediction_frame(chunk["smiles"].tolist(), preds, status, emb).drop(
                     columns=["smiles", "status"]))
                 predicted.append(preds.mean(0))
             if "neighbours" in what:

@@ -51,6 +51,8 @@ class MoleculeParts:
         dataset: The dataset it was fine-tuned on, if any.
         joint: A multimodal JEPA seen from the graph side
             (:class:`molwm.models.multimodal.JointGraphModel`), if that is what it is.
+        uncertainty: The stored calibration and applicability domain (:mod:`molwm.tasks.uncertainty`),
+            or None for checkpoints without them.
     """
 
     encoder: GraphEncoder
@@ -61,6 +63,7 @@ class MoleculeParts:
     train_targets: np.ndarray | None = None
     dataset: str | None = None
     joint: Any = None
+    uncertainty: dict | None = None
 
 
 def strip_prefix(weights: State, prefix: str) -> State:

@@ -32,7 +32,7 @@ def property_parts(state: State) -> MoleculeParts:
     train = None if train is None else np.asarray(train, dtype=np.float64).reshape(len(train), -1)
     return MoleculeParts(encoder=members[0].encoder, members=members, task=state["task"],
                          targets=list(state["targets"]), scalers=scalers, train_targets=train,
-                         dataset=state.get("config", {}).get("dataset"))
+                         dataset=state.get("config", {}).get("dataset"), uncertainty=state.get("uncertainty"))
 
 
 PROPERTY_MODEL = ModelKind("property_model", "molecule", "fine-tuned property predictor (deep ensemble)",

@@ -121,3 +121,73 @@ def property_histogram(pred: np.ndarray, train: np.ndarray | None, path: str | P
     ax.set_title(title)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def calibration_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str,
+                     xlabel: str = "expected coverage", ylabel: str = "observed coverage") -> Path:
+    """Observed against expected (coverage of central intervals, or frequency in probability bins),
+    one line per method, with the diagonal."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    for label, (x, y) in curves.items():
+        ax.plot(x, y, "-", lw=1.5, marker="o" if len(x) < 20 else None, ms=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def error_std_plot(abs_error: np.ndarray, std: np.ndarray, path: str | Path, title: str, rho: float) -> Path:
+    """|error| against the predicted (calibrated) std, with the 1.645-std line of a calibrated Gaussian."""
+    plt = pyplot()
+    ok = np.isfinite(abs_error) & np.isfinite(std)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(std[ok], abs_error[ok], s=8, alpha=0.6)
+    if ok.any():
+        top = float(np.nanmax(std[ok]))
+        ax.plot([0, top], [0, 1.645 * top], "k--", lw=1, label="90% of a calibrated Gaussian below")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("predicted std")
+    ax.set_ylabel("|error|")
+    ax.set_title(f"{title}\nSpearman {rho:.3f}", fontsize=9)
+    return save_figure(fig, path)
+
+
+def coverage_plot(levels: list[float], observed: dict[str, list[float]], path: str | Path, title: str) -> Path:
+    """Observed coverage of the intervals at each nominal level, bars per method, nominal marked."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    width = 0.8 / max(len(observed), 1)
+    x = np.arange(len(levels))
+    for k, (label, values) in enumerate(observed.items()):
+        ax.bar(x + (k - (len(observed) - 1) / 2) * width, values, width, label=label)
+    ax.scatter(x, levels, marker="_", s=600, c="k", zorder=3, label="nominal")
+    ax.set_xticks(x, [f"{lv:.0%}" for lv in levels])
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("observed coverage (test)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def domain_plot(edges: np.ndarray, mae: np.ndarray, counts: np.ndarray, threshold: float, path: str | Path,
+                title: str, xlabel: str = "embedding distance to the nearest training molecule") -> Path:
+    """Test error per distance bin, the fitted domain threshold as a vertical line."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    centres = (edges[1:] + edges[:-1]) / 2 if len(edges) > 1 else edges
+    ax.plot(centres, mae, "o-")
+    for c, m, n in zip(centres, mae, counts):
+        ax.annotate(f"n={n}", (c, m), fontsize=7, textcoords="offset points", xytext=(0, 5), ha="center")
+    if np.isfinite(threshold):
+        ax.axvline(threshold, color="tab:red", ls="--", lw=1, label=f"domain threshold {threshold:.3f}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean |error| (test)")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)

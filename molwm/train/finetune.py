@@ -32,6 +32,7 @@ from molwm.models.property import PROPERTY_MODEL
 from molwm.packaging import package_for
 from molwm.tasks.heads import HeadConfig, PropertyModel
 from molwm.tasks.metrics import masked_loss, primary_metric, task_metrics
+from molwm.tasks.uncertainty import CalibrationConfig, fit_from_members
 from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
 from molwm.train.common import plot_curves
 
@@ -48,12 +49,14 @@ class SplitConfig:
         train_fraction: Keep only this share of the training rows (a seeded subset per
             seed; validation and test unchanged): label-efficiency curves. The logged
             ``split.json`` lists the rows actually used.
+        shared: Every seed uses the first seed's split (what calibrating the ensemble needs).
     """
 
     kind: Literal["scaffold", "random", "stratified"] = "scaffold"
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     file: str | None = None
     train_fraction: float = 1.0
+    shared: bool = False
 
     def validate(self) -> None:
         if not 0.0 < self.train_fraction <= 1.0:
@@ -86,6 +89,7 @@ class FinetuneConfig:
         run_name: MLflow run name.
         register_name: Register the result in the MLflow model registry under this name.
         alias: Alias to point at the registered version (e.g. ``champion``).
+        calibration: Uncertainty calibration and applicability domain (molwm.tasks.uncertainty).
     """
 
     dataset: str
@@ -109,6 +113,7 @@ class FinetuneConfig:
     run_name: str | None = None
     register_name: str | None = None
     alias: str | None = None
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def validate(self) -> None:
         if self.mode != "scratch" and not self.from_model:
@@ -134,6 +139,7 @@ class FinetuneResult:
     per_seed: list[dict[str, float]]
     summary: dict[str, float]
     split_file: Path
+    uncertainty: dict[str, float] = field(default_factory=dict)
 
 
 class _Labelled:
@@ -184,8 +190,8 @@ def _full_splits(config: FinetuneConfig, cache, graphs: CachedGraphs, y: np.ndar
         return out
     smiles = cache.meta()["smiles"].tolist()
     labels = y[:, 0] if y is not None else None
-    return [make_split(config.split.kind, smiles, tuple(config.split.fractions), seed, labels)
-            for seed in config.seeds]
+    seeds = [config.seeds[0]] * len(config.seeds) if config.split.shared else config.seeds
+    return [make_split(config.split.kind, smiles, tuple(config.split.fractions), seed, labels) for seed in seeds]
 
 
 def _predict(model: PropertyModel, data: _Labelled, rows: np.ndarray, task: str, scaler, batch_size: int,
@@ -337,7 +343,7 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
     splits = _splits(config, prep.cache, graphs, data.y)
     source = graphs.source_index
     tags = {"molwm.stage": "finetune", "dataset": card.name, "mode": config.mode}
-    members, per_seed, scalers = [], [], []
+    members, per_seed, scalers, models = [], [], [], []
     out_dir = Path(config.out_dir)
     with tracker.run(config.run_name or f"finetune-{card.name}-{config.mode}", tags=tags) as run_id:
         tracker.log_config(config)
@@ -349,6 +355,7 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
                                     "n_test": len(split[2])})
                 model, metrics, scaler = _train_one(config, data, split, task, len(names), seed, pretrained,
                                                     tracker, names, progress)
+            models.append(model)
             members.append(model.state_dict())
             per_seed.append(metrics)
             scalers.append(scaler)
@@ -360,6 +367,14 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         tracker.log_metrics(summary)
         split_file = save_splits([tuple(source[p] for p in s) for s in splits], out_dir / "split.json")
         tracker.log_artifact(split_file)
+        with temporary_artifact_dir() as d:  # calibration and domain on validation rows, figures on test rows
+            unc = fit_from_members(config.calibration, task, splits, data.y, prep.cache.meta()["smiles"].tolist(),
+                                   lambda k, rows: _predict(models[k], data, rows, task, scalers[k], 0),
+                                   lambda rows: models[0].embed(data.batch(rows)), d, f"{card.name} ({config.mode})")
+            tracker.log_metrics(unc.metrics)
+            for plot in unc.plots:
+                tracker.log_artifact(plot, "plots")
+        print("\n".join(unc.lines))
         state = {
             "kind": PROPERTY_MODEL.name,
             "config": to_dict(config),
@@ -372,12 +387,14 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
             "members": members,
             "scalers": [[np.asarray(m, np.float64).tolist(), np.asarray(s, np.float64).tolist()] for m, s in scalers],
             "metrics": per_seed,
+            "uncertainty": unc.state,
             # the training rows' labels (first seed), drawn behind predicted-property histograms
             "train_targets": np.asarray(data.y[splits[0][0]], np.float64).tolist(),
         }
         ckpt = save_checkpoint(state, out_dir / "model.pt")
-        (out_dir / "results.json").write_text(json.dumps({"per_seed": per_seed, "summary": summary}, indent=1))
+        results = {"per_seed": per_seed, "summary": summary, "uncertainty": unc.metrics}
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
         tracker.log_artifact(out_dir / "results.json")
         model_uri = tracker.log_model(ckpt, package_for(PROPERTY_MODEL.name), name="model",
                                       registered_name=config.register_name, alias=config.alias)
-    return FinetuneResult(run_id, model_uri, ckpt, task, per_seed, summary, split_file)
+    return FinetuneResult(run_id, model_uri, ckpt, task, per_seed, summary, split_file, unc.metrics)
