@@ -178,23 +178,46 @@ def _pretrain_multimodal(config: AblateConfig, objective: str, seed: int, tracke
     return info, result.build
 
 
-def _probe_rows(config: AblateConfig, runs: list[dict], build) -> tuple[list[dict], dict[str, dict[str, float]]]:
-    """Final lab probes per objective (mean ± std over seeds), and the floors: the same probe on an
-    untrained encoder (each seed's initialisation) and on hand-made features of the raw inputs."""
+def _final_probes(config: AblateConfig, runs: list[dict], build):
+    """Probe each run's last checkpoint once more with the DMSO sites as well (``final_probe``): the
+    probes during training see only held-out samples, so they have no phenotypic-activity mAP.
+    Returns the probe suite."""
+    from molwm.checkpoints import load_checkpoint
     from molwm.objectives.lab_probes import LabProbeSuite
     from molwm.train.pretrain_mm import build_model
 
     cfg = config.multimodal
-    suite = LabProbeSuite(cfg.probes, build.heldout, cfg.data.lab)
+    suite = LabProbeSuite(cfg.probes, build.heldout, cfg.data.lab, controls=build.train)
+    for r in runs:
+        run = copy.deepcopy(cfg)
+        run.objective, run.seed = r["objective"], r["seed"]
+        model, _ = build_model(run, build.train.n_assays)
+        model.load_state_dict(load_checkpoint(r["checkpoint"])["model"])
+        r["final_probe"] = suite(model)
+    return suite
+
+
+def _probe_rows(config: AblateConfig, runs: list[dict], build, progress: bool = False
+                ) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """Final lab probes per objective (mean ± std over seeds), and the floors: the same probe on an
+    untrained encoder (each seed's initialisation), on hand-made features of the raw inputs
+    (``raw_features``: CellProfiler-style per-cell features for images) and, for images, on the 25
+    per-channel pixel statistics of earlier versions (``pixel_stats``)."""
+    from molwm.train.pretrain_mm import build_model
+
+    cfg = config.multimodal
+    suite = _final_probes(config, runs, build)
     scores: dict[str, list[dict[str, float]]] = {}
     for r in runs:
-        scores.setdefault(r["objective"], []).append({k: v for k, v in r["final"].items() if k.startswith("probe.")})
+        scores.setdefault(r["objective"], []).append(r["final_probe"])
     for seed in config.seeds:
         untrained = copy.deepcopy(cfg)
         untrained.seed = seed
         model, _ = build_model(untrained, build.train.n_assays)
         scores.setdefault("untrained", []).append(suite(model))
-    scores["raw_features"] = [suite.score(suite.raw_features())]
+    scores["raw_features"] = [suite.score(*suite.raw_features(progress))]
+    if config.modality == "image":
+        scores["pixel_stats"] = [suite.score(suite.pixel_features())]
     rows = []
     for encoder, per_seed in scores.items():
         for key in sorted(per_seed[0]):
@@ -204,7 +227,7 @@ def _probe_rows(config: AblateConfig, runs: list[dict], build) -> tuple[list[dic
                          "std": float(np.std(vals)), "n_seeds": len(vals), "split_file": "",
                          "objective": encoder, "pretrain_seed": -1})
     floors = {name: {k: float(np.mean([d[k] for d in scores[name]])) for k in scores[name][0]}
-              for name in ("untrained", "raw_features")}
+              for name in ("untrained", "raw_features", "pixel_stats") if name in scores}
     return rows, floors
 
 
@@ -307,7 +330,7 @@ def run_ablation(config: AblateConfig, tracker: Tracker | None = None, progress:
                 for seed in config.seeds:
                     info, build = _pretrain_multimodal(config, objective, seed, tracker, progress, build)
                     runs.append(info)
-            rows, floors = _probe_rows(config, runs, build)
+            rows, floors = _probe_rows(config, runs, build, progress)
             tracker.log_metrics({f"floor.{name}.{k}": v for name, d in floors.items() for k, v in d.items()})
         table = pd.DataFrame(rows)
         files = write_report(config, runs, table, out, floors)

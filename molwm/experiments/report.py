@@ -64,14 +64,15 @@ def plot_label_efficiency(table: pd.DataFrame, path: Path) -> Path | None:
 
 def markdown(runs: list[dict], table: pd.DataFrame) -> str:
     """Budgets and end-of-run probes per run; fine-tune results per dataset and label fraction."""
+    finals = [{**r["final"], **r.get("final_probe", {})} for r in runs]  # final_probe: with the DMSO sites
+    keys = sorted({k for f in finals for k in f})
     lines = ["| objective | seed | steps | training s | samples seen | encoder params | trained params | "
-             + " | ".join(sorted({k for r in runs for k in r["final"]})) + " |"]
-    keys = sorted({k for r in runs for k in r["final"]})
+             + " | ".join(keys) + " |"]
     lines.append("|" + "---|" * (7 + len(keys)))
-    for r in runs:
+    for r, final in zip(runs, finals):
         lines.append(f"| {r['objective']} | {r['seed']} | {r['steps']} | {r['wall_seconds']:.1f} | "
                      f"{r['samples_seen']:,.0f} | {r['params_encoder']:,} | {r['params_trained']:,} | "
-                     + " | ".join(f"{r['final'].get(k, float('nan')):.3f}" for k in keys) + " |")
+                     + " | ".join(f"{final.get(k, float('nan')):.3f}" for k in keys) + " |")
     if not table.empty:
         lines += ["", "| encoder | dataset | labels | metric | mean ± std |", "|---|---|---|---|---|"]
         for _, r in table.iterrows():

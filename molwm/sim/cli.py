@@ -50,6 +50,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=96, help="site height and width in pixels (default 96)")
     p.add_argument("--format", choices=("tiff", "npy"), default="tiff",
                    help="image file format (default tiff)")
+    p.add_argument("--nuisance", default="legacy", metavar="LEVEL",
+                   help="surface detail independent of the biology: legacy (default: the renderer of earlier "
+                        "versions, phenotype partly in channel intensities), or none, low, high or a level in "
+                        "[0, 1] (phenotype only in morphology; docs/synthetic_lab.md, section 4b)")
+    p.add_argument("--replicates", type=int, default=1,
+                   help="wells per compound, dose and time, each on its own plates (default 1)")
     p.add_argument("--no-images", action="store_true",
                    help="skip images and profiles (assays and truth only)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthetic lab in --out")
@@ -67,6 +73,7 @@ def cmd_sim_generate(args) -> int:
     result = generate_lab(
         smiles, args.out, seed=args.seed, n_assays=args.assays, doses=args.doses, times=args.times,
         sites=args.sites, image_size=args.image_size, image_format=args.format, images=not args.no_images,
+        nuisance=args.nuisance, replicates=args.replicates,
         overwrite=args.overwrite, progress=not args.no_progress,
     )
     print(result.summary())

@@ -26,6 +26,7 @@ from molwm.errors import MolwmError
 from molwm.sim import profiles as prof
 from molwm.sim.biology import ASSAY_DOSES_UM, STATE_NAMES, AssayPanel, CellModel, simulate_assays
 from molwm.sim.mechanism import MechanismModel, compute_mechanisms, rng_for
+from molwm.sim.nuisance import draw_well, parse_nuisance, plate_gain
 from molwm.sim.render import CHANNELS, RenderParams, plate_gains, render_site
 
 SOURCE = "molwm-sim"
@@ -33,7 +34,7 @@ DMSO_ID = "DMSO"
 ROWS, COLS = "ABCDEFGHIJKLMNOP", 24
 DMSO_WELLS = ("A01", "H01", "I01", "P01", "A24", "H24", "I24", "P24")
 """Control wells of every plate (first and last column, as on many screening plates)."""
-STREAM_RENDER, STREAM_PLATE, STREAM_PROFILE = 6, 7, 8
+STREAM_RENDER, STREAM_PLATE, STREAM_PROFILE, STREAM_NUISANCE = 6, 7, 8, 9
 _FORMATS = {"tiff": ".tiff", "npy": ".npy"}
 _OUTPUTS = ("compound.csv", "well.csv", "load_data.csv", "profiles.parquet", "assays.csv",
             "assay_dose_response.csv", "manifest.json", "README.txt", "images", "truth")
@@ -132,10 +133,12 @@ def load_smiles_for_lab(source: str, n: int, seed: int = 0) -> list[str]:
 
 
 def layout_plates(compound_ids: Sequence[str], doses: Sequence[float],
-                  times: Sequence[float]) -> pd.DataFrame:
-    """Plate map: one well per (compound, dose, time), plates of 384 with 8 DMSO wells each.
+                  times: Sequence[float], replicates: int = 1) -> pd.DataFrame:
+    """Plate map: ``replicates`` wells per (compound, dose, time), plates of 384 with 8 DMSO wells each.
 
-    Each time point gets its own plates (a plate is fixed at one time). Treated
+    Each time point gets its own plates (a plate is fixed at one time), and each
+    replicate its own plates within a time point (replicates never share a plate,
+    so they differ by the plate's batch effect, as in real screens). Treated
     wells fill the plate row by row, skipping :data:`DMSO_WELLS`.
 
     Returns:
@@ -147,7 +150,8 @@ def layout_plates(compound_ids: Sequence[str], doses: Sequence[float],
     rows, plate = [], 0
     for t in times:
         treat = [(i, float(d)) for i in range(len(compound_ids)) for d in doses]
-        for start in range(0, max(len(treat), 1), len(free)):
+        starts = [s for _ in range(replicates) for s in range(0, max(len(treat), 1), len(free))]
+        for start in starts:
             plate += 1
             name = f"SIMP{plate:04d}"
             chunk = treat[start:start + len(free)]
@@ -211,7 +215,9 @@ def _write_site(folder: Path, stem: str, image: np.ndarray, fmt: str) -> list[st
     return names
 
 
-def _check_args(doses, times, sites, image_size, image_format, n_assays) -> None:
+def _check_args(doses, times, sites, image_size, image_format, n_assays, replicates=1) -> None:
+    if replicates < 1:
+        raise SimError(f"replicates must be at least 1, got {replicates}")
     if not doses or any(not np.isfinite(d) or d <= 0 for d in doses):
         raise SimError(f"doses must be positive concentrations in uM, got {list(doses)}")
     if not times or any(not np.isfinite(t) or t < 0 for t in times):
@@ -230,6 +236,7 @@ def generate_lab(smiles: Sequence[str], out_dir: str | Path, *, seed: int = 0, n
                  doses: Sequence[float] = (10.0,), times: Sequence[float] = (24.0,), sites: int = 1,
                  image_size: int = 96, image_format: str = "tiff", images: bool = True,
                  mechanism_dim: int = 8, missing_rate: float = 0.4, inactive_missing: float = 0.5,
+                 nuisance: str | float | None = None, replicates: int = 1,
                  overwrite: bool = False, progress: bool = True) -> LabResult:
     """Simulate a multimodal experiment on real molecules and write it to disk.
 
@@ -248,6 +255,10 @@ def generate_lab(smiles: Sequence[str], out_dir: str | Path, *, seed: int = 0, n
         mechanism_dim: Dimension k of the hidden mechanism.
         missing_rate: MCAR missing fraction of the assay panel.
         inactive_missing: Extra missing probability of inactive (compound, assay) pairs.
+        nuisance: ``legacy`` / None (default: the renderer of earlier versions), or ``none``,
+            ``low``, ``high`` or a level in [0, 1]: the phenotype only in morphology, plus surface
+            detail independent of the biology (docs/synthetic_lab.md, section 4b).
+        replicates: Wells per (compound, dose, time), each on its own plates.
         overwrite: Replace a previous lab in ``out_dir`` (only a folder whose
             manifest says molwm.sim; only the files a lab writes).
         progress: Show a progress bar over rendering.
@@ -262,7 +273,11 @@ def generate_lab(smiles: Sequence[str], out_dir: str | Path, *, seed: int = 0, n
     if isinstance(smiles, str):
         raise SimError("smiles must be a list of SMILES strings, not one string")
     doses, times = [float(d) for d in doses], [float(t) for t in times]
-    _check_args(doses, times, sites, image_size, image_format, n_assays)
+    _check_args(doses, times, sites, image_size, image_format, n_assays, replicates)
+    try:
+        level = parse_nuisance(nuisance)
+    except ValueError as err:
+        raise SimError(str(err)) from None
     mols = compute_mechanisms(smiles, seed=seed, k=mechanism_dim)
     if not len(mols):
         first = f"row {mols.rejects[0].index}: {mols.rejects[0].reason}" if mols.rejects else "no input"
@@ -305,7 +320,7 @@ def generate_lab(smiles: Sequence[str], out_dir: str | Path, *, seed: int = 0, n
     truth_long.to_csv(truth / "assay_truth.csv", index=False)
 
     # wells and cell states
-    plates = layout_plates(ids, doses, times)
+    plates = layout_plates(ids, doses, times, replicates)
     cells = CellModel(mechanism_dim, seed)
     row = plates["compound_row"].to_numpy()
     treated = row >= 0
@@ -326,7 +341,7 @@ def generate_lab(smiles: Sequence[str], out_dir: str | Path, *, seed: int = 0, n
     np.save(truth / "projection_descriptors.npy", model.p_desc)
     np.save(truth / "projection_morgan.npy", model.p_fp)
 
-    render = RenderParams(image_size=image_size)
+    render = RenderParams(image_size=image_size, nuisance=level)
     n_sites = 0
     if images:
         n_sites = _render_all(out, wells, state, render, seed, sites, image_format, progress, files)
@@ -334,7 +349,8 @@ def generate_lab(smiles: Sequence[str], out_dir: str | Path, *, seed: int = 0, n
     params = {"seed": seed, "mechanism": model.params(), "assays": panel.params(), "cells": cells.params(),
               "render": render.params(), "profiles": prof.params(),
               "layout": {"wells_per_plate": len(ROWS) * COLS, "dmso_wells": list(DMSO_WELLS),
-                         "source": SOURCE, "doses_uM": doses, "times_h": times, "sites": sites}}
+                         "source": SOURCE, "doses_uM": doses, "times_h": times, "sites": sites,
+                         "replicates": replicates}}
     _write_json(truth / "params.json", params)
     files["truth"] = truth
     for name in ("mechanism.npy", "state.npy", "assay_truth.csv", "compound_truth.csv", "params.json",
@@ -348,7 +364,8 @@ def generate_lab(smiles: Sequence[str], out_dir: str | Path, *, seed: int = 0, n
         "n_molecules": len(mols), "n_wells": len(wells), "n_sites": n_sites, "channels": list(CHANNELS),
         "image_size": image_size, "image_format": image_format if images else None, "sites": sites,
         "mechanism_dim": mechanism_dim, "assays": panel.names, "doses": doses, "times": times,
-        "state_names": list(STATE_NAMES),
+        "state_names": list(STATE_NAMES), "nuisance": "legacy" if level is None else level,
+        "replicates": replicates,
         "files": {k: str(p.relative_to(out)) for k, p in sorted(files.items()) if k != "manifest"},
         "rejects": [{"index": r.index, "smiles": r.smiles, "code": r.code, "reason": r.reason}
                     for r in mols.rejects],
@@ -364,16 +381,24 @@ def _render_all(out: Path, wells: pd.DataFrame, state: np.ndarray, render: Rende
     import pyarrow.parquet as pq
 
     plate_names = list(dict.fromkeys(wells["Metadata_Plate"]))
-    gains = {p: plate_gains(rng_for(seed, STREAM_PLATE, i), render) for i, p in enumerate(plate_names)}
+    level = render.nuisance
+    if level is None:
+        gains = {p: plate_gains(rng_for(seed, STREAM_PLATE, i), render) for i, p in enumerate(plate_names)}
+    else:  # the plate's batch effect grows with the nuisance level
+        gains = {p: plate_gain(rng_for(seed, STREAM_PLATE, i), level, render.plate_gain_sd, len(CHANNELS),
+                               render.nuisance_params) for i, p in enumerate(plate_names)}
     load_rows, prof_rows = [], []
     bar = tqdm(total=len(wells) * sites, desc="rendering sites", unit="site", disable=not progress)
     for w, rec in enumerate(wells.itertuples(index=False)):
         folder = out / "images" / rec.Metadata_Plate
         folder.mkdir(parents=True, exist_ok=True)
         measured = []
+        well = None if level is None else draw_well(rng_for(seed, STREAM_NUISANCE, w), level, len(CHANNELS),
+                                                    render.nuisance_params)
         for site in range(1, sites + 1):
             rng = rng_for(seed, STREAM_RENDER, w, site)  # per site: independent of the other wells
-            image = render_site(state[w], rng, render, gains[rec.Metadata_Plate])
+            surface = None if level is None else rng_for(seed, STREAM_NUISANCE, w, site)
+            image = render_site(state[w], rng, render, gains[rec.Metadata_Plate], surface, well)
             names = _write_site(folder, f"{rec.Metadata_Well}_s{site}", image, image_format)
             measured.append(prof.measure_site(image, render))
             row = {"Metadata_Source": rec.Metadata_Source, "Metadata_Plate": rec.Metadata_Plate,

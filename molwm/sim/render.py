@@ -12,10 +12,12 @@ Equations and constants: docs/synthetic_lab.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 import numpy as np
+
+from molwm.sim import nuisance as nz
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 """Cell Painting channel order, as in docs/data_layouts.md."""
@@ -43,6 +45,12 @@ class RenderParams:
         plate_gain_sd: Log-normal SD of the per-plate, per-channel gain (batch effect).
         n_nucleoli: Nucleoli per nucleus.
         max_cells: Cap on cells per site (keeps extreme states cheap).
+        nuisance: None (``legacy``, the default): the renderer of earlier versions, the phenotype
+            partly in channel intensities and no nuisance. A level in [0, 1] (``none`` 0, ``low``
+            0.4, ``high`` 1): the phenotype only in morphology and arrangement (every cell carries
+            a fixed amount of each stain), plus surface detail of that strength
+            (:mod:`molwm.sim.nuisance`).
+        nuisance_params: Sizes of the nuisance effects at level 1.
     """
 
     image_size: int = 96
@@ -58,8 +66,12 @@ class RenderParams:
     plate_gain_sd: float = 0.05
     n_nucleoli: int = 2
     max_cells: int = 1000
+    nuisance: float | None = None
+    nuisance_params: nz.NuisanceParams = field(default_factory=nz.NuisanceParams)
 
     def __post_init__(self):
+        if self.nuisance is not None and not 0.0 <= self.nuisance <= 1.0:
+            raise ValueError(f"nuisance must be None or in [0, 1], got {self.nuisance}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}")
         for name in ("levels", "background"):
@@ -67,7 +79,10 @@ class RenderParams:
                 raise ValueError(f"{name} needs one value per channel {CHANNELS}")
 
     def params(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.nuisance is None:  # the legacy renderer draws no nuisance
+            out.pop("nuisance_params")
+        return out
 
 
 @lru_cache(maxsize=8)
@@ -150,8 +165,140 @@ def _cell_patches(rng, n, state, p: RenderParams):
     return whole, patches, half
 
 
+def _spaced(cands: np.ndarray, n: int, d_min: float) -> np.ndarray:
+    """``n`` of the candidate centres, greedily keeping those at least ``d_min`` from every kept one
+    (then any, if too few are far enough apart). Shapes: cands ``[m, 2]``; returns ``[n, 2]``."""
+    kept = np.empty((n, 2))
+    k = 0
+    rest = []
+    for pt in cands:
+        if k == n:
+            break
+        if k == 0 or np.min(np.sum((kept[:k] - pt) ** 2, axis=1)) >= d_min * d_min:
+            kept[k] = pt
+            k += 1
+        else:
+            rest.append(pt)
+    if k < n:
+        kept[k:] = np.asarray(rest[: n - k]).reshape(-1, 2)
+    return kept
+
+
+def _norm(patch: np.ndarray, total: float) -> np.ndarray:
+    """Scale every cell's patch ``[n, P, P]`` to the same integral."""
+    return patch * (total / np.maximum(patch.sum(axis=(1, 2), keepdims=True), 1e-12))
+
+
+def _morph_patches(rng, centre, state, p: RenderParams):
+    """Per-cell patches of the morphology renderer: each cell carries a fixed amount of every stain;
+    the state moves sizes and where the stain sits in the cell (docs/synthetic_lab.md, section 4b).
+
+    Shapes:
+        centre: ``[n, 2]``; returns integer centres ``[n, 2]``, patches ``[5, n, P, P]``, half width.
+    """
+    n, size = len(centre), p.image_size
+    r_n = p.nucleus_radius_px * np.exp(state[2] / 2.0 + rng.normal(0.0, p.cell_cv, n))
+    asp_n = np.sqrt(rng.uniform(1.0, 1.5, n))
+    theta_n = rng.uniform(0.0, np.pi, n)
+    r_c = np.maximum(p.cell_radius_px * np.exp(state[1] / 2.0 + rng.normal(0.0, p.cell_cv, n)), 1.3 * r_n)
+    asp_c = np.sqrt(rng.uniform(1.0, 1.6, n))
+    theta_c = rng.uniform(0.0, np.pi, n)
+    shift = rng.uniform(0.0, 0.3, n) * r_c
+    ang = rng.uniform(0.0, 2.0 * np.pi, n)
+    half = min(int(np.ceil(np.max(2.2 * r_c * asp_c + shift))), size)
+    whole = np.floor(centre).astype(np.int64)
+    frac = (centre - whole).astype(np.float32)
+    g = np.arange(-half, half + 1, dtype=np.float32)
+    dy, dx = np.broadcast_arrays(g[None, :, None] - frac[:, 0, None, None], g[None, None, :] - frac[:, 1, None, None])
+
+    nucleus = np.exp(-_LN2 * _ellipse_rho2(dy, dx, r_n * asp_n, r_n / asp_n, theta_n) ** 2)
+    oy = (shift * np.sin(ang)).astype(np.float32)[:, None, None]
+    ox = (shift * np.cos(ang)).astype(np.float32)[:, None, None]
+    rho2 = _ellipse_rho2(dy - oy, dx - ox, r_c * asp_c, r_c / asp_c, theta_c)
+    cyto = np.exp(-_LN2 * rho2)
+    # s_3: ER spreads out from the nucleus (or packs around it); nucleoli grow with it
+    w_er = float(np.clip(0.6 * np.exp(state[3] / 2.0), 0.25, 1.5))
+    er = np.exp(-_LN2 * rho2 / w_er**2) * (1.0 - 0.8 * nucleus)
+    # s_4: mitochondria disperse towards the periphery (or cluster); the actin rim thickens
+    w_mito = float(np.clip(0.8 * np.exp(state[4] / 2.0), 0.3, 1.8))
+    mito = np.exp(-_LN2 * rho2 / w_mito**2) * (1.0 - 0.6 * nucleus)
+    rim_w = float(np.clip(0.25 * np.exp(state[4] / 2.0), 0.08, 0.8))
+    agp = np.exp(-(((np.sqrt(rho2) - 1.0) / rim_w) ** 2)) + 0.3 * cyto
+    spot = float(np.clip(0.25 * np.exp(state[3] / 2.0), 0.1, 0.6))
+    inv_2s2 = (1.0 / (2.0 * (spot * r_n) ** 2)).astype(np.float32)[:, None, None]
+    nucleoli = np.zeros_like(nucleus)
+    for _ in range(p.n_nucleoli):
+        rad = rng.uniform(0.0, 0.45, n) * r_n
+        phi = rng.uniform(0.0, 2.0 * np.pi, n)
+        sy = (rad * np.sin(phi)).astype(np.float32)[:, None, None]
+        sx = (rad * np.cos(phi)).astype(np.float32)[:, None, None]
+        nucleoli += np.exp(-((dy - sy) ** 2 + (dx - sx) ** 2) * inv_2s2)
+    rna = 1.5 * nucleoli * nucleus + 0.3 * nucleus + 0.35 * cyto
+    area_n, area_c = np.pi * p.nucleus_radius_px**2, np.pi * p.cell_radius_px**2
+    patches = np.stack([_norm(nucleus, 0.8 * area_n), _norm(er, 0.35 * area_c), _norm(rna, 0.2 * area_c),
+                        _norm(agp, 0.5 * area_c), _norm(mito, 0.6 * area_c)])
+    patches *= np.exp(rng.normal(0.0, p.cell_cv, (5, n, 1, 1))).astype(np.float32)
+    return whole, patches, half
+
+
+def _add_patches(whole, patches, half, size) -> np.ndarray:
+    """Sum the cell patches into a ``[5, size, size]`` image (one ``bincount`` per channel)."""
+    img = np.zeros((len(CHANNELS), size, size))
+    width = size + 2 * half
+    g = np.arange(2 * half + 1)
+    rows = whole[:, 0, None, None] + g[None, :, None]
+    cols = whole[:, 1, None, None] + g[None, None, :]
+    idx = (rows * width + cols).ravel()
+    for c in range(len(CHANNELS)):
+        padded = np.bincount(idx, weights=patches[c].ravel(), minlength=width * width)
+        img[c] = padded.reshape(width, width)[half:half + size, half:half + size]
+    return img
+
+
+def render_site_morphology(state: np.ndarray, rng: np.random.Generator, nuisance_rng: np.random.Generator,
+                           params: RenderParams, gain: np.ndarray | None = None,
+                           well: nz.WellNuisance | None = None) -> np.ndarray:
+    """Render one site with the phenotype in morphology and the surface from ``nuisance_rng``.
+
+    Args:
+        state: Cell state.
+        rng: The site's biological generator (cell shapes, texture, shot noise).
+        nuisance_rng: The site's nuisance generator (positions, blur, illumination, debris, camera).
+        params: Renderer constants; ``params.nuisance`` is the level.
+        gain: Per-channel plate gain (default 1).
+        well: The well's stain gain and seeding density (default: none).
+
+    Returns:
+        The raw camera image ``[5, H, W]``, uint16.
+    """
+    p, level = params, float(params.nuisance or 0.0)
+    state = np.asarray(state, np.float64).copy()
+    state[1:3] = np.clip(state[1:3], -STATE_CLIP, STATE_CLIP)
+    size = p.image_size
+    gain = np.ones(len(CHANNELS)) if gain is None else np.asarray(gain, np.float64)
+    if well is not None:
+        gain = gain * well.gain
+    density = 1.0 if well is None else well.density
+    expected = np.exp(min(state[0], 20.0)) * (size / _REF_SIZE) ** 2 * density
+    n = int(min(rng.poisson(expected), p.max_cells))
+    img = np.zeros((len(CHANNELS), size, size))
+    if n:
+        cands = nz.cluster_centres(nuisance_rng, 3 * n, size, level, p.nuisance_params)
+        centre = _spaced(cands, n, p.cell_radius_px * np.exp(state[1] / 2.0))  # cells keep their distance
+        img = _add_patches(*_morph_patches(rng, centre, state, p), size)
+    tex = texture_fields(rng, len(CHANNELS) - 1, size, p.texture_band_px)
+    img[1:] *= np.clip(1.0 + p.texture_amp * np.exp(state[5]) * tex, 0.0, None)
+    signal = img * (np.asarray(p.levels) * gain)[:, None, None]
+    photons, (read_extra, offset) = nz.apply_site(signal, nuisance_rng, level, np.asarray(p.levels),
+                                                  np.asarray(p.background), p.nuisance_params)
+    counts = rng.poisson(photons).astype(np.float64)
+    counts += p.camera_offset + offset + rng.normal(0.0, np.hypot(p.read_noise, read_extra), counts.shape)
+    return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+
+
 def render_site(state: np.ndarray, rng: np.random.Generator, params: RenderParams | None = None,
-                gain: np.ndarray | None = None) -> np.ndarray:
+                gain: np.ndarray | None = None, nuisance_rng: np.random.Generator | None = None,
+                well: nz.WellNuisance | None = None) -> np.ndarray:
     """Render one site of a well from its cell state.
 
     Args:
@@ -159,6 +306,9 @@ def render_site(state: np.ndarray, rng: np.random.Generator, params: RenderParam
         rng: Generator for this site (cell placement and noise).
         params: Renderer constants (defaults: :class:`RenderParams`).
         gain: Per-channel plate gain (default 1).
+        nuisance_rng: The site's nuisance generator, used when ``params.nuisance`` is set
+            (default: a generator spawned from ``rng``).
+        well: The well's nuisance (stain gain, seeding density), when ``params.nuisance`` is set.
 
     Returns:
         The raw camera image, uint16.
@@ -167,6 +317,9 @@ def render_site(state: np.ndarray, rng: np.random.Generator, params: RenderParam
         state: ``[6]``; gain: ``[5]``; returns ``[5, H, W]`` in :data:`CHANNELS` order.
     """
     p = params or RenderParams()
+    if p.nuisance is not None:
+        nuisance_rng = nuisance_rng if nuisance_rng is not None else rng.spawn(1)[0]
+        return render_site_morphology(state, rng, nuisance_rng, p, gain, well)
     # sizes are clipped so that an extreme state cannot make patches huge
     state = np.asarray(state, np.float64).copy()
     state[1:3] = np.clip(state[1:3], -STATE_CLIP, STATE_CLIP)
@@ -176,15 +329,7 @@ def render_site(state: np.ndarray, rng: np.random.Generator, params: RenderParam
     n = int(min(rng.poisson(expected), p.max_cells))
     img = np.zeros((len(CHANNELS), size, size))
     if n:
-        whole, patches, half = _cell_patches(rng, n, state, p)
-        width = size + 2 * half
-        g = np.arange(2 * half + 1)
-        rows = whole[:, 0, None, None] + g[None, :, None]  # [n, P, 1]
-        cols = whole[:, 1, None, None] + g[None, None, :]  # [n, 1, P]
-        idx = (rows * width + cols).ravel()  # [n*P*P] positions in the padded image
-        for c in range(len(CHANNELS)):
-            padded = np.bincount(idx, weights=patches[c].ravel(), minlength=width * width)
-            img[c] = padded.reshape(width, width)[half:half + size, half:half + size]
+        img = _add_patches(*_cell_patches(rng, n, state, p), size)
     # cytoplasmic texture in every channel but DNA
     tex = texture_fields(rng, len(CHANNELS) - 1, size, p.texture_band_px)  # [4, H, W]
     amp = p.texture_amp * np.exp(state[5])

@@ -64,11 +64,12 @@ def test_ablate_refuses_an_unbounded_budget_and_unknown_objectives(capsys, tmp_p
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, build_env):
-    """``molwm sim generate --molecules 60 --image-size 48``, once for both modalities (read only)."""
+    """``molwm sim generate --molecules 60 --image-size 48 --nuisance low --replicates 2``, once for both
+    modalities (read only): replicates on two plates give the phenotypic-activity mAP its positives."""
     folder = tmp_path_factory.mktemp("ablate-lab")
     with build_env(folder), contextlib.redirect_stdout(io.StringIO()):
         assert main(["sim", "generate", "--molecules", "60", "--out", str(folder / "lab"), "--image-size",
-                     "48", "--no-progress"]) == 0
+                     "48", "--nuisance", "low", "--replicates", "2", "--no-progress"]) == 0
     return folder / "lab"
 
 
@@ -86,9 +87,15 @@ def test_ablate_image_and_assay_objectives_on_a_lab_with_probes_and_floors(capsy
     text = capsys.readouterr().out
     parent = re.search(r"^run_id: (\S+)$", text, re.M).group(1)
     table = pd.read_csv(out / "ablation.csv")
-    assert set(table["encoder"]) == {"jepa", "generative", "contrastive_views", "untrained", "raw_features"}
-    targets = {"mechanism", "state"} if modality == "image" else {"mechanism"}
+    floors = {"untrained", "raw_features"} | ({"pixel_stats"} if modality == "image" else set())
+    assert set(table["encoder"]) == {"jepa", "generative", "contrastive_views"} | floors
+    # R² of the truth, mAP of phenotypic consistency; activity mAP for images (the DMSO sites are images)
+    targets = ({"mechanism", "state", "consistency", "activity"} if modality == "image"
+               else {"mechanism", "consistency"})
     assert set(table["dataset"]) == {f"lab {modality} -> {t}" for t in targets} and table["mean"].notna().all()
+    if modality == "image":
+        maps = table[table["metric"] == "map"]
+        assert set(maps["encoder"]) == set(table["encoder"]) and maps["mean"].between(0, 1).all()
     for name in ("probes_vs_wall_time.png", "probes_vs_samples.png", "ablation.md"):
         assert (out / name).is_file()
     assert not (out / "label_efficiency.png").exists()
