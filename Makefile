@@ -44,14 +44,14 @@ demo: setup
 	@echo "== pretrain a small graph JEPA on MOSES (configs/pretrain/small.yaml; the benchmark one is graph_jepa.yaml)"
 	mkdir -p .cache && $(MOLWM) pretrain --config configs/pretrain/small.yaml --no-progress > .cache/demo-pretrain.txt \
 	  && cat .cache/demo-pretrain.txt
-	@echo "== fine-tune it on solubility, scaffold split, 3 seeds; register as molwm-solubility@champion"
+	@echo "== fine-tune it on solubility, one scaffold split shared by 3 seeds (so the spread is calibrated on its validation rows); register as molwm-solubility@champion"
 	$(MOLWM) finetune --config configs/finetune/solubility.yaml \
 	  --from $$(sed -n 's/^model_uri: //p' .cache/demo-pretrain.txt) \
-	  --register molwm-solubility alias=champion epochs=30 --no-progress
-	@echo "== query it: properties ± ensemble spread, nearest ChEMBL drugs in its embedding space, plots"
+	  --register molwm-solubility alias=champion epochs=30 split.shared=true --no-progress
+	@echo "== query it: properties with calibrated 90% intervals and domain flags, nearest ChEMBL drugs in its embedding space, plots"
 	$(MOLWM) query --model models:/molwm-solubility@champion --input docs/examples/candidates.smi \
 	  --output .cache/demo-query.csv --what predict,neighbours -k 1 --reference chembl_drugs --plot --no-progress
-	cut -d, -f2,4-6,8,10 .cache/demo-query.csv
+	cut -d, -f2,4-8,10,12 .cache/demo-query.csv
 	@echo "== the synthetic lab: 500 MOSES molecules -> assays, 5-channel Cell Painting-like sites, profiles (docs/synthetic_lab.md)"
 	$(MOLWM) sim generate --molecules 500 --source moses --out .cache/molwm-demo/lab --overwrite --no-progress
 	@echo "== multimodal JEPA: graphs + the lab's assays and images + MoleculeACE's 30 ChEMBL targets (train cells only)"
