@@ -17,6 +17,7 @@ and ``--resume`` continues it). Usage::
     python benchmarks/property.py --quick --out /tmp/p.json                           # 2 small targets + FreeSolv
     python benchmarks/property.py --methods rf_morgan,svm_ecfp,minimol_mlp --sets moleculeace
     python benchmarks/property.py --molwm-from molwm:base --methods molwm_base,molwm_scratch epochs=40
+    python benchmarks/property.py --merge a.json,b.json --out all.json                # one report from several runs
 """
 
 from __future__ import annotations
@@ -103,6 +104,25 @@ def moleculeace_summary(sets: dict, methods: list[str]) -> dict:
     return out
 
 
+def merge(paths: list[str]) -> dict:
+    """One report from several runs' JSON (e.g. methods run in parallel processes); later files win."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    out = {"sets": {}, "published": PUBLISHED, "merged_from": [r["config"] for r in reports],
+           "feature_seconds": {k: v for r in reports for k, v in r.get("feature_seconds", {}).items()}}
+    methods: list[str] = []
+    for r in reports:
+        methods += [m for m in r["config"]["methods"] if m not in methods]
+        for name, entry in r["sets"].items():
+            mine = out["sets"].setdefault(name, {**entry, "methods": {}})
+            if mine["rows_digest"] != entry["rows_digest"]:
+                raise SystemExit(f"{name}: the runs used different rows ({mine['rows_digest']} vs "
+                                 f"{entry['rows_digest']}); they cannot be merged")
+            mine["methods"].update(entry["methods"])
+    out["config"] = {**reports[-1]["config"], "methods": [m for m in ALL if m in methods]}
+    out["summary"] = {"moleculeace": moleculeace_summary(out["sets"], out["config"]["methods"])}
+    return out
+
+
 def _ms(d: dict, key: str) -> str:
     return f"{d[key]['mean']:.3f} ± {d[key]['std']:.3f}" if key in d else ""
 
@@ -172,12 +192,19 @@ def main() -> None:
     parser.add_argument("--feature-cache", default=None,
                         help="features by SMILES across runs (default: $MOLWM_CACHE/bench-features)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--merge", default=None, help="comma-separated result JSONs to combine into --out "
+                        "(nothing is run)")
     parser.add_argument("overrides", nargs="*", help="FinetuneConfig overrides for the molwm rows, e.g. epochs=30")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        report = merge(args.merge.split(","))
+        out_path.write_text(json.dumps(report, indent=1))
+        print(tables(report) + f"\n\nwrote {out_path}")
+        return
     args.work = args.work or str(out_path.parent / f"{out_path.stem}-work")
     cache = args.feature_cache or os.path.join(os.environ.get("MOLWM_CACHE", os.path.expanduser("~/.cache/molwm")),
                                                "bench-features")

