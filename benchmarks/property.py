@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import time
@@ -55,7 +56,7 @@ PUBLISHED = {"CheMeleon (published)": {"rmse": 0.666, "rmse_cliff": 0.764},
 
 def run_method(method: str, s, args, store, chemprop_bin, scratch_encoder) -> dict:
     """Per-seed test figures and seconds of one method on one set."""
-    t0, t_feat = time.perf_counter(), sum(store.seconds.values())
+    t0, t_feat, c0 = time.perf_counter(), sum(store.seconds.values()), _cpu()
     fit_seconds = None
     if method in CLASSICAL:
         preds = pm.classical(method, s, store, quick=args.quick)
@@ -69,7 +70,8 @@ def run_method(method: str, s, args, store, chemprop_bin, scratch_encoder) -> di
         preds, fit_seconds = [p for p, _ in runs], sum(t for _, t in runs)
     seconds = time.perf_counter() - t0 - (sum(store.seconds.values()) - t_feat)  # features are timed apart
     per_seed = [{"seed": seed, **pm.score(s, split[2], p)} for seed, split, p in zip(s.seeds, s.splits, preds)]
-    out = {"per_seed": per_seed, "seconds": seconds}
+    # CPU seconds (this process and its children, e.g. Chemprop's CLI) say more than wall time on a shared machine
+    out = {"per_seed": per_seed, "seconds": seconds, "cpu_seconds": _cpu() - c0}
     if fit_seconds is not None:
         out["fit_seconds"] = fit_seconds
     for key in per_seed[0]:
@@ -77,6 +79,12 @@ def run_method(method: str, s, args, store, chemprop_bin, scratch_encoder) -> di
             vals = np.array([r[key] for r in per_seed])
             out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
     return out
+
+
+def _cpu() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
 def moleculeace_summary(sets: dict, methods: list[str]) -> dict:
@@ -87,7 +95,8 @@ def moleculeace_summary(sets: dict, methods: list[str]) -> dict:
         done = [r["methods"][m] for r in ace.values() if m in r["methods"]]
         if not done or len(done) < len(ace):
             continue
-        row = {"n_targets": len(done), "seconds": float(sum(d["seconds"] for d in done))}
+        row = {"n_targets": len(done), "seconds": float(sum(d["seconds"] for d in done)),
+               "cpu_seconds": float(sum(d.get("cpu_seconds", float("nan")) for d in done))}
         for key in ("rmse", "rmse_cliff"):
             per_seed = np.array([[p[key] for p in d["per_seed"]] for d in done]).T  # [S, T]
             avg = np.nanmean(per_seed, axis=1)
@@ -149,8 +158,8 @@ def tables(report: dict) -> str:
             lines.append(f"| {LABEL[m]} | {row['rmse']['mean']:.3f} ± {row['rmse']['std_over_seeds']:.3f} | "
                          f"{row['rmse_cliff']['mean']:.3f} ± {row['rmse_cliff']['std_over_seeds']:.3f} | "
                          f"{row.get('rmse_ratio_to_rf_morgan', float('nan')):.3f} | "
-                         f"{row.get('beats_rf_morgan', '')} / {row['n_targets']} | "
-                         f"{row.get('beats_minimol_mlp', '')} / {row['n_targets']} | {row['seconds']:.0f} |")
+                         f"{row.get('beats_rf_morgan', '—')} / {row['n_targets']} | "
+                         f"{row.get('beats_minimol_mlp', '—')} / {row['n_targets']} | {row['seconds']:.0f} |")
         for name, pub in PUBLISHED.items():
             cliff = f"{pub['rmse_cliff']:.3f}" if "rmse_cliff" in pub else ""
             lines.append(f"| {name} | {pub['rmse']:.3f} | {cliff} | | | | |")
@@ -257,7 +266,8 @@ def main() -> None:
                 continue
             key = s.metric
             cliff = f"  cliff {_ms(r, 'rmse_cliff')}" if "rmse_cliff" in r else ""
-            print(f"  {s.name:<20} {m:<14} {key} {_ms(r, key)}{cliff}  ({r['seconds']:.0f} s)", flush=True)
+            print(f"  {s.name:<20} {m:<14} {key} {_ms(r, key)}{cliff}  ({r['seconds']:.0f} s, "
+                  f"{r['cpu_seconds']:.0f} CPU s)", flush=True)
             report["summary"] = {"moleculeace": moleculeace_summary(report["sets"], methods)}
             report["feature_seconds"] = store.seconds
             out_path.write_text(json.dumps(report, indent=1))
