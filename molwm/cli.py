@@ -138,9 +138,11 @@ def cmd_serve(args) -> int:
 
     where = f"http://{args.host}:{args.port}/invocations"
     print(f"serving {args.model} at {where} (limits: {args.max_molecules} molecules per request, "
-          f"{args.max_smiles_length} characters per SMILES); Ctrl-C stops it", flush=True)
-    print("runs: " + " ".join(serve_command(args.model, args.host, args.port, args.workers)), flush=True)
-    return serve(args.model, args.host, args.port, args.max_molecules, args.max_smiles_length, args.workers)
+          f"{args.max_smiles_length} characters per SMILES, {args.max_body_mb:g} MB per body); Ctrl-C stops it",
+          flush=True)
+    print("runs: " + " ".join(serve_command(args.host, args.port, args.workers, args.access_log)), flush=True)
+    return serve(args.model, args.host, args.port, args.max_molecules, args.max_smiles_length, args.workers,
+                 max_body_mb=args.max_body_mb, threads=args.threads, access_log=args.access_log)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -214,13 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_parser(sub)
     add_world_parsers(sub)
 
-    p = sub.add_parser("serve", help="REST: mlflow models serve for a molwm model (Python: molwm.serving.serve)")
+    p = sub.add_parser("serve", help="REST: MLflow's scoring server for a molwm model "
+                                     "(Python: molwm.serving.serve)")
     p.add_argument("--model", required=True, metavar="URI", help="MLflow model URI, e.g. models:/NAME@champion")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--workers", type=int, default=None, help="server worker processes")
     p.add_argument("--max-molecules", type=int, default=1000, help="molecules per request (default 1000)")
     p.add_argument("--max-smiles-length", type=int, default=1000, help="characters per SMILES (default 1000)")
+    p.add_argument("--max-body-mb", type=float, default=4.0,
+                   help="request body limit, refused with HTTP 413 before it is read (default 4)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker process (default 1)")
+    p.add_argument("--access-log", action="store_true",
+                   help="log a line per request (read or redirect the output: a full pipe stalls the server)")
     p.set_defaults(func=cmd_serve)
     return parser
 
