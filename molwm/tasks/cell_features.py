@@ -120,14 +120,20 @@ def _shape(labels: np.ndarray, n: int, prefix: str) -> dict[str, np.ndarray]:
     root = np.sqrt(((myy - mxx) / 2) ** 2 + mxy**2)
     l1, l2 = (myy + mxx) / 2 + root, np.maximum((myy + mxx) / 2 - root, 0)
     pad = np.pad(labels, 1)
+    h, w = labels.shape
     inner = labels > 0
-    sides = np.zeros(labels.shape)
     for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        same = pad[dy:dy + labels.shape[0], dx:dx + labels.shape[1]] == labels
-        inner &= same
-        sides += ~same
-    # exposed pixel sides times pi/4: the mean projection correction for a 4-connected outline
-    (edge,) = _sums(labels, n, np.where(labels > 0, sides, 0.0) * (np.pi / 4))
+        inner &= pad[dy:dy + h, dx:dx + w] == labels
+    # Cauchy-Crofton perimeter: label changes along rows, columns and both diagonals, each direction
+    # weighted by pi/8 times its line spacing (1, or 1/sqrt 2 on the diagonals)
+    edge = np.zeros(n + 1)
+    for dy, dx, spacing in ((0, 1, 1.0), (1, 0, 1.0), (1, 1, 0.5**0.5), (1, -1, 0.5**0.5)):
+        a = pad[:h + 2 - dy, :w + 2 - dx] if dx >= 0 else pad[:h + 2 - dy, -dx:]
+        b = pad[dy:, dx:] if dx >= 0 else pad[dy:, :w + 2 + dx]
+        diff = a != b
+        weight = np.pi / 8 * spacing
+        edge += weight * (np.bincount(a[diff], minlength=n + 1) + np.bincount(b[diff], minlength=n + 1))
+    edge[0] = 0.0
     return {f"{prefix}_AreaShape_Area": area, f"{prefix}_AreaShape_Perimeter": edge,
             f"{prefix}_AreaShape_FormFactor": 4 * np.pi * area / np.maximum(edge, 1) ** 2,
             f"{prefix}_AreaShape_Eccentricity": np.sqrt(1 - l2 / np.maximum(l1, 1e-12)),
