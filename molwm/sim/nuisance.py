@@ -71,8 +71,8 @@ class NuisanceParams:
         offset_sd: SD of the per-site camera offset.
     """
 
-    plate_gain_sd: float = 0.25
-    well_gain_sd: float = 0.15
+    plate_gain_sd: float = 0.4
+    well_gain_sd: float = 0.3
     vignetting: float = 0.5
     gradient: float = 0.4
     blur_px: float = 0.8
