@@ -7,6 +7,10 @@ and times given, nothing observed after the start), then compares:
   was observed at ``t + k`` (1 = as bad as predicting the mean embedding);
 - decoded: R² of the observations and, where known, of the hidden state.
 Persistence (nothing changes after the start) is scored the same way.
+
+Calibration of the ensemble spread (:func:`calibrate`) is fitted on member forecasts of held-out
+validation courses (:func:`members_from_cutoff`, :func:`members_steps_ahead`) with the property
+models' calibrators (:mod:`molwm.tasks.calibration`), and written into the checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from molwm.checkpoints import save_checkpoint
+from molwm.tasks.calibration import Calibrator, fit_calibrator
 from molwm.world.forecast import WorldForecaster
 from molwm.world.model import LatentState
 from molwm.world.prepare import WorldData
@@ -47,28 +53,53 @@ def _starts(mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
+def _k_step(fc: WorldForecaster, data: WorldData, k: int, max_starts: int, seed: int):
+    """Roll every start ``k`` observed steps ahead: ``(rows, slots, start tokens, latent [E, n, K*D])``."""
+    net = fc.net
+    rows, slots = _starts(data.mask.numpy(), k)
+    if not len(rows):
+        return rows, slots, None, None
+    if len(rows) > max_starts:
+        pick = np.sort(np.random.default_rng(seed).choice(len(rows), max_starts, replace=False))
+        rows, slots = rows[pick], slots[pick]
+    r = torch.from_numpy(rows)
+    w0 = data.windows[r, slots[:, 0]]
+    tokens = net.target(w0) if fc.config.objective == "jepa" else net.encoder(w0)
+    times = data.times[r[:, None], torch.from_numpy(slots[:, 1:])]
+    act = data.action.take(r)
+    # held-out drugs: their identity is unknown to the model
+    act.drug = torch.full_like(act.drug, len(fc.drugs))
+    latent = net.rollout(LatentState(tokens, data.times[r, slots[:, 0]]), act, times)[:, :, -1]  # [E,n,K,D]
+    return rows, slots, tokens, latent.flatten(2).numpy()
+
+
+def members_steps_ahead(fc: WorldForecaster, data: WorldData, k: int, max_starts: int = 20000, seed: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Member forecasts of the observations ``k`` observed steps ahead.
+
+    Returns:
+        ``(preds [E, n, F], observed [n, F], rows [n])`` in data units; ``rows`` index ``data``'s courses.
+    """
+    rows, slots, _, latent = _k_step(fc, data, k, max_starts, seed)
+    if latent is None:
+        f = len(fc.obs_names)
+        return np.zeros((len(fc.net.members), 0, f)), np.zeros((0, f)), rows
+    dec = fc.decode_members(latent)
+    preds = np.stack([dec[n] for n in fc.obs_names], -1)  # [E, n, F]
+    return preds, fc.obs_norm.inverse(data.obs.numpy()[rows, slots[:, -1]]), rows
+
+
+@torch.no_grad()
 def steps_ahead(fc: WorldForecaster, data: WorldData, ks: Sequence[int] = (1, 2, 4),
                 max_starts: int = 20000, seed: int = 0) -> dict[str, float]:
     """Forecast metrics ``k`` observed steps ahead for each ``k`` (see the module docstring)."""
     net, jepa = fc.net, fc.config.objective == "jepa"
-    mask = data.mask.numpy()
     out: dict[str, float] = {}
     for k in ks:
-        rows, slots = _starts(mask, k)
-        if not len(rows):
+        rows, slots, tokens, latent = _k_step(fc, data, k, max_starts, seed)
+        if latent is None:
             continue
-        if len(rows) > max_starts:
-            pick = np.sort(np.random.default_rng(seed).choice(len(rows), max_starts, replace=False))
-            rows, slots = rows[pick], slots[pick]
         r = torch.from_numpy(rows)
-        w0 = data.windows[r, slots[:, 0]]
-        tokens = net.target(w0) if jepa else net.encoder(w0)
-        times = data.times[r[:, None], torch.from_numpy(slots[:, 1:])]
-        act = data.action.take(r)
-        # held-out drugs: their identity is unknown to the model
-        act.drug = torch.full_like(act.drug, len(fc.drugs))
-        latent = net.rollout(LatentState(tokens, data.times[r, slots[:, 0]]), act, times)[:, :, -1]  # [E,n,K,D]
-        latent = latent.flatten(2).numpy()
         end = slots[:, -1]
         true_obs = fc.obs_norm.inverse(data.obs.numpy()[rows, end])
         dec = fc.decode(latent)
@@ -85,6 +116,10 @@ def steps_ahead(fc: WorldForecaster, data: WorldData, ks: Sequence[int] = (1, 2,
         out[f"obs_r2.k{k}"] = r2_score(pred_obs, true_obs)
         out[f"obs_r2.k{k}.persistence"] = r2_score(pers_obs, true_obs)
         out[f"obs_r2.k{k}.last_observed"] = r2_score(fc.obs_norm.inverse(start_obs), true_obs)
+        bounds = fc.intervals({n: dec[n] for n in fc.obs_names})  # calibrated if fc is, else raw Gaussian 90%
+        inside = [(true_obs[:, j] >= bounds[n][1]) & (true_obs[:, j] <= bounds[n][2])
+                  for j, n in enumerate(fc.obs_names)]
+        out[f"obs_interval_coverage.k{k}"] = float(np.mean(inside))
         if data.truth is not None and "truth" in fc.probes:
             true_s = data.truth[rows, end]
             names = ["true_" + n for n in fc.truth_names]
@@ -149,19 +184,25 @@ def plot_steps_ahead(metrics: dict[str, float], ks: Sequence[int], path: Path) -
     return path
 
 
-@torch.no_grad()
 def forecast_from_cutoff(fc: WorldForecaster, data: WorldData, cutoff_h: float, target_h: np.ndarray,
                          identity: bool = False) -> np.ndarray:
     """Decoded forecasts ``[N, F]`` at ``target_h [N]`` from each course's last observation at or before ``cutoff_h``.
 
     The state is encoded from observations up to the cutoff only; ``identity`` lets the model use
     drug identities it was trained with (seen drugs), otherwise every drug is new to it.
-    NaN rows: nothing observed by the cutoff.
+    NaN rows: nothing observed by the cutoff. The ensemble mean of :func:`members_from_cutoff`.
     """
+    return members_from_cutoff(fc, data, cutoff_h, target_h, identity).mean(0)
+
+
+@torch.no_grad()
+def members_from_cutoff(fc: WorldForecaster, data: WorldData, cutoff_h: float, target_h: np.ndarray,
+                        identity: bool = False) -> np.ndarray:
+    """:func:`forecast_from_cutoff` per ensemble member: ``[E, N, F]``."""
     mask = data.mask.numpy() & (data.times.numpy() <= cutoff_h + 1e-6)
     slot = np.where(mask, np.arange(mask.shape[1])[None], -1).max(1)
     ok = slot >= 0
-    out = np.full((data.n, len(fc.obs_names)), np.nan)
+    out = np.full((len(fc.net.members), data.n, len(fc.obs_names)), np.nan)
     rows = np.flatnonzero(ok & np.isfinite(target_h))
     if not len(rows):
         return out
@@ -173,14 +214,33 @@ def forecast_from_cutoff(fc: WorldForecaster, data: WorldData, cutoff_h: float, 
     act = data.action.take(r)
     if not identity:
         act.drug = torch.full_like(act.drug, len(fc.drugs))
-    preds = np.full((len(rows), len(fc.obs_names)), np.nan)
+    preds = np.full((len(fc.net.members), len(rows), len(fc.obs_names)), np.nan)
     # rows share a rollout grid only when they share start and target times: group them
     keys = np.round(np.stack([t0.numpy(), target_h[rows]], 1), 3)
     for key in np.unique(keys, axis=0):
         g = np.flatnonzero((keys == key).all(1))
         gi = torch.from_numpy(g)
         latent = fc.roll(tokens[gi], t0[gi], act.take(gi), np.array([key[1]]))  # [E, g, 1, KD]
-        dec = fc.decode(latent[:, :, 0])
-        preds[g] = np.stack([dec[n][0] for n in fc.obs_names], 1)
-    out[rows] = preds
+        dec = fc.decode_members(latent[:, :, 0])
+        preds[:, g] = np.stack([dec[n] for n in fc.obs_names], -1)
+    out[:, rows] = preds
     return out
+
+
+def calibrate(fc: WorldForecaster, preds: np.ndarray, observed: np.ndarray, method: str = "zscale",
+              coverage: float = 0.9) -> Calibrator:
+    """Fit ``method`` on member forecasts ``preds [E, n, F]`` of held-out validation courses and their
+    observations ``[n, F]`` (read-outs in ``fc.obs_names`` order), and use it in ``fc`` from now on."""
+    cal = fit_calibrator(method, "regression", preds, observed, coverage)
+    fc.with_calibration(cal, fc.obs_names)
+    return cal
+
+
+def save_calibrated(checkpoint: str | Path, cal: Calibrator, names: Sequence[str], out: str | Path,
+                    fitted_on: str) -> Path:
+    """A copy of a world-model checkpoint with ``cal`` stored (forecasts loaded from it use it)."""
+    from molwm import checkpoints
+
+    _, state = checkpoints.read(checkpoint)
+    state["calibration"] = {**cal.to_dict(), "readouts": list(names), "fitted_on": fitted_on}
+    return save_checkpoint(state, out)

@@ -1,5 +1,10 @@
 """Forecasts from a trained world model: latent trajectories, decoded read-outs, ensemble spread.
 
+A read-out's ``<name>_std`` is the spread of the ensemble's members; where the checkpoint holds a
+calibration (fitted on held-out validation courses: :func:`molwm.world.evaluate.calibrate`), it is
+the calibrated std and ``<name>_lo`` / ``<name>_hi`` the calibrated interval at its coverage;
+otherwise ``_lo`` / ``_hi`` are Gaussian 90% intervals of the raw spread (``uncertainty`` says which).
+
 >>> fc = WorldForecaster.load("runs:/<run>/world_model")          # doctest: +SKIP
 >>> out = fc.forecast(["CC(=O)Nc1ccc(O)cc1"], doses=[1.0, 10.0], times=[8, 16, 24, 48])  # doctest: +SKIP
 >>> out.frame()                                                   # doctest: +SKIP
@@ -21,6 +26,7 @@ from molwm.config import from_dict
 from molwm.errors import MolwmError
 from molwm.models import kind_of, rebuild
 from molwm.models.world import WORLD_MODEL, world_network
+from molwm.tasks.calibration import Calibrator, z_of
 from molwm.tasks.probes import RidgeProbe
 from molwm.world.config import WorldConfig
 from molwm.world.model import LatentState
@@ -41,6 +47,8 @@ class Forecast:
         latent: ``[E, n, H, K*D]`` per ensemble member.
         readouts: Name -> ``(mean [n, H], std [n, H])`` in data units (std over members).
         rejects: ``(position, input, reason)`` of compounds that could not be featurised.
+        intervals: Name -> ``(std, lo, hi)``, each ``[n, H]``: calibrated where the model is.
+        uncertainty: What ``intervals`` are.
     """
 
     compounds: list[str]
@@ -49,6 +57,8 @@ class Forecast:
     latent: np.ndarray
     readouts: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     rejects: list[tuple[int, str, str]] = field(default_factory=list)
+    intervals: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    uncertainty: str = ""
 
     @property
     def mean_latent(self) -> np.ndarray:
@@ -61,14 +71,19 @@ class Forecast:
         return self.latent.std(0).mean(-1)
 
     def frame(self) -> pd.DataFrame:
-        """One row per (compound, dose, time): read-out means and stds, latent spread."""
+        """One row per (compound, dose, time): read-out means, stds and intervals (``<name>_lo`` / ``_hi``),
+        latent spread."""
         n, h = len(self.compounds), len(self.times)
         data = {"compound": np.repeat(self.compounds, h), "dose_uM": np.repeat(self.doses, h),
                 "time_h": np.tile(self.times, n), "latent_spread": self.latent_spread.reshape(-1)}
         for name, (mean, std) in self.readouts.items():
             data[name] = mean.reshape(-1)
             data[name + "_std"] = std.reshape(-1)
-        return pd.DataFrame(data)
+            if name in self.intervals:
+                cal_std, lo, hi = self.intervals[name]
+                data[name + "_std"], data[name + "_lo"], data[name + "_hi"] = (
+                    cal_std.reshape(-1), lo.reshape(-1), hi.reshape(-1))
+        return pd.DataFrame(data)  # numbers only; what the intervals are is ``uncertainty``
 
 
 class WorldForecaster:
@@ -92,6 +107,9 @@ class WorldForecaster:
         self.synthetic = bool(state["synthetic"])
         self.net = world_network(state)
         self.probes = {k: RidgeProbe.from_dict(v) for k, v in state["probes"].items()}
+        stored = state.get("calibration")
+        self.calibrator = Calibrator.from_dict(stored) if stored else None
+        self.calibrated = list(stored["readouts"]) if stored else []
 
     @classmethod
     def load(cls, uri: str | Path, tracking_uri: str | None = None) -> "WorldForecaster":
@@ -184,6 +202,36 @@ class WorldForecaster:
 
     def decode(self, latent: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Read-outs of latent states ``[E, ..., K*D]``: name -> (mean, std over members), data units."""
+        return {name: (v.mean(0), v.std(0)) for name, v in self.decode_members(latent).items()}
+
+    @property
+    def uncertainty(self) -> str:
+        """What ``<name>_std`` / ``_lo`` / ``_hi`` of forecasts are."""
+        if self.calibrator is None:
+            return f"ensemble_std (uncalibrated; {len(self.net.members)} members; Gaussian 90% intervals)"
+        return f"{self.calibrator.description}; {len(self.net.members)} members"
+
+    def intervals(self, readouts: dict[str, tuple[np.ndarray, np.ndarray]]
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Name -> ``(std, lo, hi)`` from ``(mean, raw std)``: the stored calibration where it covers the
+        read-out, else the raw std with Gaussian 90% intervals."""
+        out = {}
+        for name, (mean, std) in readouts.items():
+            if self.calibrator is not None and name in self.calibrated:
+                j, cov = self.calibrated.index(name), self.calibrator.coverage
+                half = self.calibrator.scale(j, std, cov)
+                out[name] = (half / z_of(cov), mean - half, mean + half)
+            else:
+                out[name] = (std, mean - z_of(0.9) * std, mean + z_of(0.9) * std)
+        return out
+
+    def with_calibration(self, calibrator: Calibrator, names: Sequence[str]) -> "WorldForecaster":
+        """Use ``calibrator`` (targets in the order of ``names``) for forecasts from now on."""
+        self.calibrator, self.calibrated = calibrator, list(names)
+        return self
+
+    def decode_members(self, latent: np.ndarray) -> dict[str, np.ndarray]:
+        """Read-outs of latent states ``[E, ..., K*D]`` per member: name -> ``[E, ...]``, data units."""
         lead = latent.shape[:-1]
         flat = latent.reshape(-1, latent.shape[-1])
         out = {}
@@ -195,12 +243,12 @@ class WorldForecaster:
         if obs_z is not None:
             obs = self.obs_norm.inverse(obs_z).reshape(*lead, -1)
             for j, name in enumerate(self.obs_names):
-                out[name] = (obs[..., j].mean(0), obs[..., j].std(0))
+                out[name] = obs[..., j]
         if "truth" in self.probes:
             feats = flat if self.config.objective == "jepa" else obs_z
             truth = self.probes["truth"].predict(feats).reshape(*lead, -1)
             for j, name in enumerate(self.truth_names):
-                out["true_" + name] = (truth[..., j].mean(0), truth[..., j].std(0))
+                out["true_" + name] = truth[..., j]
         return out
 
     # ---------------------------------------------------------------- API
@@ -238,7 +286,9 @@ class WorldForecaster:
         latent = self.roll(tokens, t0, act, times_arr)
         bad = {i for i, _, _ in rejects}
         latent[:, [i in bad for i in pairs_c]] = np.nan
-        return Forecast([compounds[i] for i in pairs_c], pairs_d, times_arr, latent, self.decode(latent), rejects)
+        readouts = self.decode(latent)
+        return Forecast([compounds[i] for i in pairs_c], pairs_d, times_arr, latent, readouts, rejects,
+                        self.intervals(readouts), self.uncertainty)
 
     def forecast_rows(self, compounds: Sequence[str], doses: Sequence[float], times: Sequence[float],
                       contexts: Sequence[str] | None = None) -> pd.DataFrame:
@@ -277,12 +327,15 @@ class WorldForecaster:
                     status[i] = "invalid_smiles: not a valid SMILES nor a drug this model knows"
                     continue
                 spread[i] = out.latent_spread[j, -1]
-                for name, (mean, std) in out.readouts.items():
+                intervals = self.intervals(out.readouts)
+                for name, (mean, _) in out.readouts.items():
                     values.setdefault(name, np.full(n, np.nan))[i] = mean[j, -1]
-                    values.setdefault(name + "_std", np.full(n, np.nan))[i] = std[j, -1]
+                    for suffix, col in zip(("_std", "_lo", "_hi"), intervals[name]):
+                        values.setdefault(name + suffix, np.full(n, np.nan))[i] = col[j, -1]
         for name, col in values.items():
             frame[name] = col
         frame["latent_spread"] = spread
+        frame["uncertainty"] = self.uncertainty
         frame["status"] = status
         return frame
 
