@@ -11,10 +11,20 @@ Layout of one prepared dataset::
 ``key`` hashes the source files' checksums, the row limit, the featurizer
 spec (names, sizes, version) and the featurization options, so a changed
 featurizer or file never reads stale shards.
+
+Faults (docs/reliability.md): a build writes into ``<root>/<dataset>/.partial/<key>-<pid>``
+and renames the whole folder into place when it is complete, under a file lock
+(``<root>/<dataset>/.<key>.lock``), so two processes preparing the same dataset
+build it once, and a build killed at any point leaves nothing read as complete.
+Each shard's files are listed in the manifest with their size and SHA-256:
+:meth:`GraphCache.open` checks the sizes, :meth:`GraphCache.verify` the checksums
+(caches written before checksums were recorded are read as before).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -31,8 +41,63 @@ from featurizers.graphs import GraphArrays, MolGraph
 from featurizers.molecule import GRAPH_SPEC
 from featurizers.spec import GraphSpec
 from molwm.data.paths import cache_root  # noqa: F401 (re-exported: callers import it from here)
+from molwm.errors import MolwmError
 
 CACHE_FORMAT = 1
+
+
+class CorruptCacheError(MolwmError, FileNotFoundError):
+    """A cache whose files do not match its manifest (truncated, edited or removed)."""
+
+
+def file_checksums(folder: Path) -> dict[str, dict]:
+    """``{file name: {"bytes": size, "sha256": hex}}`` for the files directly in ``folder``."""
+    return {f.name: {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
+            for f in sorted(folder.iterdir()) if f.is_file()}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of one file, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def build_lock(directory: Path):
+    """Hold an exclusive lock on building the cache ``directory`` (``<root>/<dataset>/<key>``); another
+    process asking for it waits. The lock is a ``flock``, so a killed holder releases it."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def staging_dir(directory: Path) -> Path:
+    """A fresh private folder to build ``directory`` in (never read as a cache); call under
+    :func:`build_lock`, which makes the leftovers of killed builds of the same key safe to remove."""
+    partial = directory.parent / ".partial"
+    for old in partial.glob(f"{directory.name}-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    staging = partial / f"{directory.name}-{os.getpid()}"
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, directory: Path) -> None:
+    """Move a complete build from ``staging`` to ``directory`` (replacing what is there) by renames."""
+    old = None
+    if directory.exists():
+        old = staging.parent / f"{directory.name}-{os.getpid()}.old"
+        os.rename(directory, old)
+    os.rename(staging, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def cache_key(source_digest: str, limit: int | None, spec: GraphSpec = GRAPH_SPEC, **options) -> str:
@@ -95,9 +160,11 @@ class ShardWriter:
         meta.insert(0, "index", arrays.index)
         meta["smiles"] = meta["smiles"].astype(str).str.strip()
         meta.reset_index(drop=True).to_parquet(tmp / "meta.parquet", index=False)
+        files = file_checksums(tmp)
         os.replace(tmp, self.directory / name)  # a shard appears whole or not at all
         self.shards.append(
-            {"name": name, "n": len(arrays), "atoms": int(arrays.atom_ptr[-1]), "bonds": int(arrays.bond_ptr[-1])}
+            {"name": name, "n": len(arrays), "atoms": int(arrays.atom_ptr[-1]), "bonds": int(arrays.bond_ptr[-1]),
+             "files": files}
         )
 
 
@@ -115,15 +182,50 @@ class GraphCache:
 
     @classmethod
     def open(cls, path: str | Path) -> "GraphCache":
-        """Open a prepared dataset; raises ``FileNotFoundError`` if incomplete."""
+        """Open a prepared dataset, checking that every file its manifest lists is there at its size.
+
+        Raises:
+            FileNotFoundError: If the cache is incomplete (no manifest) or of another format.
+            CorruptCacheError: If a listed file is missing or has another size (run ``molwm data prepare``
+                again: it rebuilds the cache).
+        """
         path = Path(path)
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
             raise FileNotFoundError(f"no complete molwm cache at {path} (manifest.json missing)")
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError as err:
+            raise CorruptCacheError(f"cache at {path}: manifest.json is not JSON ({err})") from None
         if manifest.get("format") != CACHE_FORMAT:
             raise FileNotFoundError(f"cache at {path} has format {manifest.get('format')}, expected {CACHE_FORMAT}")
-        return cls(path, manifest)
+        cache = cls(path, manifest)
+        problems = cache.verify(checksums=False)
+        if problems:
+            raise CorruptCacheError(f"cache at {path}: {problems[0]}" + (f" (and {len(problems) - 1} more)"
+                                                                        if len(problems) > 1 else ""))
+        return cache
+
+    def verify(self, checksums: bool = True) -> list[str]:
+        """What does not match the manifest: a line per missing, resized or (with ``checksums``) changed
+        file; empty when all match. Caches written before sizes and checksums were recorded pass."""
+        problems = []
+        for shard in self.manifest["shards"]:
+            for name, want in shard.get("files", {}).items():
+                f = self.path / shard["name"] / name
+                if not f.is_file():
+                    problems.append(f"{shard['name']}/{name} is missing")
+                elif f.stat().st_size != want["bytes"]:
+                    problems.append(f"{shard['name']}/{name} has {f.stat().st_size} bytes, the manifest says "
+                                    f"{want['bytes']} (truncated or edited)")
+                elif checksums and file_sha256(f) != want["sha256"]:
+                    problems.append(f"{shard['name']}/{name} does not match its SHA-256 (edited)")
+        return problems
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether the manifest lists its shards' files (caches written before it did read as before)."""
+        return all("files" in s for s in self.manifest["shards"])
 
     def __len__(self) -> int:
         return int(self.manifest["n_ok"])

@@ -132,7 +132,7 @@ def build_column_shards(cache: GraphCache, folder: Path, fn: Callable[[list[str]
             if not target.is_file():  # else done by an earlier, interrupted build
                 chunks = [smiles[j:j + CHUNK] for j in range(0, len(smiles), CHUNK)]
                 values = np.concatenate(list(pool.map(fn, chunks))) if chunks else fn([])
-                tmp = folder / f"{name}.tmp.npy"
+                tmp = folder / f"{name}.tmp-{os.getpid()}.npy"  # its own: another process may build it too
                 np.save(tmp, values)
                 os.replace(tmp, target)
             shards.append({"name": name, "n": len(smiles)})
@@ -141,7 +141,7 @@ def build_column_shards(cache: GraphCache, folder: Path, fn: Callable[[list[str]
     manifest = {"format": DESCRIPTOR_FORMAT, **extra, "graph_key": cache.manifest["key"],
                 "n": sum(s["n"] for s in shards), "shards": shards, "seconds": time.perf_counter() - t0,
                 "n_jobs": jobs}
-    tmp = folder / "manifest.json.tmp"
+    tmp = folder / f"manifest.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, folder / "manifest.json")
     return manifest

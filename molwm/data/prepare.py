@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
-import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from featurizers.errors import Reject, count_reject_codes, write_rejects
 from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, GRAPH_SPEC, iter_featurized_chunks, resolve_n_jobs
-from molwm.data.cache import CACHE_FORMAT, GraphCache, ShardWriter, cache_key, cache_root
+from molwm.data.cache import (CACHE_FORMAT, CorruptCacheError, GraphCache, ShardWriter, build_lock, cache_key,
+                              cache_root, publish, staging_dir)
 from molwm.data.descriptors import DescriptorTable, prepare_descriptors
 from molwm.data.registry import DatasetCard, get_card
 from molwm.data.sources import load_table, source_digest
@@ -143,16 +143,18 @@ def prepare_dataset(config: PrepareConfig, tracker: Tracker | None = None,
         tracker.log_config(config)
         tracker.log_params({"featurizer.spec_digest": GRAPH_SPEC.digest(), "featurizer.version": GRAPH_SPEC.version,
                             "source.digest": digest, "n_jobs_resolved": resolve_n_jobs(config.n_jobs)})
-        cache_hit = (directory / "manifest.json").is_file() and not config.force
-        if table is None and (not cache_hit or not isinstance(tracker, NullTracker)):
-            table = load_table(card, limit=config.limit, verify=config.verify_checksums)
-        if cache_hit:
-            cache = GraphCache.open(directory)
-            from featurizers.errors import read_rejects
+        # one build per key at a time: a second process waits here, then finds the first one's cache
+        with build_lock(directory):
+            cache = None if config.force else _complete_cache(directory)
+            cache_hit = cache is not None
+            if table is None and (not cache_hit or not isinstance(tracker, NullTracker)):
+                table = load_table(card, limit=config.limit, verify=config.verify_checksums)
+            if cache_hit:
+                from featurizers.errors import read_rejects
 
-            rejects = read_rejects(directory / "rejects.csv")
-        else:
-            cache, rejects = _build(config, card, table, key, directory)
+                rejects = read_rejects(directory / "rejects.csv")
+            else:
+                cache, rejects = _build(config, card, table, key, directory)
         descriptors = prepare_descriptors(cache, config.n_jobs, config.progress) if config.descriptors else None
         seconds = time.perf_counter() - start
         counts = count_reject_codes(rejects)
@@ -195,12 +197,28 @@ def _source_uri(card: DatasetCard, table) -> str:
     return f"deepchem-molnet:{card.source.loader}"
 
 
+def _complete_cache(directory: Path) -> GraphCache | None:
+    """The complete cache at ``directory``; ``None`` when there is none, or (with a warning) when its files
+    do not match the manifest's sizes and checksums, so the caller rebuilds it."""
+    if not (directory / "manifest.json").is_file():
+        return None
+    try:
+        cache = GraphCache.open(directory)
+        problems = cache.verify()
+    except CorruptCacheError as err:
+        problems = [str(err)]
+    if not problems:
+        return cache
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    warnings.warn(f"cache at {directory}: {problems[0]}{more}; rebuilding it", stacklevel=3)
+    return None
+
+
 def _build(config: PrepareConfig, card: DatasetCard, table, key: str, directory: Path):
+    """Featurize into a private staging folder and move it to ``directory`` whole (call under the lock)."""
     from tqdm.auto import tqdm
 
-    if directory.exists():  # an interrupted earlier build: start over
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    final, directory = directory, staging_dir(directory)
     frame = table.frame
     smiles = frame["smiles"].tolist()
     writer = ShardWriter(directory, config.shard_size, frame)
@@ -239,7 +257,6 @@ def _build(config: PrepareConfig, card: DatasetCard, table, key: str, directory:
         "featurize_seconds": time.perf_counter() - t0,
         "shards": shards,
     }
-    tmp = directory / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, directory / "manifest.json")
-    return GraphCache.open(directory), rejects
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    publish(directory, final)  # the folder appears complete under its key, or not at all
+    return GraphCache.open(final), rejects
