@@ -2,7 +2,8 @@
 
 Library code takes a :class:`Tracker` and never imports mlflow itself. This module
 is a leaf: it depends on mlflow alone (imported when an :class:`MLflowTracker` is
-made) and on the error base, never on the rest of molwm; what a molwm model logs as its MLflow pyfunc
+made), the error base and :mod:`molwm.outbox` (which keeps what an unreachable store
+could not take), never on the rest of molwm; what a molwm model logs as its MLflow pyfunc
 is described by :mod:`molwm.packaging` and handed in as a :class:`ModelPackage`.
 Two implementations share one interface:
 
@@ -25,11 +26,13 @@ import dataclasses
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from molwm.errors import MolwmError
+from molwm.outbox import Outbox, StoreUnreachable, read_outbox
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -179,14 +182,22 @@ class NullTracker(Tracker):
 
 
 class MLflowTracker(Tracker):
-    """Logs to MLflow.
+    """Logs to MLflow; a store that stops answering does not stop the run.
+
+    Metrics, params, tags, artifacts and the run's end go through an :class:`molwm.outbox.Outbox`: when
+    the store is unreachable (a tracking server stopped, a database gone), the calls are kept in order (in
+    memory and in ``$MOLWM_TRACKING_OUTBOX/<run id>/outbox.jsonl``, default ``./mlflow-outbox``), the
+    run goes on, and they are sent when the store answers again. When the outermost run ends, a warning
+    says what was logged, what was sent late and what was not (:func:`replay_outbox` sends the rest).
+    Calls the store refuses (HTTP 4xx: a bad value) still raise.
 
     Args:
         experiment: Experiment name (created if missing).
         tracking_uri: Store URI; default :func:`default_tracking_uri`.
+        retry_seconds: While the store is down, try it again at most this often.
     """
 
-    def __init__(self, experiment: str = "molwm", tracking_uri: str | None = None):
+    def __init__(self, experiment: str = "molwm", tracking_uri: str | None = None, retry_seconds: float = 5.0):
         import mlflow
 
         self._mlflow = mlflow
@@ -194,6 +205,9 @@ class MLflowTracker(Tracker):
         self.tracking_uri = tracking_uri or default_tracking_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
         self.run_id = None
+        self.outbox = Outbox(self._send, Path(os.environ.get("MOLWM_TRACKING_OUTBOX") or "mlflow-outbox"),
+                             retry_seconds)
+        self.report: str | None = None
 
     @contextlib.contextmanager
     def run(self, name=None, tags=None, nested=False, run_id=None):
@@ -203,12 +217,45 @@ class MLflowTracker(Tracker):
         kwargs = {"run_id": run_id} if run_id else {"run_name": name, "tags": dict(tags or {})}
         # a run started while another is active (e.g. pretraining inside `molwm ablate`) is its child
         nested = nested or mlflow.active_run() is not None
-        with mlflow.start_run(nested=nested, **kwargs) as active:
-            previous, self.run_id = self.run_id, active.info.run_id
-            try:
-                yield self.run_id
-            finally:
-                self.run_id = previous
+        outermost = self.run_id is None
+        active = mlflow.start_run(nested=nested, **kwargs)
+        previous, self.run_id = self.run_id, active.info.run_id
+        if outermost:
+            root = Path(os.environ.get("MOLWM_TRACKING_OUTBOX") or "mlflow-outbox")
+            self.outbox.folder = root / self.run_id
+        status = "FAILED"
+        try:
+            yield self.run_id
+            status = "FINISHED"
+        finally:
+            self.run_id = previous
+            with _fail_fast():  # mlflow.end_run pops the run, then tells the store (which may be down)
+                try:
+                    mlflow.end_run(status)
+                except Exception as err:
+                    if not _unreachable(err):
+                        raise
+                    self.outbox.call("end", {"run_id": active.info.run_id, "status": status})
+            if outermost:
+                if self.outbox.kept:
+                    self.outbox.flush()
+                self.report = self.outbox.report(self.tracking_uri)
+                if self.report:
+                    import warnings
+
+                    warnings.warn(self.report, stacklevel=3)
+
+    def _send(self, kind: str, payload: dict) -> None:
+        """One call to the store with an explicit run id (so kept calls go to their own run later)."""
+        if getattr(self, "_client", None) is None:
+            self._client = self._mlflow.MlflowClient(self.tracking_uri)
+        try:
+            with _fail_fast():
+                _send_one(self._client, kind, payload)
+        except Exception as err:
+            if _unreachable(err):
+                raise StoreUnreachable(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+            raise
 
     def log_params(self, params):
         flat = {k: ("" if v is None else v) for k, v in flatten(params).items()}
@@ -216,7 +263,7 @@ class MLflowTracker(Tracker):
         flat = {k: (str(v)[:6000]) for k, v in flat.items()}
         items = list(flat.items())
         for i in range(0, len(items), 100):
-            self._mlflow.log_params(dict(items[i : i + 100]))
+            self.outbox.call("params", {"run_id": self.run_id, "params": dict(items[i : i + 100])})
 
     def log_config(self, config):
         data = plain(config)
@@ -225,13 +272,16 @@ class MLflowTracker(Tracker):
 
     def log_metrics(self, metrics, step=None):
         clean = {k: float(v) for k, v in metrics.items()}
-        self._mlflow.log_metrics(clean, step=step)
+        self.outbox.call("metrics", {"run_id": self.run_id, "metrics": clean, "step": step,
+                                     "timestamp": int(time.time() * 1000)})
 
     def log_artifact(self, path, artifact_path=None):
-        self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        self.outbox.call("artifact", {"run_id": self.run_id, "path": str(path), "artifact_path": artifact_path},
+                         artifact=Path(path))
 
     def log_dict(self, data, name):
-        self._mlflow.log_dict(json.loads(json.dumps(data, default=str)), name)
+        self.outbox.call("dict", {"run_id": self.run_id, "data": json.loads(json.dumps(data, default=str)),
+                                  "name": name})
 
     def log_dataset(self, frame, name, source, digest, context="training", targets=None):
         import warnings
@@ -244,14 +294,20 @@ class MLflowTracker(Tracker):
         self._mlflow.log_input(dataset, context=context)
 
     def set_tags(self, tags):
-        self._mlflow.set_tags(dict(tags))
+        self.outbox.call("tags", {"run_id": self.run_id, "tags": {k: str(v) for k, v in dict(tags).items()}})
 
     def last_step(self, key):
         from mlflow.tracking import MlflowClient
 
         if not self.run_id:
             return -1
-        history = MlflowClient(self.tracking_uri).get_metric_history(self.run_id, key)
+        try:
+            with _fail_fast():
+                history = MlflowClient(self.tracking_uri).get_metric_history(self.run_id, key)
+        except Exception as err:
+            if _unreachable(err):
+                return -1  # the store is down: log everything again (MLflow keeps repeated points apart)
+            raise
         return max((m.step for m in history), default=-1)
 
     def log_model(self, checkpoint, package, name="model", registered_name=None, alias=None):
@@ -263,6 +319,12 @@ class MLflowTracker(Tracker):
         from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        if self.outbox.kept and not self.outbox.flush():  # the store is down: the checkpoint stays on disk
+            import warnings
+
+            warnings.warn(f"model not logged: tracking store {self.tracking_uri} is unreachable; the checkpoint "
+                          f"is {checkpoint}", stacklevel=2)
+            return None
         inputs = Schema([ColSpec(kind, col, required=required) for col, kind, required in package.inputs])
         params = ParamSchema([ParamSpec(p, kind, default) for p, kind, default in package.params]) \
             if package.params else None
@@ -280,6 +342,74 @@ class MLflowTracker(Tracker):
             version = info.registered_model_version
             client.set_registered_model_alias(registered_name, alias, str(version))
         return info.model_uri
+
+
+HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""MLflow's HTTP client retries for minutes by default; a tracker call fails within seconds instead (and
+is kept for later) unless these are set in the environment."""
+
+
+@contextlib.contextmanager
+def _fail_fast():
+    missing = {k: v for k, v in HTTP_FAIL_FAST.items() if k not in os.environ}
+    os.environ.update(missing)
+    try:
+        yield
+    finally:
+        for k in missing:
+            os.environ.pop(k, None)
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether ``err`` means the store did not answer (kept for later) rather than refused the call."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        return err.get_http_status_code() >= 500
+    return isinstance(err, OSError) or type(err).__name__ in ("OperationalError", "InterfaceError",
+                                                               "MaxRetryError", "Timeout")
+
+
+def _send_one(client, kind: str, payload: dict) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_id = payload["run_id"]
+    if kind == "metrics":
+        step = payload["step"] if payload["step"] is not None else 0
+        client.log_batch(run_id, metrics=[Metric(k, v, payload["timestamp"], step)
+                                          for k, v in payload["metrics"].items()])
+    elif kind == "params":
+        client.log_batch(run_id, params=[Param(k, v) for k, v in payload["params"].items()])
+    elif kind == "tags":
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in payload["tags"].items()])
+    elif kind == "artifact":
+        client.log_artifact(run_id, payload["path"], artifact_path=payload["artifact_path"])
+    elif kind == "dict":
+        client.log_dict(run_id, payload["data"], payload["name"])
+    elif kind == "end":
+        client.set_terminated(run_id, payload["status"])
+    else:
+        raise ValueError(f"unknown tracker call {kind!r}")
+
+
+def replay_outbox(path: str | Path, tracking_uri: str | None = None) -> int:
+    """Send the calls kept in a fallback file (``.../<run id>/outbox.jsonl``) to the store, in order; the
+    number sent. What the store still cannot take stays in the file.
+
+    Raises:
+        StoreError: If the store is still unreachable.
+    """
+    import mlflow
+
+    path = Path(path)
+    tracker = MLflowTracker.__new__(MLflowTracker)
+    tracker._mlflow, tracker.tracking_uri = mlflow, tracking_uri or default_tracking_uri()
+    box = Outbox(tracker._send, path.parent, retry_seconds=0.0)
+    box.kept = read_outbox(path)
+    n = len(box.kept)
+    if not box.flush():
+        raise StoreError(f"store {tracker.tracking_uri} is unreachable: {len(box.kept)} of {n} calls kept in {path}")
+    return n
 
 
 class StoreError(MolwmError, LookupError):
