@@ -3,7 +3,9 @@
 Regression (per target, from the ensemble mean ``m`` and std ``s`` across members):
 
 * ``zscale``: one factor ``a`` with ``a**2 = mean((y - m)**2 / s**2)`` (the maximum-likelihood scale of
-  a Gaussian with std ``a * s``; Chemprop v2's z-scaling); intervals ``m ± z_{(1+c)/2} * a * s``.
+  a Gaussian with std ``a * s``; Chemprop v2's z-scaling) over the rows where ``s`` is more than
+  1e-6 of its median (members that agree to rounding say nothing about the scale); intervals
+  ``m ± z_{(1+c)/2} * a * s``.
 * ``conformal``: split conformal with the scaled score ``|y - m| / s`` (Lei et al. 2018, locally
   weighted); the interval at coverage ``c`` is ``m ± q_c * s`` where ``q_c`` is the
   ``ceil((n + 1) c)``-th smallest of the ``n`` validation scores (infinite when that exceeds ``n``).
@@ -212,8 +214,10 @@ def fit_calibrator(method: str, task: str, preds: np.ndarray, y: np.ndarray, cov
         mean, std = p.mean(0), p.std(0)
         use_std = not single and bool((std > 0).any())
         s = np.maximum(std, _EPS) if use_std else np.ones_like(std)
-        if method == "zscale":
-            params.append({"scale": float(np.sqrt(np.mean((t - mean) ** 2 / s**2))), "use_std": use_std})
+        if method == "zscale":  # rows where the members agree exactly say nothing about the scale
+            fit = std > 1e-6 * np.median(std) if use_std else np.ones_like(std, bool)
+            params.append({"scale": float(np.sqrt(np.mean((t[fit] - mean[fit]) ** 2 / s[fit] ** 2))),
+                           "use_std": use_std})
         elif method == "conformal":
             params.append({"scores": np.sort(np.abs(t - mean) / s).tolist(), "use_std": use_std})
         else:
