@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -85,14 +86,24 @@ def iter_candidates(path: str | Path, smiles_column: str | None = None, id_colum
     """
     path = check_candidates_path(path)
     kind = _suffix(path)
-    if kind in (".csv", ".tsv"):
-        yield from _iter_table(path, "\t" if kind == ".tsv" else ",", smiles_column, id_column, chunk_size)
-    elif kind in (".smi", ".smiles"):
-        yield from _iter_smi(path, chunk_size)
-    elif kind == ".sdf":
-        yield from _iter_sdf(path, chunk_size)
-    else:
-        yield from _iter_parquet(path, smiles_column, id_column, chunk_size)
+    try:
+        if kind in (".csv", ".tsv"):
+            yield from _iter_table(path, "\t" if kind == ".tsv" else ",", smiles_column, id_column, chunk_size)
+        elif kind in (".smi", ".smiles"):
+            yield from _iter_smi(path, chunk_size)
+        elif kind == ".sdf":
+            yield from _iter_sdf(path, chunk_size)
+        else:
+            yield from _iter_parquet(path, smiles_column, id_column, chunk_size)
+    except CandidateError:
+        raise
+    # what a damaged file raises: not text (UnicodeDecodeError), a broken gzip stream (OSError, EOFError,
+    # zlib.error), a table the parser rejects (pandas' errors and pyarrow's are ValueErrors); RDKit's SDF
+    # reader turns an error of the stream under it into a SystemError
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error, ValueError, SystemError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        gz = " (gzipped)" if path.suffix.lower() == ".gz" else ""
+        raise CandidateError(f"{path}: not a readable {kind[1:]} file{gz}: {reason[:300]}") from None
 
 
 def check_candidates_path(path: str | Path) -> Path:

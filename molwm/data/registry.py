@@ -31,6 +31,10 @@ class DatasetError(MolwmError, ValueError):
     """A dataset card or its source is missing, malformed or does not match."""
 
 
+MAX_CARD_BYTES = 1 << 20
+"""Largest dataset card read (1 MB; the built-in ones are under 2 KB)."""
+
+
 @dataclass
 class FileRef:
     """One file of a source.
@@ -195,7 +199,13 @@ def card_dirs(extra_dirs: Sequence[str | Path] = ()) -> list[Path]:
 def load_card(path: str | Path) -> DatasetCard:
     """Read and validate one card file; errors name the file and the key."""
     path = Path(path)
-    data = read_yaml(path)
+    if path.is_file() and path.stat().st_size > MAX_CARD_BYTES:
+        raise DatasetError(f"{path}: {path.stat().st_size:,} bytes is too large for a dataset card "
+                           f"(at most {MAX_CARD_BYTES:,}); a card describes data, it does not hold it")
+    try:
+        data = read_yaml(path)
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not a text file (byte {err.start} is not UTF-8)") from None
     try:
         card = from_dict(DatasetCard, data)
     except ConfigError as err:

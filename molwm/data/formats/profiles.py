@@ -7,6 +7,7 @@ be numeric. Read from ``.parquet``, ``.csv`` or ``.csv.gz``.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def _read(path: Path) -> tuple[pd.DataFrame, bool]:
             return table.to_pandas(), truthy(meta.get(SYNTHETIC_KEY.encode(), b""))
         if kind == ".csv":
             return pd.read_csv(path, low_memory=False), False
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a broken .gz
         raise FormatError(f"{path}: cannot be read as {kind[1:]} ({exc})") from None
     raise FormatError(f"{path}: unknown profiles format '{kind or path.name}' "
                       f"(expected .parquet, .csv, .csv.gz)")
