@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 Send = Callable[[str, dict], None]
+MAX_RETRY_SECONDS = 60.0
+"""Longest wait between two tries of a store that is down."""
 
 
 class StoreUnreachable(Exception):
@@ -34,8 +36,9 @@ class Outbox:
         send: ``send(kind, payload)`` performs one call; raises :class:`StoreUnreachable` when the store
             does not answer (any other error is the caller's and propagates).
         folder: Where the fallback file (``outbox.jsonl``) and copies of kept artifacts go.
-        retry_seconds: While the store is down, try it again at most this often (calls in between are
-            kept without waiting on the network).
+        retry_seconds: While the store is down, try it again after this long, then twice as long after each
+            failed try, up to :data:`MAX_RETRY_SECONDS` (calls in between are kept without waiting on the
+            network, so a store that hangs rather than refuses slows the run by one timeout per try).
     """
 
     def __init__(self, send: Send, folder: Path, retry_seconds: float = 5.0):
@@ -47,6 +50,7 @@ class Outbox:
         self.down_since: float | None = None
         self.down_seconds = 0.0
         self._last_try = 0.0
+        self._wait = retry_seconds
 
     @property
     def file(self) -> Path:
@@ -56,7 +60,7 @@ class Outbox:
     def call(self, kind: str, payload: dict, artifact: Path | None = None) -> None:
         """Send ``payload`` now, or keep it if the store is down (``artifact``: a file the payload names
         as ``path``, copied into the outbox folder when kept, since the original may be temporary)."""
-        if self.down_since is not None and time.monotonic() - self._last_try < self.retry_seconds:
+        if self.down_since is not None and time.monotonic() - self._last_try < self._wait:
             self._keep(kind, payload, artifact)
             return
         if self.kept and not self.flush():
@@ -86,7 +90,7 @@ class Outbox:
             self.flushed[kind] += _count(kind, payload)
         if self.down_since is not None:
             self.down_seconds += time.monotonic() - self.down_since
-            self.down_since = None
+            self.down_since, self._wait = None, self.retry_seconds
         self._rewrite()
         return True
 
@@ -111,6 +115,8 @@ class Outbox:
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.outages += 1
+        else:
+            self._wait = min(self._wait * 2, MAX_RETRY_SECONDS)
 
     def _keep(self, kind: str, payload: dict, artifact: Path | None) -> None:
         if artifact is not None:
