@@ -22,7 +22,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from featurizers.molecule import featurize_arrays
-from molwm.data.multimodal import MultimodalData
+from molwm.data.multimodal import AssayStore, GraphStore, ImageStore, MultimodalData
 from molwm.jepa.multimodal import MultimodalJEPAConfig
 
 # tests are tiny; one thread avoids oversubscribing a 2-core machine
@@ -111,8 +111,9 @@ def _tiny_data(n_assays: int = 5, size: int = 24, seed: int = 0) -> MultimodalDa
     present = np.ones((n, 5), dtype=bool)
     present[0, 3] = False  # sample 0's site lacks the AGP channel
     image_of = np.where(np.arange(n) % 2 == 0, np.arange(n), -1)
-    return MultimodalData(arrays, graph_of, values, [f"A{i}" for i in range(n_assays)], images, present,
-                          image_of, smiles, ["test"] * n, smiles)
+    stores = {"graph": GraphStore(arrays, graph_of), "assay": AssayStore(values, [f"A{i}" for i in range(n_assays)]),
+              "image": ImageStore(images, present, image_of)}
+    return MultimodalData(stores, smiles, ["test"] * n, smiles)
 
 
 def _tiny_config(dim: int = 32, size: int = 24) -> MultimodalJEPAConfig:

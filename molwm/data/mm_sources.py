@@ -28,7 +28,7 @@ import numpy as np
 from featurizers.assay import AssayNormalizer
 from featurizers.image import CHANNELS, ChannelStats, featurize_sites
 from featurizers.molecule import featurize_arrays
-from molwm.data.multimodal import MultimodalData
+from molwm.data.multimodal import AssayStore, GraphStore, ImageStore, MultimodalData
 
 
 @dataclass
@@ -222,9 +222,10 @@ def _data(rows: _Rows, assay_names, normalizer, images, present, rejects, what: 
     values = _panel(rows, assay_names)
     if assay_names:
         values = normalizer.transform(values).astype(np.float32)
-    return MultimodalData(arrays, graph_of, values, list(assay_names), images, present,
-                          np.asarray(rows.image, dtype=np.int64), list(rows.smiles), list(rows.source),
-                          list(rows.compound), np.asarray(rows.site, dtype=np.int64))
+    stores = {"graph": GraphStore(arrays, graph_of), "assay": AssayStore(values, list(assay_names)),
+              "image": ImageStore(images, present, np.asarray(rows.image, dtype=np.int64))}
+    return MultimodalData(stores, list(rows.smiles), list(rows.source), list(rows.compound),
+                          np.asarray(rows.site, dtype=np.int64))
 
 
 def graphs_only(smiles: list) -> MultimodalData:

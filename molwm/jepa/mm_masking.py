@@ -15,16 +15,18 @@ boolean and index tensors.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from molwm.data.multimodal import MODALITIES, MultimodalBatch
-from molwm.encoders.graph import structural_pe
-from molwm.jepa.masking import GraphMasks, MaskConfig, sample_graph_masks
+from molwm.data.multimodal import MultimodalBatch
+from molwm.jepa.masking import GraphMasks, MaskConfig
+from molwm.jepa.modalities import modality_index, modality_names, units
+from molwm.jepa.modalities.assay import assay_subset_masks  # noqa: F401 (re-exported)
+from molwm.jepa.modalities.image import image_block_masks  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -48,6 +50,8 @@ class MultimodalMaskConfig:
             context (neither seen nor predicted), so that the predictor also
             learns to forecast from a single modality, as queries from a
             molecule alone ask it to.
+        modality_settings: Mask settings of modalities beyond the built-ins, by name
+            (read by their unit, :mod:`molwm.jepa.modalities`).
     """
 
     graph: MaskConfig = field(default_factory=MaskConfig)
@@ -60,6 +64,7 @@ class MultimodalMaskConfig:
     whole_modality_weights: dict[str, float] = field(
         default_factory=lambda: {"graph": 1.0, "assay": 1.0, "image": 1.0})
     context_drop_prob: float = 0.0
+    modality_settings: dict[str, dict] = field(default_factory=dict)
 
     def validate(self) -> None:
         from molwm.config import ConfigError
@@ -70,9 +75,10 @@ class MultimodalMaskConfig:
             raise ConfigError(f"context_drop_prob must be in [0, 1], got {self.context_drop_prob}")
         if not 0.0 < self.assay_fraction < 1.0:
             raise ConfigError(f"assay_fraction must be in (0, 1), got {self.assay_fraction}")
-        unknown = set(self.whole_modality_weights) - set(MODALITIES)
-        if unknown:
-            raise ConfigError(f"whole_modality_weights: unknown modality {sorted(unknown)} (known: {MODALITIES})")
+        for key in ("whole_modality_weights", "modality_settings"):
+            unknown = set(getattr(self, key)) - set(modality_names())
+            if unknown:
+                raise ConfigError(f"{key}: unknown modality {sorted(unknown)} (known: {list(modality_names())})")
 
 
 @dataclass
@@ -80,76 +86,47 @@ class MultimodalMasks:
     """Which tokens the context sees and which the predictor must forecast.
 
     Attributes:
-        hidden: ``[B]`` long index into ``MODALITIES`` of the modality hidden
-            whole, -1 where none is.
+        hidden: ``[B]`` long index (registry order, :mod:`molwm.jepa.modalities`) of the
+            modality hidden whole, -1 where none is.
         dropped: ``[B]`` long index of a modality left out of the context
             without being predicted, -1 where none is.
-        graph: Atom masks over ``batch.graph`` (None without graphs).
-        image_keep: ``[Bi, Np]`` bool context patches (None without images).
-        image_target: ``[Bi, Np]`` bool hidden patches.
-        assay_keep: ``[Ba, T]`` bool context measurements (None without assays).
-        assay_target: ``[Ba, T]`` bool hidden measurements.
+        parts: Modality name -> its masks over that modality's batch (graph:
+            :class:`~molwm.jepa.masking.GraphMasks`; padded tokens:
+            :class:`~molwm.jepa.modalities.TokenMask`), for the modalities the batch has.
     """
 
     hidden: Tensor
     dropped: Tensor | None = None
-    graph: GraphMasks | None = None
-    image_keep: Tensor | None = None
-    image_target: Tensor | None = None
-    assay_keep: Tensor | None = None
-    assay_target: Tensor | None = None
+    parts: dict[str, Any] = field(default_factory=dict)
 
+    def part(self, modality: str) -> Any:
+        """Masks of ``modality`` (None if the batch does not have it)."""
+        return self.parts.get(modality)
 
-def image_block_masks(n: int, grid: int, config: MultimodalMaskConfig,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """I-JEPA multi-block masks for ``n`` images on a ``grid x grid`` patch layout.
+    # the built-in modalities' masks by name, for readers of one of them
+    @property
+    def graph(self) -> GraphMasks | None:
+        return self.part("graph")
 
-    Returns:
-        ``(keep [n, grid*grid], target [n, grid*grid])``; disjoint, each row
-        keeps at least one patch and hides at least one.
-    """
-    keep = np.zeros((n, grid, grid), dtype=bool)
-    target = np.zeros((n, grid, grid), dtype=bool)
-    lo_a, hi_a = (math.log(a) for a in config.image_aspect)
-    for i in range(n):
-        for _ in range(config.image_blocks):
-            h, w = _block_shape(rng.uniform(*config.image_block_scale), math.exp(rng.uniform(lo_a, hi_a)), grid)
-            y, x = rng.integers(0, grid - h + 1), rng.integers(0, grid - w + 1)
-            target[i, y:y + h, x:x + w] = True
-        h, w = _block_shape(rng.uniform(*config.image_context_scale), 1.0, grid)
-        y, x = rng.integers(0, grid - h + 1), rng.integers(0, grid - w + 1)
-        keep[i, y:y + h, x:x + w] = True
-        keep[i] &= ~target[i]
-        if not keep[i].any():  # targets covered the context block: keep one free patch
-            free = np.flatnonzero(~target[i].reshape(-1))
-            keep[i].reshape(-1)[rng.choice(free)] = True
-    return keep.reshape(n, -1), target.reshape(n, -1)
+    @property
+    def image_keep(self) -> Tensor | None:
+        """``[Bi, Np]`` bool context patches."""
+        return None if self.part("image") is None else self.parts["image"].keep
 
+    @property
+    def image_target(self) -> Tensor | None:
+        """``[Bi, Np]`` bool hidden patches."""
+        return None if self.part("image") is None else self.parts["image"].target
 
-def _block_shape(scale: float, aspect: float, grid: int) -> tuple[int, int]:
-    area = scale * grid * grid
-    h = int(round(math.sqrt(area * aspect)))
-    w = int(round(math.sqrt(area / aspect)))
-    return min(max(h, 1), grid), min(max(w, 1), grid)
+    @property
+    def assay_keep(self) -> Tensor | None:
+        """``[Ba, T]`` bool context measurements."""
+        return None if self.part("assay") is None else self.parts["assay"].keep
 
-
-def assay_subset_masks(pad: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Hide ``fraction`` of each row's measurements (at least one hidden and one kept where possible).
-
-    Args:
-        pad: ``[Ba, T]`` bool, True where a row has no measurement.
-    """
-    keep = ~pad
-    target = np.zeros_like(pad)
-    for i in range(pad.shape[0]):
-        real = np.flatnonzero(~pad[i])
-        if len(real) < 2:
-            continue  # a single measurement stays context (whole-modality masking can still hide it)
-        k = min(max(1, int(round(fraction * len(real)))), len(real) - 1)
-        hide = rng.choice(real, size=k, replace=False)
-        target[i, hide] = True
-        keep[i, hide] = False
-    return keep, target
+    @property
+    def assay_target(self) -> Tensor | None:
+        """``[Ba, T]`` bool hidden measurements."""
+        return None if self.part("assay") is None else self.parts["assay"].target
 
 
 def sample_multimodal_masks(batch: MultimodalBatch, config: MultimodalMaskConfig, grid: int,
@@ -162,8 +139,9 @@ def sample_multimodal_masks(batch: MultimodalBatch, config: MultimodalMaskConfig
         grid: Image patch grid side (``image_size // patch``).
         rng: Seeded generator (seed per step for exact resume).
     """
-    present = batch.present().numpy()  # [B, M]
-    weights = np.array([config.whole_modality_weights.get(m, 1.0) for m in MODALITIES])
+    names = modality_names()
+    present = batch.present(names).numpy()  # [B, M]
+    weights = np.array([config.whole_modality_weights.get(m, 1.0) for m in names])
     hidden = np.full(batch.size, -1, dtype=np.int64)
     for i in range(batch.size):
         have = np.flatnonzero(present[i] & (weights > 0))
@@ -176,50 +154,13 @@ def sample_multimodal_masks(batch: MultimodalBatch, config: MultimodalMaskConfig
         if len(others) >= 2 and rng.random() < config.context_drop_prob:
             dropped[i] = int(rng.choice(others))
     masks = MultimodalMasks(hidden=torch.from_numpy(hidden), dropped=torch.from_numpy(dropped))
-    if batch.graph is not None:
-        masks.graph = _graph_masks(batch, config.graph, hidden, dropped, rng)
-    if batch.image is not None:
-        keep, target = image_block_masks(len(batch.image_rows), grid, config, rng)
-        rows = batch.image_rows.numpy()
-        whole, gone = hidden[rows] == MODALITIES.index("image"), dropped[rows] == MODALITIES.index("image")
-        keep[whole], target[whole] = False, True
-        keep[gone], target[gone] = False, False
-        masks.image_keep, masks.image_target = torch.from_numpy(keep), torch.from_numpy(target)
-    if batch.assay is not None:
-        pad = batch.assay.pad.numpy()
-        keep, target = assay_subset_masks(pad, config.assay_fraction, rng)
-        rows = batch.assay_rows.numpy()
-        whole, gone = hidden[rows] == MODALITIES.index("assay"), dropped[rows] == MODALITIES.index("assay")
-        keep[whole], target[whole] = False, ~pad[whole]
-        keep[gone], target[gone] = False, False
-        masks.assay_keep, masks.assay_target = torch.from_numpy(keep), torch.from_numpy(target)
+    for u in sorted(units(), key=lambda u: u.draw_rank):  # the generator's draws in a fixed order
+        part = batch.part(u.name)
+        if part is None:
+            continue
+        rows, j = batch.rows(u.name).numpy(), modality_index(u.name)
+        masks.parts[u.name] = u.sample_mask(part, config, grid, rng, hidden[rows] == j, dropped[rows] == j)
     return masks
-
-
-def _graph_masks(batch: MultimodalBatch, config: MaskConfig, hidden: np.ndarray, dropped: np.ndarray,
-                 rng: np.random.Generator) -> GraphMasks:
-    g = batch.graph
-    inner = sample_graph_masks(g, config, rng)
-    rows = batch.graph_rows.numpy()
-    whole_mol = hidden[rows] == MODALITIES.index("graph")  # [Bg]
-    gone_mol = dropped[rows] == MODALITIES.index("graph")
-    if not whole_mol.any() and not gone_mol.any():
-        return inner
-    mol = g.batch.numpy()
-    whole_atom, gone_atom = whole_mol[mol], gone_mol[mol]  # [N]
-    block = np.full(g.num_nodes, -1, dtype=np.int64)
-    block[inner.target_idx.numpy()] = inner.target_block.numpy()
-    n_blocks = int(inner.target_block.max()) + 1 if len(inner.target_block) else 0
-    block[whole_atom] = n_blocks + mol[whole_atom]  # one new block per wholly hidden molecule
-    block[gone_atom] = -1  # left out of the context, and not predicted either
-    target_idx = np.flatnonzero(block >= 0)  # atoms are grouped by molecule, so this stays grouped
-    keep = inner.keep.numpy() & ~whole_atom & ~gone_atom
-    return GraphMasks(
-        keep=torch.from_numpy(keep),
-        target_idx=torch.from_numpy(target_idx),
-        target_block=torch.from_numpy(block[target_idx]),
-        target_mol=torch.from_numpy(mol[target_idx]),
-    )
 
 
 def unseen_parameters(batch: MultimodalBatch, masks: MultimodalMasks | None) -> tuple[str, ...]:
@@ -228,11 +169,12 @@ def unseen_parameters(batch: MultimodalBatch, masks: MultimodalMasks | None) -> 
     query when no modality is hidden whole."""
     if masks is None:
         return ()
-    keeps = {"graph": masks.graph.keep if masks.graph is not None else None,
-             "assay": masks.assay_keep, "image": masks.image_keep}
-    out = [f"encoders.{m}." for m, keep in keeps.items()
-           if getattr(batch, m) is None or keep is None or not bool(keep.any())]
-    out += [f"predictor.pos.{MODALITIES.index(m)}." for m, has in hidden_tokens(masks).items() if not has]
+    out = []
+    for u in units():
+        mask = masks.part(u.name)
+        if batch.part(u.name) is None or mask is None or not u.has_visible(mask):
+            out.append(f"encoders.{u.name}.")
+    out += [f"predictor.pos.{modality_index(m)}." for m, has in hidden_tokens(masks).items() if not has]
     if not bool((masks.hidden >= 0).any()):
         out.append("predictor.pooled_query")  # no modality hidden whole: no pooled query asked
     return tuple(out)
@@ -240,14 +182,13 @@ def unseen_parameters(batch: MultimodalBatch, masks: MultimodalMasks | None) -> 
 
 def hidden_tokens(masks: MultimodalMasks) -> dict[str, bool]:
     """For each modality: do the masks hide any of its tokens (is there anything to predict)?"""
-    return {"graph": masks.graph.target_idx.numel() > 0 if masks.graph is not None else False,
-            "assay": masks.assay_target is not None and bool(masks.assay_target.any()),
-            "image": masks.image_target is not None and bool(masks.image_target.any())}
+    return {u.name: masks.part(u.name) is not None and u.has_hidden(masks.part(u.name)) for u in units()}
 
 
 def add_pe(batch: MultimodalBatch, model_config, generator: torch.Generator | None = None):
-    """Fill the graph's positional code (random sign flips from ``generator``)."""
-    if batch.graph is not None:
-        g, enc = batch.graph, model_config.graph
-        g.pe = structural_pe(g.edge_index, g.batch, g.num_graphs, enc.rw_steps, enc.lap_k, generator)
+    """Fill what each modality needs before encoding, e.g. the graph's positional code (random sign
+    flips from ``generator``)."""
+    for u in units():
+        if batch.part(u.name) is not None:
+            u.prepare(batch.part(u.name), model_config, generator)
     return batch

@@ -19,19 +19,17 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.utils import to_dense_batch
 
 from featurizers.spec import GraphSpec
-from molwm.data.multimodal import MODALITIES, MultimodalBatch
-from molwm.encoders.assay import AssayEncoder, AssayEncoderConfig
+from molwm.data.multimodal import MultimodalBatch
+from molwm.encoders.assay import AssayEncoderConfig
 from molwm.encoders.fusion import FusedTokens, Fusion, FusionConfig
-from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
-from molwm.encoders.image import ImageEncoder, ImageEncoderConfig, gather_tokens
+from molwm.encoders.graph import GraphEncoderConfig
+from molwm.encoders.image import ImageEncoderConfig
 from molwm.jepa.losses import prediction_loss, vicreg_regulariser
 from molwm.jepa.mm_masking import MultimodalMasks, unseen_parameters
+from molwm.jepa.modalities import HiddenQuery, modality_index, place, units
 from molwm.jepa.model import PredictorConfig
-
-G, A, I = (MODALITIES.index(m) for m in ("graph", "assay", "image"))
 
 
 @dataclass
@@ -51,6 +49,8 @@ class MultimodalJEPAConfig:
             (global-token) embedding's and each modality's pooled context embedding's.
         ema_start: EMA momentum at step 0.
         ema_end: EMA momentum at the last step.
+        modality_settings: Encoder settings of modalities beyond the built-ins, by name
+            (read by their unit, :mod:`molwm.jepa.modalities`).
     """
 
     dim: int = 128
@@ -64,6 +64,7 @@ class MultimodalJEPAConfig:
     anti_collapse_weight: float = 0.05
     ema_start: float = 0.996
     ema_end: float = 1.0
+    modality_settings: dict[str, dict] = field(default_factory=dict)
 
     def validate(self) -> None:
         from molwm.config import ConfigError
@@ -99,38 +100,12 @@ class MultimodalOutput:
     target: Tensor
 
 
-@dataclass
-class HiddenQuery:
-    """The hidden tokens of one modality, as the predictor is asked about them.
-
-    Attributes:
-        modality: Index into ``MODALITIES``.
-        pos: ``[B, Tq, P_m]`` positional codes of the hidden tokens (padded per row).
-        pad: ``[B, Tq]`` bool, True where a row has no query.
-        select: Which tokens they are: graph, ``[Nt]`` atom indices into ``batch.graph``;
-            assay and image, ``[Bm, T]`` bool over that modality's rows and positions.
-    """
-
-    modality: int
-    pos: Tensor
-    pad: Tensor
-    select: Tensor
-
-
-def _place(x: Tensor, pad: Tensor, rows: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Scatter ``x [Bm, T, *]`` / ``pad [Bm, T]`` into ``size`` batch rows (absent rows all pad)."""
-    out = x.new_zeros((size, *x.shape[1:]))
-    out_pad = torch.ones(size, x.shape[1], dtype=torch.bool, device=x.device)
-    out[rows], out_pad[rows] = x, pad
-    return out, out_pad
-
-
 class MultimodalPredictor(nn.Module):
     """Narrow transformer over ``[context, token queries per modality, pooled queries]``.
 
     Args:
         dim: Joint width ``D``.
-        pos_dims: Positional code width of each modality (in ``MODALITIES`` order).
+        pos_dims: Positional code width of each modality (in registry order).
         config: Sizes.
     """
 
@@ -186,17 +161,13 @@ class MultimodalJEPA(nn.Module):
                  with_targets: bool = True):
         super().__init__()
         self.config = config = config or MultimodalJEPAConfig()
-        self.encoders = nn.ModuleDict({
-            "graph": GraphEncoder(spec, config.graph),
-            "assay": AssayEncoder(n_assays, config.assay),
-            "image": ImageEncoder(config.image),
-        })
+        self.encoders = nn.ModuleDict({u.name: u.encoder(spec, n_assays, config) for u in units()})
         if with_targets:  # objectives without a target encoder (molwm.objectives.multimodal) skip it
             self.targets = copy.deepcopy(self.encoders)
             for p in self.targets.parameters():
                 p.requires_grad_(False)
-        self.fusion = Fusion(config.dim, len(MODALITIES), config.fusion)
-        pos_dims = [config.graph.pe_dim, n_assays, config.image.pos_dim]
+        self.fusion = Fusion(config.dim, len(units()), config.fusion)
+        pos_dims = [u.pos_dim(n_assays, config) for u in units()]
         self.predictor = MultimodalPredictor(config.dim, pos_dims, config.predictor)
 
     @property
@@ -206,42 +177,29 @@ class MultimodalJEPA(nn.Module):
         return self.targets if hasattr(self, "targets") else self.encoders
 
     # ---- encoders -------------------------------------------------------------------------------
-    def _encode(self, encoders: nn.ModuleDict, batch: MultimodalBatch, modality: int, keep: Tensor | None):
-        """Tokens of one modality for the rows that keep any, as ``(x, pad, rows)`` (None if no row)."""
-        rows = batch.rows(MODALITIES[modality])
-        if modality == G:
-            t = encoders["graph"].tokens(batch.graph, keep=keep)  # [Bg, T, D]
-            return t, rows
-        sel = torch.arange(len(rows), device=rows.device) if keep is None else torch.nonzero(keep.any(1)).squeeze(1)
-        if len(sel) == 0:
-            return None, rows
-        if modality == A:
-            t = encoders["assay"].tokens(batch.assay.select(sel), None if keep is None else keep[sel])
-        else:
-            img = batch.image.select(sel)
-            t = encoders["image"].tokens(img.pixels, img.present, None if keep is None else keep[sel])
-        return t, rows[sel]
+    def _encode(self, encoders: nn.ModuleDict, batch: MultimodalBatch, modality: str, keep: Tensor | None):
+        """Tokens of one modality for the rows that keep any, as ``(tokens, rows)`` (``(None, rows)`` if no row)."""
+        u = units()[modality_index(modality)]
+        return u.encode(encoders[modality], batch.part(modality), batch.rows(modality), keep)
 
     def context(self, batch: MultimodalBatch, masks: MultimodalMasks | None = None) -> FusedTokens:
         """Fused context tokens; without masks every present token is visible."""
         parts = []
-        keeps = {G: masks.graph.keep if masks is not None and masks.graph is not None else None,
-                 A: masks.assay_keep if masks is not None else None,
-                 I: masks.image_keep if masks is not None else None}
-        for m in (G, A, I):
-            if getattr(batch, MODALITIES[m]) is None:
+        for j, u in enumerate(units()):
+            if batch.part(u.name) is None:
                 continue
-            t, rows = self._encode(self.encoders, batch, m, keeps[m])
+            mask = masks.part(u.name) if masks is not None else None
+            t, rows = self._encode(self.encoders, batch, u.name, None if mask is None else u.keep(mask))
             if t is not None:
-                x, pad = _place(t.x, t.pad, rows, batch.size)
-                parts.append((m, x, pad))
+                x, pad = place(t.x, t.pad, rows, batch.size)
+                parts.append((j, x, pad))
         if not parts:
             z = self.fusion.global_token.new_zeros(batch.size, 0, self.config.dim)
-            parts.append((G, z, torch.zeros(batch.size, 0, dtype=torch.bool)))
+            parts.append((0, z, torch.zeros(batch.size, 0, dtype=torch.bool)))
         return self.fusion(parts)
 
     @torch.no_grad()
-    def target_tokens(self, batch: MultimodalBatch, modality: int):
+    def target_tokens(self, batch: MultimodalBatch, modality: str):
         """Layer-normed target tokens of one modality for its rows: ``(x [Bm, T, D], pad [Bm, T])``."""
         for enc in self.readout.values():
             enc.eval()
@@ -255,26 +213,14 @@ class MultimodalJEPA(nn.Module):
         Every objective that predicts hidden parts (embeddings here, raw content in
         :mod:`molwm.objectives.multimodal`) asks the predictor the same questions.
         """
-        b, out = batch.size, []
-        for m in (G, A, I):
-            if getattr(batch, MODALITIES[m]) is None:
+        out = []
+        for j, u in enumerate(units()):
+            if batch.part(u.name) is None or masks.part(u.name) is None:
                 continue
-            rows = batch.rows(MODALITIES[m])
-            if m == G:
-                gm = masks.graph
-                if gm is None or len(gm.target_idx) == 0:
-                    continue
-                pos, real_q = to_dense_batch(batch.graph.pe[gm.target_idx], rows[gm.target_mol], batch_size=b)
-                out.append(HiddenQuery(m, pos, ~real_q, gm.target_idx))
-                continue
-            tmask = masks.assay_target if m == A else masks.image_target  # [Bm, T]
-            if tmask is None or not bool(tmask.any()):
-                continue
-            code = self.encoders["assay"].positions(batch.assay.ids) if m == A else \
-                self.encoders["image"].pos_code.expand(len(rows), -1, -1)
-            pos, qpad, _ = gather_tokens(code, tmask)  # [Bm, K, P]
-            pos, qpad = _place(pos, qpad, rows, b)
-            out.append(HiddenQuery(m, pos, qpad, tmask))
+            q = u.query(j, self.encoders[u.name], batch.part(u.name), masks.part(u.name), batch.rows(u.name),
+                        batch.size)
+            if q is not None:
+                out.append(q)
         return out
 
     def forward(self, batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalOutput:
@@ -282,27 +228,23 @@ class MultimodalJEPA(nn.Module):
         d, b = self.config.dim, batch.size
         pooled_t = torch.zeros(b, d, device=batch.index.device)
         tokens = {}
-        for m in (G, A, I):
-            if getattr(batch, MODALITIES[m]) is None:
+        for j, u in enumerate(units()):
+            if batch.part(u.name) is None:
                 continue
-            tx, tpad = self.target_tokens(batch, m)  # [Bm, T, D]
-            tokens[m] = (tx, tpad)
+            tx, tpad = self.target_tokens(batch, u.name)  # [Bm, T, D]
+            tokens[j] = (tx, tpad)
             real = (~tpad).unsqueeze(-1).to(tx.dtype)
             mean = (tx * real).sum(1) / real.sum(1).clamp(min=1.0)  # [Bm, D]
-            pooled_t[batch.rows(MODALITIES[m])] = F.layer_norm(mean, (d,))
+            pooled_t[batch.rows(u.name)] = F.layer_norm(mean, (d,))
         queries = self.hidden_queries(batch, masks)
-        targets = []
-        for q in queries:
-            tx, tpad = tokens[q.modality]
-            # graph: atoms in batch order, then the hidden ones; others: hidden tokens row-major
-            targets.append(tx[~tpad][q.select] if q.modality == G else tx[q.select])
+        targets = [units()[q.modality].hidden_targets(*tokens[q.modality], q.select) for q in queries]
         context = self.context(batch, masks)
         preds, pooled_p = self.predictor(context, [(q.modality, q.pos, q.pad) for q in queries], masks.hidden)
         per_modality = {}
         flat_pred = []
         for q, pred, tgt in zip(queries, preds, targets):
             p = pred[~q.pad]  # row-major: rows ascending, tokens in position order, like the targets
-            per_modality[MODALITIES[q.modality]] = prediction_loss(p, tgt, self.config.loss)
+            per_modality[units()[q.modality].name] = prediction_loss(p, tgt, self.config.loss)
             flat_pred.append(p)
         zero = context.joint.sum() * 0.0
         pred_loss = torch.stack(list(per_modality.values())).mean() if per_modality else zero
@@ -359,7 +301,7 @@ class MultimodalJEPA(nn.Module):
         """Predicted pooled target embedding of ``modality`` from the modalities present: ``[B, D]``."""
         self.eval()
         context = self.context(batch)
-        hidden = torch.full((batch.size,), MODALITIES.index(modality), dtype=torch.long)
+        hidden = torch.full((batch.size,), modality_index(modality), dtype=torch.long)
         _, pooled = self.predictor(context, [], hidden)
         return pooled
 
@@ -377,7 +319,7 @@ class MultimodalJEPA(nn.Module):
         b, d = batch.size, self.config.dim
         n = self.encoders["assay"].n_assays
         ids = torch.arange(n).expand(b, n)
-        queries = [(A, self.encoders["assay"].positions(ids), torch.zeros(b, n, dtype=torch.bool))]
+        queries = [(modality_index("assay"), self.encoders["assay"].positions(ids), torch.zeros(b, n, dtype=torch.bool))]
         (tokens,), _ = self.predictor(context, queries, torch.full((b,), -1, dtype=torch.long))
         graph = torch.zeros(b, d)
         if batch.graph is not None:
@@ -392,7 +334,7 @@ class MultimodalJEPA(nn.Module):
         Returns:
             ``(embeddings [Bm, D], rows [Bm])``.
         """
-        tx, tpad = self.target_tokens(batch, MODALITIES.index(modality))
+        tx, tpad = self.target_tokens(batch, modality)
         real = (~tpad).unsqueeze(-1).to(tx.dtype)
         mean = (tx * real).sum(1) / real.sum(1).clamp(min=1.0)
         return F.layer_norm(mean, (self.config.dim,)), batch.rows(modality)

@@ -50,7 +50,7 @@ class JointGraphModel:
 
     def _wrap(self, batch: GraphBatch) -> MultimodalBatch:
         n = batch.num_graphs
-        return MultimodalBatch(size=n, index=torch.arange(n), graph=batch, graph_rows=torch.arange(n))
+        return MultimodalBatch(size=n, index=torch.arange(n)).put("graph", batch, torch.arange(n))
 
     @torch.no_grad()
     def embed(self, batch: GraphBatch) -> torch.Tensor:

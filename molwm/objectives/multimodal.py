@@ -26,26 +26,16 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from featurizers.spec import GraphSpec
 from molwm.data.multimodal import MultimodalBatch
 from molwm.jepa.contrastive import ContrastiveMolImage
 from molwm.jepa.mm_masking import MultimodalMasks, hidden_tokens
-from molwm.jepa.multimodal import A, G, MultimodalJEPA, MultimodalJEPAConfig, MultimodalOutput
+from molwm.jepa.modalities import units
+from molwm.jepa.modalities.image import normalised_patches  # noqa: F401 (re-exported)
+from molwm.jepa.multimodal import MultimodalJEPA, MultimodalJEPAConfig, MultimodalOutput
 from molwm.objectives.registry import ObjectiveInputs, register
-
-
-def normalised_patches(pixels: Tensor, patch: int, eps: float = 1e-6) -> Tensor:
-    """Pixels as patches, each patch and channel standardised by its own mean and std (MAE's target).
-
-    Shapes:
-        pixels ``[B, C, H, W]`` -> ``[B, Np, C, patch*patch]`` (patches row-major, like the encoder's).
-    """
-    x = rearrange(pixels, "b c (h p1) (w p2) -> b (h w) c (p1 p2)", p1=patch, p2=patch)
-    mean, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)
-    return (x - mean) / (var + eps).sqrt()
 
 
 class _NoTargets(MultimodalJEPA):
@@ -72,14 +62,14 @@ class MultimodalGenerative(_NoTargets):
 
     def __init__(self, spec: GraphSpec, n_assays: int, config: MultimodalJEPAConfig | None = None):
         super().__init__(spec, n_assays, config)
-        d, img = self.config.dim, self.config.image
-        self.pixel_head = nn.Linear(d, img.channels * img.patch**2)
-        self.value_head = nn.Linear(d, 1)
-        self.atom_heads = nn.ModuleList(nn.Linear(d, n) for n in spec.atom_sizes)
+        # one head per modality, named by its unit (``atom_heads``, ``value_head``, ``pixel_head``);
+        # built last unit first, the order the first three were written in, so seeded runs repeat
+        for u in reversed(units()):
+            setattr(self, u.head_name, u.raw_head(spec, self.config))
 
     def untrained_parameters(self, batch: MultimodalBatch, masks: MultimodalMasks) -> tuple[str, ...]:
         """As the JEPA's, plus the raw-content heads of modalities with nothing hidden."""
-        heads = {"graph": "atom_heads.", "assay": "value_head.", "image": "pixel_head."}
+        heads = {u.name: f"{u.head_name}." for u in units()}
         return (*super().untrained_parameters(batch, masks),
                 *(heads[m] for m, has in hidden_tokens(masks).items() if not has))
 
@@ -89,13 +79,8 @@ class MultimodalGenerative(_NoTargets):
         Graph: ``[Nt, Ca]`` atom categories; assay: ``[Nt]`` values; image:
         ``[Nt, C, p*p]`` normalised pixels with ``[Nt, C]`` present-channel weights.
         """
-        if modality == G:
-            return batch.graph.x[select].clone(), None
-        if modality == A:
-            return batch.assay.values[select].clone(), None
-        patches = normalised_patches(batch.image.pixels, self.config.image.patch)  # [Bi, Np, C, p*p]
-        present = batch.image.present[:, None, :].expand(-1, patches.shape[1], -1)  # [Bi, Np, C]
-        return patches[select], present[select].to(patches.dtype)
+        u = units()[modality]
+        return u.raw_target(batch.part(u.name), select, self.config)
 
     def forward(self, batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalOutput:
         """Reconstruct every hidden token's raw content from the fused context."""
@@ -106,16 +91,8 @@ class MultimodalGenerative(_NoTargets):
         preds, _ = self.predictor(context, [(q.modality, q.pos, q.pad) for q in queries], none)
         per_modality = {}
         for q, pred, (tgt, weight) in zip(queries, preds, targets):
-            h = pred[~q.pad]  # [Nt, D] in the targets' order
-            if q.modality == G:
-                loss = torch.stack([F.cross_entropy(head(h), tgt[:, j]) for j, head in enumerate(self.atom_heads)])
-                per_modality["graph"] = loss.mean()
-            elif q.modality == A:
-                per_modality["assay"] = F.mse_loss(self.value_head(h).squeeze(-1), tgt)
-            else:
-                out = self.pixel_head(h).reshape(tgt.shape)  # [Nt, C, p*p]
-                err = ((out - tgt) ** 2).mean(-1)  # [Nt, C]
-                per_modality["image"] = (err * weight).sum() / weight.sum().clamp(min=1.0)
+            u = units()[q.modality]
+            per_modality[u.name] = u.raw_loss(getattr(self, u.head_name), pred[~q.pad], tgt, weight)  # [Nt, D]
         zero = context.joint.sum() * 0.0
         pred_loss = torch.stack(list(per_modality.values())).mean() if per_modality else zero
         reg = self.anti_collapse(context).detach()  # logged for comparison, not trained on
@@ -145,12 +122,8 @@ class MultimodalViews(_NoTargets):
     @staticmethod
     def second_view(batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalMasks:
         """The hidden tokens as a context: view 2 sees exactly what view 1 does not predict from."""
-        graph = None
-        if masks.graph is not None:
-            keep = torch.zeros(batch.graph.num_nodes, dtype=torch.bool, device=masks.graph.target_idx.device)
-            keep[masks.graph.target_idx] = True
-            graph = replace(masks.graph, keep=keep)
-        return replace(masks, graph=graph, image_keep=masks.image_target, assay_keep=masks.assay_target)
+        return replace(masks, parts={u.name: u.second_view(batch.part(u.name), masks.part(u.name))
+                                     for u in units() if masks.part(u.name) is not None})
 
     @staticmethod
     def _has_tokens(context) -> Tensor:

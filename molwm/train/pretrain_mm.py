@@ -21,9 +21,10 @@ from featurizers.molecule import GRAPH_SPEC
 from molwm.checkpoints import load_resume_checkpoint
 from molwm.config import ConfigError, from_dict, to_dict
 from molwm.data.mm_sources import MultimodalBuild, MultimodalDataConfig, build_multimodal_data
-from molwm.data.multimodal import MODALITIES, MultimodalData
+from molwm.data.multimodal import MultimodalData
 from molwm.jepa.health import embedding_health
 from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, sample_multimodal_masks
+from molwm.jepa.modalities import modality_names, units
 from molwm.jepa.multimodal import MultimodalJEPAConfig
 from molwm.models import load_encoder
 from molwm.models.multimodal import kind_for as mm_kind_for
@@ -63,7 +64,7 @@ class MultimodalPretrainConfig(RunConfig):
     kind: Literal["multimodal"] = "multimodal"
     objective: str = "jepa"
     objective_settings: dict[str, Any] = field(default_factory=dict)
-    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    modalities: list[str] = field(default_factory=lambda: list(modality_names()))
     data: MultimodalDataConfig = field(default_factory=lambda: MultimodalDataConfig(moleculeace=True))
     model: MultimodalJEPAConfig = field(default_factory=MultimodalJEPAConfig)
     mask: MultimodalMaskConfig = field(default_factory=MultimodalMaskConfig)
@@ -77,9 +78,9 @@ class MultimodalPretrainConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         objective_settings("multimodal", self.objective, self.objective_settings)  # known objective and keys
-        bad = [m for m in self.modalities if m not in MODALITIES]
+        bad = [m for m in self.modalities if m not in modality_names()]
         if bad or not self.modalities:
-            raise ConfigError(f"modalities: unknown {bad} (known: {list(MODALITIES)})")
+            raise ConfigError(f"modalities: unknown {bad} (known: {list(modality_names())})")
         if self.probes is not None and self.data.lab is None:
             raise ConfigError("probes read a synthetic lab's ground truth: set data.lab")
         if "image" in self.modalities and self.data.image_size != self.model.image.image_size:
@@ -106,7 +107,7 @@ class MultimodalSteps:
     def __init__(self, data: MultimodalData, config: MultimodalPretrainConfig):
         self.data, self.config = data, config
 
-        self.drop = tuple(m for m in MODALITIES if m not in config.modalities)
+        self.drop = tuple(m for m in modality_names() if m not in config.modalities)
         self.data_rows = np.flatnonzero(data.present(config.modalities))  # samples showing a kept modality
         self.steps_per_epoch = max(1, len(self.data_rows) // config.batch_size)
 
@@ -159,9 +160,8 @@ def train_step(model, optimizer, batch, masks, config: MultimodalPretrainConfig,
 def shown_parameters(model, modalities) -> int:
     """Trainable parameters a run showing only ``modalities`` can train: the encoders, predictor
     position codes and generative heads of the other modalities are left out."""
-    heads = {"graph": "atom_heads.", "assay": "value_head.", "image": "pixel_head."}
-    unused = tuple(p for m in MODALITIES if m not in modalities
-                   for p in (f"encoders.{m}.", f"predictor.pos.{MODALITIES.index(m)}.", heads[m]))
+    unused = tuple(p for j, u in enumerate(units()) if u.name not in modalities
+                   for p in (f"encoders.{u.name}.", f"predictor.pos.{j}.", f"{u.head_name}."))
     return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith(unused))
 
 

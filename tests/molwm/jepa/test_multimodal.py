@@ -71,7 +71,7 @@ def test_whole_modality_targets_are_that_modality(mm_data, mm_config):
     out = model(b, m)
     n_patches = mm_config.image.n_patches
     # pooled target of a hidden image equals the layer-normed mean of its own target tokens
-    tx, _ = model.target_tokens(b, 2)
+    tx, _ = model.target_tokens(b, "image")
     assert m.image_target[whole].sum() == whole.sum() * n_patches
     assert set(out.per_modality) >= {"image"} and torch.isfinite(out.loss)
     pooled = torch.nn.functional.layer_norm(tx.mean(1), (mm_config.dim,))
