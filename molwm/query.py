@@ -183,7 +183,8 @@ class MoleculeModel:
         emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32) if embed else None
         preds = np.full((max(1, len(self.members)), n, len(self.targets)), np.nan) if predict else None
         embed_fn = self.members[0].embed if self.members else (self.joint or self.encoder).embed
-        for arrays in self._featurized(list(smiles), status):
+        smiles = list(smiles)
+        for arrays in self._featurized(smiles, status):
             for pos, b in self._batches(arrays):
                 if embed and not predict:
                     emb[pos] = embed_fn(b).numpy()
@@ -196,7 +197,7 @@ class MoleculeModel:
                         z = m.embed(b)  # the pooled features this member's head reads
                         if embed and k == 0:
                             emb[pos] = z.numpy()
-                        out = m.head(z).double().numpy()
+                        out = m.head_from(z, [smiles[i] for i in pos]).double().numpy()  # extras from SMILES
                         preds[k, pos] = 1 / (1 + np.exp(-out)) if self.task == "classification" else out * std + mean
         return emb, preds, status
 

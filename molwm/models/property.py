@@ -1,4 +1,9 @@
-"""Fine-tuned property models (``property_model``): a deep ensemble of encoder + head, one per seed."""
+"""Fine-tuned property models (``property_model``): a deep ensemble of encoder + head, one per seed.
+
+A member is a network (:class:`~molwm.tasks.heads.PropertyModel`, optionally reading extra molecule
+features whose standardisation is stored beside it) or, for ``mode: tabular``, a forest on the frozen
+embedding and the extra features (:class:`~molwm.tasks.heads.TabularMember`, its trees as tensors).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,44 @@ from featurizers.molecule import GRAPH_SPEC
 from molwm.config import from_dict
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
 from molwm.models.base import ModelKind, MoleculeParts, State, strip_prefix
-from molwm.tasks.heads import HeadConfig, PropertyModel
+from molwm.tasks.extras import ExtraInputs, FeatureScaler
+from molwm.tasks.forest import ArrayForest
+from molwm.tasks.heads import HeadConfig, PropertyModel, TabularMember
+
+
+def member_state(model) -> dict:
+    """What a checkpoint keeps of one member: a network's ``state_dict`` (its extra-feature scaler
+    under ``extra_scaler``) or a tabular member's encoder, trees and fill values."""
+    if isinstance(model, TabularMember):
+        return model.to_state()
+    state = dict(model.state_dict())
+    if model.extra is not None:
+        state["extra_scaler"] = model.extra_scaler.to_dict()
+    return state
+
+
+def _member(weights: dict, state: State, enc_cfg: GraphEncoderConfig, head_cfg: HeadConfig):
+    extra = from_dict(ExtraInputs, state["extra"]) if state.get("extra") else None
+    if state.get("member_kind") == "tabular":
+        encoder = GraphEncoder(GRAPH_SPEC, enc_cfg)
+        encoder.load_state_dict(weights["encoder"])
+        forests = [ArrayForest.from_state(f) for f in weights["forests"]]
+        return TabularMember(encoder.eval(), head_cfg.pooling, extra, forests, np.asarray(weights["fill"]),
+                             state["task"])
+    weights = dict(weights)
+    scaler = weights.pop("extra_scaler", None)
+    m = PropertyModel(GraphEncoder(GRAPH_SPEC, enc_cfg), len(state["targets"]), head_cfg, extra)
+    m.load_state_dict(weights)
+    m.extra_scaler = FeatureScaler.from_dict(scaler) if scaler is not None else None
+    return m.eval()
 
 
 def property_encoder(state: State) -> GraphEncoder:
     """The first member's encoder (what a further fine-tune starts from)."""
     encoder = GraphEncoder(GRAPH_SPEC, from_dict(GraphEncoderConfig, state["encoder_config"]))
-    encoder.load_state_dict(strip_prefix(state["members"][0], "encoder."))
+    first = state["members"][0]
+    encoder.load_state_dict(first["encoder"] if state.get("member_kind") == "tabular" else
+                            strip_prefix({k: v for k, v in first.items() if k != "extra_scaler"}, "encoder."))
     return encoder.eval()
 
 
@@ -22,11 +58,7 @@ def property_parts(state: State) -> MoleculeParts:
     """Every member rebuilt, with its target scaler and the training labels."""
     enc_cfg = from_dict(GraphEncoderConfig, state["encoder_config"])
     head_cfg = from_dict(HeadConfig, state["head_config"])
-    members = []
-    for weights in state["members"]:
-        m = PropertyModel(GraphEncoder(GRAPH_SPEC, enc_cfg), len(state["targets"]), head_cfg)
-        m.load_state_dict(weights)
-        members.append(m.eval())
+    members = [_member(weights, state, enc_cfg, head_cfg) for weights in state["members"]]
     scalers = [(np.asarray(a), np.asarray(b)) for a, b in state["scalers"]]
     train = state.get("train_targets")
     train = None if train is None else np.asarray(train, dtype=np.float64).reshape(len(train), -1)

@@ -1,8 +1,11 @@
 """Fine-tune property predictors on scaffold splits, one nested MLflow run per seed.
 
 Modes: ``scratch`` (random init), ``linear_probe`` (frozen pretrained encoder,
-linear head; embeddings computed once) and ``full`` (pretrained encoder and
-head trained together). Missing labels are masked out of the loss; regression
+linear head; embeddings computed once), ``full`` (pretrained encoder and
+head trained together; ``freeze_epochs`` trains the head alone first) and
+``tabular`` (a forest on the frozen embedding joined with RDKit descriptors and
+Morgan counts). ``extra`` joins normalised RDKit descriptors (and/or Morgan
+counts) to the embedding a network head reads. Missing labels are masked out of the loss; regression
 targets are standardised with train-set statistics only; the model kept is
 the epoch with the best validation metric. The split of every seed is logged
 as ``split.json`` (Chemprop's ``--splits-file`` format) and can be given back
@@ -11,7 +14,6 @@ through ``split.file``.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,18 +25,28 @@ import torch
 from featurizers.molecule import GRAPH_SPEC
 from molwm.checkpoints import save_checkpoint
 from molwm.config import ConfigError, to_dict
-from molwm.data.batch import CachedGraphs, GraphBatch
+from molwm.data.batch import CachedGraphs
 from molwm.data.prepare import PrepareConfig, prepare_dataset
 from molwm.data.splits import load_splits, make_split, save_splits
-from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
+from molwm.encoders.graph import GraphEncoderConfig
 from molwm.models import load_encoder
-from molwm.models.property import PROPERTY_MODEL
+from molwm.models.property import PROPERTY_MODEL, member_state
 from molwm.packaging import package_for
-from molwm.tasks.heads import HeadConfig, PropertyModel
-from molwm.tasks.metrics import masked_loss, primary_metric, task_metrics
+from molwm.tasks.extras import ExtraInputs
+from molwm.tasks.heads import HeadConfig
 from molwm.tasks.uncertainty import CalibrationConfig, fit_from_members
 from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
-from molwm.train.common import plot_curves
+from molwm.train.finetune_steps import (
+    LabelledGraphs,
+    TabularConfig,
+    fit_tabular_member,
+    fold_standardisation,
+    head_config,
+    member_predictor,
+    train_member,
+)
+
+_fold_standardisation = fold_standardisation  # the old private name (tests and notebooks import it)
 
 
 @dataclass
@@ -71,7 +83,7 @@ class FinetuneConfig:
         dataset: Labelled card (regression or classification, one or more targets).
         limit: First N rows only.
         cache_dir: Featurization cache root.
-        mode: ``full``, ``linear_probe`` or ``scratch``.
+        mode: ``full``, ``linear_probe``, ``scratch`` or ``tabular``.
         from_model: Pretrained checkpoint or MLflow model URI (needed unless ``scratch``).
         encoder: Encoder sizes for ``scratch`` (a pretrained model brings its own).
         head: Prediction head (``linear_probe`` always uses a linear head).
@@ -81,6 +93,12 @@ class FinetuneConfig:
         batch_size: Molecules per step.
         lr: Learning rate of the head (and of the encoder in ``scratch``).
         encoder_lr_ratio: Encoder learning rate relative to ``lr`` in ``full`` mode.
+        freeze_epochs: ``full`` mode: train the head alone on the frozen encoder for this many
+            epochs, then everything (staged unfreezing; 0: from the start).
+        extra: Molecule features joined to the embedding before the head (RDKit descriptors,
+            Morgan counts), standardised on each member's training rows.
+        tabular: The forest of ``mode: tabular`` (its features: the embedding plus ``extra``,
+            RDKit descriptors and Morgan counts when ``extra`` names none).
         weight_decay: AdamW weight decay.
         patience: Epochs without validation improvement before stopping.
         threads: torch intra-op threads (0: default).
@@ -95,7 +113,7 @@ class FinetuneConfig:
     dataset: str
     limit: int | None = None
     cache_dir: str | None = None
-    mode: Literal["full", "linear_probe", "scratch"] = "full"
+    mode: Literal["full", "linear_probe", "scratch", "tabular"] = "full"
     from_model: str | None = None
     encoder: GraphEncoderConfig = field(default_factory=GraphEncoderConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -105,6 +123,9 @@ class FinetuneConfig:
     batch_size: int = 64
     lr: float = 1e-3
     encoder_lr_ratio: float = 0.5
+    freeze_epochs: int = 0
+    extra: ExtraInputs = field(default_factory=ExtraInputs)
+    tabular: TabularConfig = field(default_factory=TabularConfig)
     weight_decay: float = 1e-5
     patience: int = 15
     threads: int = 0
@@ -126,6 +147,16 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.freeze_epochs < 0 or (self.freeze_epochs and self.mode != "full"):
+            raise ConfigError(f"freeze_epochs ({self.freeze_epochs}) needs mode=full and must not be negative")
+        if self.freeze_epochs >= self.epochs:
+            raise ConfigError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs})")
+
+    def extra_used(self) -> ExtraInputs:
+        """The extra features actually computed (the tabular head's default: descriptors and Morgan counts)."""
+        if self.mode == "tabular" and not self.extra.enabled:
+            return ExtraInputs(descriptors=True, morgan_counts=True, morgan_bits=self.extra.morgan_bits)
+        return self.extra
 
 
 @dataclass
@@ -140,20 +171,6 @@ class FinetuneResult:
     summary: dict[str, float]
     split_file: Path
     uncertainty: dict[str, float] = field(default_factory=dict)
-
-
-class _Labelled:
-    """All molecules of a labelled cache, with the PE computed per batch."""
-
-    def __init__(self, graphs: CachedGraphs, enc: GraphEncoderConfig):
-        self.graphs = graphs
-        self.enc = enc
-        self.y = np.concatenate(graphs.labels) if graphs.labels else None
-
-    def batch(self, rows: np.ndarray, generator: torch.Generator | None = None) -> GraphBatch:
-        b = self.graphs.batch(rows)
-        b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, self.enc.rw_steps, self.enc.lap_k, generator)
-        return b
 
 
 def _splits(config: FinetuneConfig, cache, graphs: CachedGraphs, y: np.ndarray) -> list[tuple]:
@@ -194,136 +211,6 @@ def _full_splits(config: FinetuneConfig, cache, graphs: CachedGraphs, y: np.ndar
     return [make_split(config.split.kind, smiles, tuple(config.split.fractions), seed, labels) for seed in seeds]
 
 
-def _predict(model: PropertyModel, data: _Labelled, rows: np.ndarray, task: str, scaler, batch_size: int,
-             cached_emb: torch.Tensor | None = None) -> np.ndarray:
-    model.eval()
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(rows), 256):
-            chunk = rows[i : i + 256]
-            if cached_emb is not None:
-                out = model.head(cached_emb[chunk])
-            else:
-                out = model(data.batch(chunk))
-            outs.append(out)
-    out = torch.cat(outs).numpy() if outs else np.zeros((0, 1), np.float32)
-    if task == "classification":
-        return 1.0 / (1.0 + np.exp(-out))
-    return out * scaler[1] + scaler[0]
-
-
-def _train_one(config: FinetuneConfig, data: _Labelled, split, task: str, n_tasks: int, seed: int,
-               pretrained: GraphEncoder | None, tracker: Tracker, names: list[str], progress: bool = True):
-    from tqdm.auto import tqdm
-
-    train, val, test = split
-    y = data.y
-    if task == "regression":
-        mean = np.nanmean(y[train], axis=0)
-        std = np.nanstd(y[train], axis=0)
-        std = np.where(std > 0, std, 1.0)
-    else:
-        mean, std = np.zeros(n_tasks, np.float32), np.ones(n_tasks, np.float32)
-    y_scaled = torch.from_numpy(((y - mean) / std).astype(np.float32))
-    torch.manual_seed(seed)
-    encoder = copy.deepcopy(pretrained) if pretrained is not None else GraphEncoder(GRAPH_SPEC, config.encoder)
-    head_cfg = _head_config(config)
-    model = PropertyModel(encoder, n_tasks, head_cfg)
-    frozen = config.mode == "linear_probe"
-    cached = None
-    if frozen:
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-        model.encoder.eval()
-        with torch.no_grad():
-            all_rows = np.arange(len(data.graphs))
-            cached = torch.cat([model.embed(data.batch(all_rows[i : i + 256]))
-                                for i in range(0, len(all_rows), 256)])
-        # standardise the frozen features with train statistics; folded into the head after training
-        feat_mean = cached[train].mean(0)
-        feat_std = cached[train].std(0).clamp(min=1e-6)
-        cached = (cached - feat_mean) / feat_std
-        groups = [{"params": model.head.parameters(), "lr": config.lr}]
-    elif config.mode == "full":
-        groups = [{"params": model.head.parameters(), "lr": config.lr},
-                  {"params": model.encoder.parameters(), "lr": config.lr * config.encoder_lr_ratio}]
-    else:
-        groups = [{"params": model.parameters(), "lr": config.lr}]
-    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    metric, higher = primary_metric(task)
-    best, best_state, best_epoch, bad = None, None, -1, 0
-    curves: dict[str, list[tuple[int, float]]] = {}
-    rng = np.random.default_rng([seed, 17])
-    gen = torch.Generator().manual_seed(seed)
-    bar = tqdm(range(config.epochs), desc=f"seed {seed}", unit="epoch", leave=False, disable=not progress)
-    for epoch in bar:
-        model.train()
-        if frozen:
-            model.encoder.eval()
-        order = rng.permutation(train)
-        losses = []
-        for i in range(0, len(order), config.batch_size):
-            rows = order[i : i + config.batch_size]
-            if len(rows) < 2 and not frozen:
-                continue
-            out = model.head(cached[rows]) if frozen else model(data.batch(rows, gen))
-            loss = masked_loss(out, y_scaled[rows], task)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            losses.append(float(loss.detach()))
-        val_pred = _predict(model, data, val, task, (mean, std), config.batch_size, cached)
-        score = task_metrics(task, y[val], val_pred)[metric]
-        curves.setdefault("train_loss", []).append((epoch, float(np.mean(losses)) if losses else float("nan")))
-        curves.setdefault(f"val_{metric}", []).append((epoch, score))
-        tracker.log_metrics({"train_loss": curves["train_loss"][-1][1], f"val_{metric}": score}, step=epoch)
-        improved = best is None or (score > best if higher else score < best)
-        if improved and np.isfinite(score):
-            best, best_state, best_epoch, bad = score, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            bad += 1
-            if bad >= config.patience:
-                break
-        bar.set_postfix({metric: f"{score:.3f}"}, refresh=False)
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    test_pred = _predict(model, data, test, task, (mean, std), config.batch_size, cached)
-    val_pred = _predict(model, data, val, task, (mean, std), config.batch_size, cached)
-    metrics = {f"test_{k}": v for k, v in task_metrics(task, y[test], test_pred).items()}
-    metrics.update({f"val_{k}": v for k, v in task_metrics(task, y[val], val_pred).items()})
-    metrics["best_epoch"] = best_epoch
-    if frozen:
-        _fold_standardisation(model.head, feat_mean, feat_std)
-    tracker.log_metrics(metrics)
-    with temporary_artifact_dir() as d:
-        from molwm.tasks.plots import parity_plot, roc_plot
-
-        title = f"{config.dataset} seed {seed} test ({config.mode})"
-        plot = roc_plot if task == "classification" else parity_plot
-        tracker.log_artifact(plot(y[test], test_pred, d / f"test_{'roc' if task == 'classification' else 'parity'}.png",
-                                  title, names), "plots")
-        curve = plot_curves(curves, list(curves), d / "training_curves.png", title)
-        if curve:
-            tracker.log_artifact(curve, "plots")
-    return model, metrics, (mean, std)
-
-
-def _head_config(config: FinetuneConfig) -> HeadConfig:
-    """The head actually trained: a linear one for a linear probe."""
-    if config.mode == "linear_probe":
-        return HeadConfig(layers=1, pooling=config.head.pooling)
-    return config.head
-
-
-@torch.no_grad()
-def _fold_standardisation(head: torch.nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
-    """Make ``head(x)`` equal the trained ``head((x - mean) / std)``, so the saved model takes raw embeddings."""
-    head.bias.sub_(head.weight @ (mean / std))
-    head.weight.div_(std)
-
-
 def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progress: bool = True) -> FinetuneResult:
     """Fine-tune on every seed; log nested runs, the split file, summary and the model."""
     tracker = tracker or NullTracker()
@@ -338,7 +225,7 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
     graphs = CachedGraphs(prep.cache, with_labels=True)
     pretrained = load_encoder(config.from_model) if config.from_model and config.mode != "scratch" else None
     enc_cfg = pretrained.config if pretrained is not None else config.encoder
-    data = _Labelled(graphs, enc_cfg)
+    data = LabelledGraphs(graphs, enc_cfg, prep.cache.meta()["smiles"].tolist(), config.extra_used())
     names = card.columns.target_names
     splits = _splits(config, prep.cache, graphs, data.y)
     source = graphs.source_index
@@ -353,10 +240,14 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
             with tracker.run(f"seed-{seed}", tags={**tags, "seed": str(seed)}, nested=True):
                 tracker.log_params({"seed": seed, "n_train": len(split[0]), "n_val": len(split[1]),
                                     "n_test": len(split[2])})
-                model, metrics, scaler = _train_one(config, data, split, task, len(names), seed, pretrained,
-                                                    tracker, names, progress)
+                if config.mode == "tabular":
+                    model, metrics, scaler = fit_tabular_member(config, data, split, task, seed, pretrained,
+                                                                tracker, names)
+                else:
+                    model, metrics, scaler = train_member(config, data, split, task, len(names), seed, pretrained,
+                                                          tracker, names, progress)
             models.append(model)
-            members.append(model.state_dict())
+            members.append(member_state(model))
             per_seed.append(metrics)
             scalers.append(scaler)
         summary = {}
@@ -368,8 +259,9 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         split_file = save_splits([tuple(source[p] for p in s) for s in splits], out_dir / "split.json")
         tracker.log_artifact(split_file)
         with temporary_artifact_dir() as d:  # calibration and domain on validation rows, figures on test rows
-            unc = fit_from_members(config.calibration, task, splits, data.y, prep.cache.meta()["smiles"].tolist(),
-                                   lambda k, rows: _predict(models[k], data, rows, task, scalers[k], 0),
+            predictors = [member_predictor(m, data, task, sc) for m, sc in zip(models, scalers)]
+            unc = fit_from_members(config.calibration, task, splits, data.y, data.smiles,
+                                   lambda k, rows: predictors[k](rows),
                                    lambda rows: models[0].embed(data.batch(rows)), d, f"{card.name} ({config.mode})")
             tracker.log_metrics(unc.metrics)
             for plot in unc.plots:
@@ -380,7 +272,9 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
             "config": to_dict(config),
             "spec": GRAPH_SPEC.to_dict(),
             "encoder_config": to_dict(enc_cfg),
-            "head_config": to_dict(_head_config(config)),
+            "head_config": to_dict(head_config(config.mode, config.head)),
+            "extra": to_dict(config.extra_used()) if config.extra_used().enabled else None,
+            "member_kind": "tabular" if config.mode == "tabular" else "network",
             "task": task,
             "targets": names,
             "seeds": list(config.seeds),

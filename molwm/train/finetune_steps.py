@@ -1,0 +1,296 @@
+"""One fine-tuned ensemble member: the labelled molecules, the epoch loop, and the tabular alternative.
+
+:func:`train_member` trains a network member (encoder + head, with optional extra
+molecule features and staged unfreezing) with early stopping on validation;
+:func:`fit_tabular_member` fits the tabular head (a forest on the frozen embedding
+joined with RDKit descriptors and Morgan counts), its leaf size and feature share
+chosen on validation rows. :mod:`molwm.train.finetune` runs one per seed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from featurizers.molecule import GRAPH_SPEC
+from molwm.data.batch import CachedGraphs, GraphBatch
+from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
+from molwm.tasks.extras import ExtraInputs, FeatureScaler, extra_features
+from molwm.tasks.forest import ArrayForest
+from molwm.tasks.heads import HeadConfig, PropertyModel, TabularMember
+from molwm.tasks.metrics import masked_loss, primary_metric, task_metrics
+from molwm.tracking import Tracker, temporary_artifact_dir
+from molwm.train.common import plot_curves
+
+
+@dataclass
+class TabularConfig:
+    """The tabular head (``mode: tabular``): a random forest per task on the frozen embedding
+    joined with the extra features of ``extra`` (RDKit descriptors and Morgan counts by default).
+
+    Attributes:
+        n_estimators: Trees per forest.
+        min_samples_leaf: Leaf sizes tried; the best on validation rows is kept.
+        max_features: Shares of the features tried at each split; the best on validation is kept.
+        n_jobs: Fitting processes (-1: every core).
+    """
+
+    n_estimators: int = 300
+    min_samples_leaf: list[int] = field(default_factory=lambda: [1, 3])
+    max_features: list[float] = field(default_factory=lambda: [0.1, 0.3])
+    n_jobs: int = -1
+
+
+class LabelledGraphs:
+    """All molecules of a labelled cache (PE computed per batch), their labels and, when asked, extra features."""
+
+    def __init__(self, graphs: CachedGraphs, enc: GraphEncoderConfig, smiles: list[str],
+                 extra: ExtraInputs | None = None):
+        self.graphs, self.enc, self.smiles, self.extra_config = graphs, enc, smiles, extra
+        self.y = np.concatenate(graphs.labels) if graphs.labels else None
+        self.extra = extra_features(smiles, extra) if extra is not None and extra.enabled else None
+
+    def batch(self, rows: np.ndarray, generator: torch.Generator | None = None) -> GraphBatch:
+        b = self.graphs.batch(rows)
+        b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, self.enc.rw_steps, self.enc.lap_k, generator)
+        return b
+
+
+def predict_rows(model, data: LabelledGraphs, rows: np.ndarray, task: str, scaler,
+                 cached_emb: torch.Tensor | None = None, extra: torch.Tensor | None = None) -> np.ndarray:
+    """Predictions (probabilities, or values in label units) of one member for cache positions ``rows``."""
+    if isinstance(model, TabularMember):
+        out = model.predict_features(tabular_features(model, data, rows))
+    else:
+        model.eval()
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(rows), 256):
+                chunk = rows[i: i + 256]
+                x = None if extra is None else extra[chunk]
+                z = cached_emb[chunk] if cached_emb is not None else model.embed(data.batch(chunk))
+                outs.append(model.head_input(z, x))
+        out = torch.cat(outs).numpy() if outs else np.zeros((0, 1), np.float32)
+    if task == "classification":
+        return 1.0 / (1.0 + np.exp(-out))
+    return out * scaler[1] + scaler[0]
+
+
+def head_config(mode: str, head: HeadConfig) -> HeadConfig:
+    """The head actually trained: a linear one for a linear probe."""
+    if mode == "linear_probe":
+        return HeadConfig(layers=1, pooling=head.pooling)
+    return head
+
+
+@torch.no_grad()
+def fold_standardisation(head: torch.nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Make ``head(x)`` equal the trained ``head((x - mean) / std)``, so the saved model takes raw embeddings."""
+    head.bias.sub_(head.weight @ (mean / std))
+    head.weight.div_(std)
+
+
+def target_scaler(y: np.ndarray, train: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Train-row mean and std of each regression target (0 / 1 for classification)."""
+    if task != "regression":
+        return np.zeros(y.shape[1], np.float32), np.ones(y.shape[1], np.float32)
+    std = np.nanstd(y[train], axis=0)
+    return np.nanmean(y[train], axis=0), np.where(std > 0, std, 1.0)
+
+
+def _set_encoder_trainable(model: PropertyModel, trainable: bool) -> None:
+    for p in model.encoder.parameters():
+        p.requires_grad_(trainable)
+
+
+def train_member(config, data: LabelledGraphs, split, task: str, n_tasks: int, seed: int,
+                 pretrained: GraphEncoder | None, tracker: Tracker, names: list[str], progress: bool = True):
+    """Train one network member (``config`` is a ``FinetuneConfig``); returns ``(model, metrics, scaler)``.
+
+    ``full`` mode with ``freeze_epochs > 0`` trains the head alone on the frozen encoder first,
+    then everything, the encoder at ``lr * encoder_lr_ratio`` (staged unfreezing).
+    """
+    from tqdm.auto import tqdm
+
+    train, val, _ = split
+    y = data.y
+    mean, std = target_scaler(y, train, task)
+    y_scaled = torch.from_numpy(((y - mean) / std).astype(np.float32))
+    torch.manual_seed(seed)
+    encoder = copy.deepcopy(pretrained) if pretrained is not None else GraphEncoder(GRAPH_SPEC, config.encoder)
+    model = PropertyModel(encoder, n_tasks, head_config(config.mode, config.head), config.extra)
+    extra = None
+    if model.extra is not None:  # standardised with this member's training rows
+        model.extra_scaler = FeatureScaler.fit(data.extra[train])
+        extra = torch.from_numpy(model.extra_scaler.transform(data.extra))
+    frozen = config.mode == "linear_probe"
+    cached = None
+    if frozen:
+        _set_encoder_trainable(model, False)
+        model.encoder.eval()
+        with torch.no_grad():
+            all_rows = np.arange(len(data.graphs))
+            cached = torch.cat([model.embed(data.batch(all_rows[i: i + 256])) for i in range(0, len(all_rows), 256)])
+        # standardise the frozen features with train statistics; folded into the head after training
+        feat_mean = cached[train].mean(0)
+        feat_std = cached[train].std(0).clamp(min=1e-6)
+        cached = (cached - feat_mean) / feat_std
+        groups = [{"params": model.head.parameters(), "lr": config.lr}]
+    elif config.mode == "full":
+        groups = [{"params": model.head.parameters(), "lr": config.lr},
+                  {"params": model.encoder.parameters(), "lr": config.lr * config.encoder_lr_ratio}]
+    else:
+        groups = [{"params": model.parameters(), "lr": config.lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    staged = config.mode == "full" and config.freeze_epochs > 0
+    metric, higher = primary_metric(task)
+    best, best_state, best_epoch, bad = None, None, -1, 0
+    curves: dict[str, list[tuple[int, float]]] = {}
+    rng = np.random.default_rng([seed, 17])
+    gen = torch.Generator().manual_seed(seed)
+    bar = tqdm(range(config.epochs), desc=f"seed {seed}", unit="epoch", leave=False, disable=not progress)
+    for epoch in bar:
+        head_only = staged and epoch < config.freeze_epochs
+        if staged and epoch in (0, config.freeze_epochs):
+            _set_encoder_trainable(model, not head_only)
+            bad = 0  # the unfrozen stage gets its own patience
+        model.train()
+        if frozen or head_only:
+            model.encoder.eval()
+        order = rng.permutation(train)
+        losses = []
+        for i in range(0, len(order), config.batch_size):
+            rows = order[i: i + config.batch_size]
+            if len(rows) < 2 and not frozen:
+                continue
+            x = None if extra is None else extra[rows]
+            out = model.head(cached[rows]) if frozen else model(data.batch(rows, gen), x)
+            loss = masked_loss(out, y_scaled[rows], task)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 5.0)
+            opt.step()
+            losses.append(float(loss.detach()))
+        val_pred = predict_rows(model, data, val, task, (mean, std), cached, extra)
+        score = task_metrics(task, y[val], val_pred)[metric]
+        curves.setdefault("train_loss", []).append((epoch, float(np.mean(losses)) if losses else float("nan")))
+        curves.setdefault(f"val_{metric}", []).append((epoch, score))
+        tracker.log_metrics({"train_loss": curves["train_loss"][-1][1], f"val_{metric}": score}, step=epoch)
+        improved = best is None or (score > best if higher else score < best)
+        if improved and np.isfinite(score):
+            best, best_state, best_epoch, bad = score, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            bad += 1
+            if bad >= config.patience and not head_only:  # the head-only stage always runs to its end
+                break
+        bar.set_postfix({metric: f"{score:.3f}"}, refresh=False)
+    bar.close()
+    _set_encoder_trainable(model, not frozen)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    metrics = _score(model, data, split, task, (mean, std), cached, extra)
+    metrics["best_epoch"] = best_epoch
+    if frozen:
+        fold_standardisation(model.head, feat_mean, feat_std)
+    _log_member(config, tracker, data, split, task, seed, names, metrics, model, (mean, std), curves)
+    return model, metrics, (mean, std)
+
+
+def _score(model, data: LabelledGraphs, split, task: str, scaler, cached=None, extra=None) -> dict[str, float]:
+    _, val, test = split
+    test_pred = predict_rows(model, data, test, task, scaler, cached, extra)
+    val_pred = predict_rows(model, data, val, task, scaler, cached, extra)
+    metrics = {f"test_{k}": v for k, v in task_metrics(task, data.y[test], test_pred).items()}
+    metrics.update({f"val_{k}": v for k, v in task_metrics(task, data.y[val], val_pred).items()})
+    return metrics
+
+
+def _log_member(config, tracker: Tracker, data: LabelledGraphs, split, task: str, seed: int, names: list[str],
+                metrics: dict, model, scaler, curves: dict) -> None:
+    from molwm.tasks.plots import parity_plot, roc_plot
+
+    test = split[2]
+    tracker.log_metrics(metrics)
+    test_pred = predict_rows(model, data, test, task, scaler, None, _extra_tensor(model, data))
+    with temporary_artifact_dir() as d:
+        title = f"{config.dataset} seed {seed} test ({config.mode})"
+        plot = roc_plot if task == "classification" else parity_plot
+        tracker.log_artifact(plot(data.y[test], test_pred, d / f"test_{'roc' if task == 'classification' else 'parity'}.png",
+                                  title, names), "plots")
+        curve = plot_curves(curves, list(curves), d / "training_curves.png", title) if curves else None
+        if curve:
+            tracker.log_artifact(curve, "plots")
+
+
+def _extra_tensor(model, data: LabelledGraphs) -> torch.Tensor | None:
+    if isinstance(model, PropertyModel) and model.extra is not None:
+        return torch.from_numpy(model.extra_scaler.transform(data.extra))
+    return None
+
+
+def member_predictor(model, data: LabelledGraphs, task: str, scaler):
+    """``rows -> predictions`` of a trained member (what calibration and the summary read)."""
+    extra = _extra_tensor(model, data)
+    return lambda rows: predict_rows(model, data, rows, task, scaler, None, extra)
+
+
+# ---- the tabular head --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def _embeddings(encoder: GraphEncoder, data: LabelledGraphs, pooling: str) -> np.ndarray:
+    encoder.eval()
+    rows = np.arange(len(data.graphs))
+    return torch.cat([encoder.embed(data.batch(rows[i: i + 256]), pooling)
+                      for i in range(0, len(rows), 256)]).numpy().astype(np.float64)
+
+
+def tabular_features(member: TabularMember, data: LabelledGraphs, rows: np.ndarray) -> np.ndarray:
+    """Forest inputs of cache positions ``rows`` (embeddings cached on ``data`` per member encoder)."""
+    key = id(member.encoder)
+    cache = getattr(data, "_tabular_emb", {})
+    if key not in cache:
+        cache[key] = _embeddings(member.encoder, data, member.pooling)
+        data._tabular_emb = cache
+    x = np.concatenate([cache[key][rows], data.extra[rows].astype(np.float64)], axis=1)
+    return np.where(np.isnan(x), member.fill, x)
+
+
+def fit_tabular_member(config, data: LabelledGraphs, split, task: str, seed: int, pretrained: GraphEncoder,
+                       tracker: Tracker, names: list[str]):
+    """Fit the tabular head of one seed; returns ``(member, metrics, scaler)`` like :func:`train_member`."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    train, val, _ = split
+    mean, std = target_scaler(data.y, train, task)
+    tab: TabularConfig = config.tabular
+    encoder = copy.deepcopy(pretrained).eval()
+    emb = _embeddings(encoder, data, config.head.pooling)
+    x_all = np.concatenate([emb, data.extra.astype(np.float64)], axis=1)
+    fill = np.nanmedian(x_all[train], axis=0)
+    fill = np.where(np.isnan(fill), 0.0, fill)
+    x_all = np.where(np.isnan(x_all), fill, x_all)
+    metric, higher = primary_metric(task)
+    best = None
+    for leaf in tab.min_samples_leaf:
+        for share in tab.max_features:
+            forests = []
+            for j in range(data.y.shape[1]):
+                ok = train[~np.isnan(data.y[train, j])]
+                kind = RandomForestClassifier if task == "classification" else RandomForestRegressor
+                rf = kind(n_estimators=tab.n_estimators, min_samples_leaf=leaf, max_features=share,
+                          random_state=seed, n_jobs=tab.n_jobs)
+                target = data.y[ok, j].astype(int) if task == "classification" else (data.y[ok, j] - mean[j]) / std[j]
+                forests.append(ArrayForest.from_sklearn(rf.fit(x_all[ok], target)))
+            member = TabularMember(encoder, config.head.pooling, data.extra_config, forests, fill, task)
+            data._tabular_emb = {id(encoder): emb}
+            score = task_metrics(task, data.y[val], predict_rows(member, data, val, task, (mean, std)))[metric]
+            if best is None or (score > best[0] if higher else score < best[0]):
+                best = (score, member, leaf, share)
+    _, member, leaf, share = best
+    metrics = _score(member, data, split, task, (mean, std))
+    metrics.update({"best_epoch": -1, "tabular.min_samples_leaf": float(leaf), "tabular.max_features": share})
+    _log_member(config, tracker, data, split, task, seed, names, metrics, member, (mean, std), {})
+    return member, metrics, (mean, std)
