@@ -65,7 +65,14 @@ def cmd_finetune(args) -> int:
         flags["register_name"] = args.register
     config = load_config(FinetuneConfig, args.config, args.overrides, flags=flags)
     tracker = make_tracker(not args.no_track, experiment=config.experiment)
-    result = run_finetune(config, tracker, progress=not args.no_progress)
+    if args.search:
+        from molwm.train.search import search_finetune
+
+        found = search_finetune(config, args.search, tracker, progress=not args.no_progress)
+        print(f"best of {args.search} trials (validation rows): {found.best}")
+        result = found.refit
+    else:
+        result = run_finetune(config, tracker, progress=not args.no_progress)
     for key, value in result.summary.items():
         if key.startswith("test_") and key.endswith("_mean"):
             name = key[: -len("_mean")]
@@ -180,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained checkpoint or MLflow model URI")
     p.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1,2")
     p.add_argument("--register", default=None, metavar="NAME", help="register the model under NAME")
+    p.add_argument("--search", type=int, default=0, metavar="N",
+                   help="choose hyper-parameters with N Optuna trials on validation rows, then refit every seed")
     quiet_flags(p)
     p.set_defaults(func=cmd_finetune)
 

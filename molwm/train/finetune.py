@@ -211,8 +211,17 @@ def _full_splits(config: FinetuneConfig, cache, graphs: CachedGraphs, y: np.ndar
     return [make_split(config.split.kind, smiles, tuple(config.split.fractions), seed, labels) for seed in seeds]
 
 
-def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progress: bool = True) -> FinetuneResult:
-    """Fine-tune on every seed; log nested runs, the split file, summary and the model."""
+def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progress: bool = True,
+                 nested: bool = False, log_model: bool = True) -> FinetuneResult:
+    """Fine-tune on every seed; log nested runs, the split file, summary and the model.
+
+    Args:
+        config: The run.
+        tracker: Where to log (default: nowhere).
+        progress: Progress bars.
+        nested: Open the run under the active one (a search's trial or refit).
+        log_model: Log the checkpoint as an MLflow model (a search's trials do not).
+    """
     tracker = tracker or NullTracker()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -232,7 +241,7 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
     tags = {"molwm.stage": "finetune", "dataset": card.name, "mode": config.mode}
     members, per_seed, scalers, models = [], [], [], []
     out_dir = Path(config.out_dir)
-    with tracker.run(config.run_name or f"finetune-{card.name}-{config.mode}", tags=tags) as run_id:
+    with tracker.run(config.run_name or f"finetune-{card.name}-{config.mode}", tags=tags, nested=nested) as run_id:
         tracker.log_config(config)
         tracker.log_params({"task": task, "n_molecules": len(graphs), "encoder_used.dim": enc_cfg.dim,
                             "encoder_used.layers": enc_cfg.layers})
@@ -290,5 +299,5 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         (out_dir / "results.json").write_text(json.dumps(results, indent=1))
         tracker.log_artifact(out_dir / "results.json")
         model_uri = tracker.log_model(ckpt, package_for(PROPERTY_MODEL.name), name="model",
-                                      registered_name=config.register_name, alias=config.alias)
+                                      registered_name=config.register_name, alias=config.alias) if log_model else None
     return FinetuneResult(run_id, model_uri, ckpt, task, per_seed, summary, split_file, unc.metrics)

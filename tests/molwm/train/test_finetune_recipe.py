@@ -123,3 +123,18 @@ def test_tabular_head_fits_on_validation_and_loads_without_pickle(repo_root, tmp
     frame = model.predict(SMILES)
     assert np.isfinite(frame[NAME][:3]).all() and np.isnan(frame[NAME][3])
     assert (frame[f"{NAME}_std"][:3] > 0).all()  # two seeds' forests differ
+
+
+@pytest.mark.integration
+def test_search_chooses_on_validation_and_refits_every_seed(repo_root, tmp_path):
+    from molwm.train.search import search_finetune
+
+    cfg = _tiny(repo_root, tmp_path, "epochs=1")
+    found = search_finetune(cfg, 2, progress=False)
+    key = "val_rmse_mean"
+    assert [t["trial"] for t in found.trials] == [0, 1]
+    assert found.best_value == min(t[key] for t in found.trials)
+    assert found.refit.per_seed and len(found.refit.per_seed) == len(cfg.seeds)  # every seed refit
+    state = load_checkpoint(found.refit.checkpoint)
+    assert state["config"]["lr"] == pytest.approx(found.best["lr"])
+    assert state["config"]["head"]["hidden"] == found.best["head.hidden"]
