@@ -85,6 +85,23 @@ def evaluate(lab: Path, seed: int = 0) -> dict:
     return out
 
 
+def plot(results: dict, path: Path) -> Path:
+    """Each floor's cell-state R², activity mAP and consistency mAP against the nuisance level."""
+    from molwm.tasks.plots import pyplot, save_figure
+
+    plt = pyplot()
+    levels = list(results)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, (key, title) in zip(axes, (("state_r2", "cell-state R² (ridge)"), ("activity_map", "activity mAP"),
+                                       ("consistency_map", "consistency mAP"))):
+        for name in ("pixel_stats", "pixel_stats_dmso", "cp_features"):
+            ax.plot(range(len(levels)), [results[lv][name][key] for lv in levels], "o-", label=name)
+        ax.set(xticks=range(len(levels)), xticklabels=levels, xlabel="nuisance", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--molecules", type=int, default=250)
@@ -93,9 +110,13 @@ def main() -> None:
     ap.add_argument("--levels", default="legacy,none,low,high")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="outputs/nuisance-floor")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from --out/results.json")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.plot_only:
+        print(plot(json.loads((out / "results.json").read_text())["results"], out / "floors_vs_nuisance.png"))
+        return
     smiles = load_smiles_for_lab("chembl_drugs", args.molecules, seed=args.seed)
     results = {}
     for level in args.levels.split(","):
@@ -106,6 +127,7 @@ def main() -> None:
         results[level] = {"generate_s": gen, **evaluate(res.out_dir, args.seed)}
         print(level, json.dumps(results[level]), flush=True)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    plot(results, out / "floors_vs_nuisance.png")
     print("\n| nuisance | floor | state R² | mechanism R² | activity mAP | retrieved | consistency mAP |")
     print("|---|---|---|---|---|---|---|")
     for level, r in results.items():
