@@ -31,6 +31,7 @@ import torch
 
 from molwm.errors import MolwmError
 from molwm.tracking import StoreError, default_tracking_uri, download_model
+from molwm.weights import is_shipped_uri, shipped_path
 
 CHECKPOINT_FORMAT = 1
 """Version of the layout above; a checkpoint of another version is refused with a clear error."""
@@ -154,7 +155,8 @@ def resolve_uri(uri: str | Path, tracking_uri: str | None = None) -> Path:
     """A local molwm checkpoint file for ``uri``.
 
     Args:
-        uri: A file path, or an MLflow model URI (``runs:/<run>/<name>``, ``models:/name@alias``,
+        uri: A file path, a model shipped in the package (``molwm:base``, :mod:`molwm.weights`), or
+            an MLflow model URI (``runs:/<run>/<name>``, ``models:/name@alias``,
             ``models:/name/version``, ``models:/m-...``), downloaded from the store.
         tracking_uri: The MLflow store; default :func:`default_tracking_uri`. MLflow's global
             tracking URI is left as it was.
@@ -163,6 +165,8 @@ def resolve_uri(uri: str | Path, tracking_uri: str | None = None) -> Path:
         CheckpointError: When the path does not exist, or the store cannot resolve the URI, or the
             MLflow model holds no checkpoint.
     """
+    if is_shipped_uri(uri):  # molwm:base and the other models inside the package, digest checked
+        return shipped_path(uri)
     if not is_mlflow_uri(uri):
         path = Path(uri)
         if not path.is_file():

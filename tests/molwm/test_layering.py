@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 
-LOWER = ("featurizers", "molwm.errors", "molwm.config", "molwm.tracking", "molwm.data", "molwm.encoders",
+LOWER = ("featurizers", "molwm.errors", "molwm.weights", "molwm.config", "molwm.tracking", "molwm.data", "molwm.encoders",
          "molwm.jepa", "molwm.checkpoints")
 """Layers that never import the higher ones below."""
 HIGHER = ("molwm.train", "molwm.world", "molwm.query", "molwm.query_files", "molwm.serving", "molwm.api",
