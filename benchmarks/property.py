@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import property_data as pdata  # noqa: E402
-import property_methods as pm  # noqa: E402
-import property_molwm as pmw  # noqa: E402
+import property_data as pdata
+import property_methods as pm
+import property_molwm as pmw
 
 CLASSICAL = ["rf_morgan", "rf_rdkit2d", "svm_ecfp", "minimol_mlp"]
 ALL = [*CLASSICAL, "chemprop", "molwm_base", "molwm_scratch"]
@@ -150,10 +150,10 @@ def tables(report: dict) -> str:
                      else "" for m in methods]
             lines.append(f"| {name} | {i['n_train']} / {i['n_val']} / {i['n_test']} ({i['n_test_cliff']}) | "
                          + " | ".join(cells) + " |")
-        lines += ["", "RMSE (cliff RMSE), mean ± std over seeds; lower is better. Seconds: fitting and predicting, all "
-                  "seeds (features apart).", "",
-                  "| MoleculeACE | mean RMSE | cliff RMSE | RMSE / RF-Morgan | beats RF-Morgan | beats MiniMol | "
-                  "seconds |", "|---|---|---|---|---|---|---|"]
+        lines += ["", ("RMSE (cliff RMSE), mean ± std over seeds; lower is better. Seconds: fitting and predicting, "
+                       "all seeds (features apart)."), "",
+                  ("| MoleculeACE | mean RMSE | cliff RMSE | RMSE / RF-Morgan | beats RF-Morgan | beats MiniMol | "
+                   "seconds |"), "|---|---|---|---|---|---|---|"]
         for m, row in report["summary"]["moleculeace"].items():
             lines.append(f"| {LABEL[m]} | {row['rmse']['mean']:.3f} ± {row['rmse']['std_over_seeds']:.3f} | "
                          f"{row['rmse_cliff']['mean']:.3f} ± {row['rmse_cliff']['std_over_seeds']:.3f} | "

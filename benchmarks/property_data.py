@@ -80,7 +80,7 @@ def carve_val(train: np.ndarray, seed: int, key: str, fraction: float = VAL_FRAC
     train = np.asarray(train, np.int64)
     salt = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng([seed, salt])
-    n_val = max(1, int(round(fraction * len(train))))
+    n_val = max(1, round(fraction * len(train)))
     val = np.sort(rng.choice(train, n_val, replace=False))
     return np.setdiff1d(train, val), val
 
