@@ -8,7 +8,7 @@ any artifact file), training goes on, and the store is tried again at most every
 ``retry_seconds``; the first call that gets through sends everything kept first,
 in order. What is still kept when the run ends stays in the fallback file, which
 :func:`molwm.tracking.replay_outbox` sends later. This module knows nothing of
-MLflow: the tracker hands it a ``send(kind, payload)`` callable.
+MLflow (it imports only the error base): the tracker hands it a ``send(kind, payload)`` callable.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from molwm.errors import MolwmError
+
 Send = Callable[[str, dict], None]
 MAX_RETRY_SECONDS = 60.0
 """Longest wait between two tries of a store that is down."""
 
 
-class StoreUnreachable(Exception):
+class StoreUnreachable(MolwmError, ConnectionError):
     """Raised by a ``send`` callable when the store did not answer (as opposed to refusing the call)."""
 
 
