@@ -18,6 +18,7 @@ FOLDER = Path(__file__).resolve().parent
 SCHEME = "molwm:"
 
 SHIPPED: dict[str, tuple[str, str]] = {
+    "base": ("base.pt", "760715ffb5730a26174c6832cfba74494f19c531a55eee381bb331d4aa057a22"),
 }
 """Name -> (file in this folder, pinned SHA-256)."""
 
