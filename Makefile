@@ -41,12 +41,9 @@ demo: setup
 	$(MOLWM) data prepare moses --config configs/data/moses_subset.yaml
 	@echo "== one card in full, with its caches"
 	$(MOLWM) data show moses
-	@echo "== pretrain a small graph JEPA on MOSES (configs/pretrain/small.yaml; the benchmark one is graph_jepa.yaml)"
-	mkdir -p .cache && $(MOLWM) pretrain --config configs/pretrain/small.yaml --no-progress > .cache/demo-pretrain.txt \
-	  && cat .cache/demo-pretrain.txt
+	@echo "== the base model shipped inside the package, molwm:base (docs/models/base.md): descriptor regression on MOSES"
 	@echo "== fine-tune it on solubility, one scaffold split shared by 3 seeds (so the spread is calibrated on its validation rows); register as molwm-solubility@champion"
-	$(MOLWM) finetune --config configs/finetune/solubility.yaml \
-	  --from $$(sed -n 's/^model_uri: //p' .cache/demo-pretrain.txt) \
+	$(MOLWM) finetune --config configs/finetune/solubility.yaml --from molwm:base \
 	  --register molwm-solubility alias=champion epochs=30 split.shared=true --no-progress
 	@echo "== query it: properties with calibrated 90% intervals and domain flags, nearest ChEMBL drugs in its embedding space, plots"
 	$(MOLWM) query --model models:/molwm-solubility@champion --input docs/examples/candidates.smi \
