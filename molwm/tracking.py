@@ -31,15 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from molwm.errors import MolwmError
+from molwm.mlflow_calls import (  # noqa: F401 (re-exported)
+    DEFAULT_TRACKING_URI,
+    StoreError,
+    default_tracking_uri,
+    download_model,
+    fail_fast,
+    model_files,
+    send_one,
+    unreachable,
+)
 from molwm.outbox import Outbox, StoreUnreachable, read_outbox
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a SQLite file in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def plain(obj: Any) -> Any:
@@ -229,11 +231,11 @@ class MLflowTracker(Tracker):
             status = "FINISHED"
         finally:
             self.run_id = previous
-            with _fail_fast():  # mlflow.end_run pops the run, then tells the store (which may be down)
+            with fail_fast():  # mlflow.end_run pops the run, then tells the store (which may be down)
                 try:
                     mlflow.end_run(status)
                 except Exception as err:
-                    if not _unreachable(err):
+                    if not unreachable(err):
                         raise
                     self.outbox.call("end", {"run_id": active.info.run_id, "status": status})
             if outermost:
@@ -250,10 +252,10 @@ class MLflowTracker(Tracker):
         if getattr(self, "_client", None) is None:
             self._client = self._mlflow.MlflowClient(self.tracking_uri)
         try:
-            with _fail_fast():
-                _send_one(self._client, kind, payload)
+            with fail_fast():
+                send_one(self._client, kind, payload)
         except Exception as err:
-            if _unreachable(err):
+            if unreachable(err):
                 raise StoreUnreachable(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
             raise
 
@@ -302,10 +304,10 @@ class MLflowTracker(Tracker):
         if not self.run_id:
             return -1
         try:
-            with _fail_fast():
+            with fail_fast():
                 history = MlflowClient(self.tracking_uri).get_metric_history(self.run_id, key)
         except Exception as err:
-            if _unreachable(err):
+            if unreachable(err):
                 return -1  # the store is down: log everything again (MLflow keeps repeated points apart)
             raise
         return max((m.step for m in history), default=-1)
@@ -344,54 +346,6 @@ class MLflowTracker(Tracker):
         return info.model_uri
 
 
-HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-"""MLflow's HTTP client retries for minutes by default; a tracker call fails within seconds instead (and
-is kept for later) unless these are set in the environment."""
-
-
-@contextlib.contextmanager
-def _fail_fast():
-    missing = {k: v for k, v in HTTP_FAIL_FAST.items() if k not in os.environ}
-    os.environ.update(missing)
-    try:
-        yield
-    finally:
-        for k in missing:
-            os.environ.pop(k, None)
-
-
-def _unreachable(err: BaseException) -> bool:
-    """Whether ``err`` means the store did not answer (kept for later) rather than refused the call."""
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(err, MlflowException):
-        return err.get_http_status_code() >= 500
-    return isinstance(err, OSError) or type(err).__name__ in ("OperationalError", "InterfaceError",
-                                                               "MaxRetryError", "Timeout")
-
-
-def _send_one(client, kind: str, payload: dict) -> None:
-    from mlflow.entities import Metric, Param, RunTag
-
-    run_id = payload["run_id"]
-    if kind == "metrics":
-        step = payload["step"] if payload["step"] is not None else 0
-        client.log_batch(run_id, metrics=[Metric(k, v, payload["timestamp"], step)
-                                          for k, v in payload["metrics"].items()])
-    elif kind == "params":
-        client.log_batch(run_id, params=[Param(k, v) for k, v in payload["params"].items()])
-    elif kind == "tags":
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in payload["tags"].items()])
-    elif kind == "artifact":
-        client.log_artifact(run_id, payload["path"], artifact_path=payload["artifact_path"])
-    elif kind == "dict":
-        client.log_dict(run_id, payload["data"], payload["name"])
-    elif kind == "end":
-        client.set_terminated(run_id, payload["status"])
-    else:
-        raise ValueError(f"unknown tracker call {kind!r}")
-
-
 def replay_outbox(path: str | Path, tracking_uri: str | None = None) -> int:
     """Send the calls kept in a fallback file (``.../<run id>/outbox.jsonl``) to the store, in order; the
     number sent. What the store still cannot take stays in the file.
@@ -410,48 +364,6 @@ def replay_outbox(path: str | Path, tracking_uri: str | None = None) -> int:
     if not box.flush():
         raise StoreError(f"store {tracker.tracking_uri} is unreachable: {len(box.kept)} of {n} calls kept in {path}")
     return n
-
-
-class StoreError(MolwmError, LookupError):
-    """The MLflow store could not give what was asked (the message is MLflow's first line)."""
-
-
-def download_model(uri: str, tracking_uri: str | None = None) -> Path:
-    """Download the MLflow model (or artifact) at ``uri`` from the store; its local path.
-
-    The store is ``tracking_uri`` (default :func:`default_tracking_uri`), also used as the
-    registry for ``models:/`` URIs; MLflow's global tracking URI is left as it was.
-
-    Raises:
-        StoreError: If the store cannot resolve ``uri``.
-    """
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    store = tracking_uri or default_tracking_uri()
-    try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), tracking_uri=store,
-                                                        registry_uri=store))
-    except MlflowException as err:
-        raise StoreError(err.message.splitlines()[0]) from None
-
-
-def model_files(uri: str, tracking_uri: str | None = None) -> list[str]:
-    """Names of the files at the top of the MLflow model (or artifact folder) ``uri``; downloads nothing.
-
-    Raises:
-        StoreError: If the store cannot resolve ``uri``.
-    """
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    store = tracking_uri or default_tracking_uri()
-    try:
-        files = mlflow.artifacts.list_artifacts(artifact_uri=str(uri), tracking_uri=store)
-    except (MlflowException, OSError) as err:
-        reason = (err.message if isinstance(err, MlflowException) else str(err)).strip().splitlines()
-        raise StoreError(reason[0] if reason else type(err).__name__) from None
-    return [f.path.rsplit("/", 1)[-1] for f in files]
 
 
 def make_tracker(track: bool = True, experiment: str = "molwm", tracking_uri: str | None = None) -> Tracker:

@@ -1,0 +1,109 @@
+"""The MLflow client calls the tracker sends, kept or replayed by :mod:`molwm.outbox`: how one call is
+sent, how a store that did not answer is told from one that refused, and MLflow's HTTP client made to
+fail fast. A leaf: mlflow only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from molwm.errors import MolwmError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite file in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""MLflow's HTTP client retries for minutes by default; a tracker call fails within seconds instead (and
+is kept for later) unless these are set in the environment."""
+
+
+@contextlib.contextmanager
+def fail_fast():
+    """Within the block, MLflow's HTTP client fails within seconds (unless the environment says otherwise)."""
+    missing = {k: v for k, v in HTTP_FAIL_FAST.items() if k not in os.environ}
+    os.environ.update(missing)
+    try:
+        yield
+    finally:
+        for k in missing:
+            os.environ.pop(k, None)
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` means the store did not answer (kept for later) rather than refused the call."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        return err.get_http_status_code() >= 500
+    return isinstance(err, OSError) or type(err).__name__ in ("OperationalError", "InterfaceError",
+                                                               "MaxRetryError", "Timeout")
+
+
+def send_one(client, kind: str, payload: dict) -> None:
+    """Send one kept tracker call (``kind``: metrics, params, tags, artifact, dict, end) through ``client``."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_id = payload["run_id"]
+    if kind == "metrics":
+        step = payload["step"] if payload["step"] is not None else 0
+        client.log_batch(run_id, metrics=[Metric(k, v, payload["timestamp"], step)
+                                          for k, v in payload["metrics"].items()])
+    elif kind == "params":
+        client.log_batch(run_id, params=[Param(k, v) for k, v in payload["params"].items()])
+    elif kind == "tags":
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in payload["tags"].items()])
+    elif kind == "artifact":
+        client.log_artifact(run_id, payload["path"], artifact_path=payload["artifact_path"])
+    elif kind == "dict":
+        client.log_dict(run_id, payload["data"], payload["name"])
+    elif kind == "end":
+        client.set_terminated(run_id, payload["status"])
+    else:
+        raise ValueError(f"unknown tracker call {kind!r}")
+
+
+class StoreError(MolwmError, LookupError):
+    """The MLflow store could not give what was asked (the message is MLflow's first line)."""
+
+
+def download_model(uri: str, tracking_uri: str | None = None) -> Path:
+    """Download the MLflow model (or artifact) at ``uri`` from the store; its local path.
+
+    The store is ``tracking_uri`` (default :func:`default_tracking_uri`), also used as the
+    registry for ``models:/`` URIs; MLflow's global tracking URI is left as it was.
+
+    Raises:
+        StoreError: If the store cannot resolve ``uri``.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    store = tracking_uri or default_tracking_uri()
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), tracking_uri=store,
+                                                        registry_uri=store))
+    except MlflowException as err:
+        raise StoreError(err.message.splitlines()[0]) from None
+
+
+def model_files(uri: str, tracking_uri: str | None = None) -> list[str]:
+    """Names of the files at the top of the MLflow model (or artifact folder) ``uri``; downloads nothing.
+
+    Raises:
+        StoreError: If the store cannot resolve ``uri``.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    store = tracking_uri or default_tracking_uri()
+    try:
+        files = mlflow.artifacts.list_artifacts(artifact_uri=str(uri), tracking_uri=store)
+    except (MlflowException, OSError) as err:
+        reason = (err.message if isinstance(err, MlflowException) else str(err)).strip().splitlines()
+        raise StoreError(reason[0] if reason else type(err).__name__) from None
+    return [f.path.rsplit("/", 1)[-1] for f in files]
