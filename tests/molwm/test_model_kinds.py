@@ -129,11 +129,12 @@ def test_load_model_gives_the_family_handle_and_answers(kind, kind_checkpoints):
         forecast = model.forecast(["CCO", "c1ccccc1O"], [1.0, 10.0], [8.0, 24.0])
         frame = forecast.frame()
         assert len(frame) == 2 * 2 * 2 and forecast.readouts and not forecast.rejects
-        values = frame.drop(columns=["compound"]).to_numpy(np.float64)
+        values = frame.drop(columns=[c for c in ("compound", "uncertainty") if c in frame]).to_numpy(np.float64)
         assert np.isfinite(values).all()
         rows = model.forecast_rows(["CCO", "c1ccccc1O", BAD], [1.0, 10.0, 1.0], [24.0, 8.0, 24.0])
         assert rows["status"].tolist()[:2] == ["ok", "ok"] and rows["status"].iloc[2].startswith("invalid_smiles")
-        readouts = [c for c in rows.columns if c not in ("smiles", "dose_uM", "time_h", "status")]
+        assert rows["uncertainty"].iloc[0].endswith("90% intervals)")  # REST rows name their interval method
+        readouts = [c for c in rows.columns if c not in ("smiles", "dose_uM", "time_h", "status", "uncertainty")]
         assert readouts and np.isfinite(rows.loc[:1, readouts].to_numpy(np.float64)).all()
         assert rows.loc[2, readouts].isna().all()
         return
