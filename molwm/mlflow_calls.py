@@ -85,10 +85,27 @@ def download_model(uri: str, tracking_uri: str | None = None) -> Path:
 
     store = tracking_uri or default_tracking_uri()
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), tracking_uri=store,
-                                                        registry_uri=store))
+        with _store_for_registry(store):
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), tracking_uri=store,
+                                                            registry_uri=store))
     except MlflowException as err:
         raise StoreError(err.message.splitlines()[0]) from None
+
+
+@contextlib.contextmanager
+def _store_for_registry(store: str):
+    """MLflow resolves ``models:/`` through its global registry URI in places that ignore the one passed
+    in, so a process that logged to another store first would look the name up there: point both globals
+    at ``store`` for the call, then put back exactly what was there (unset stays unset)."""
+    import mlflow.tracking._model_registry.utils as registry
+    import mlflow.tracking._tracking_service.utils as tracking
+
+    saved = (getattr(tracking, "_tracking_uri", None), getattr(registry, "_registry_uri", None))
+    tracking._tracking_uri, registry._registry_uri = store, store
+    try:
+        yield
+    finally:
+        tracking._tracking_uri, registry._registry_uri = saved
 
 
 def model_files(uri: str, tracking_uri: str | None = None) -> list[str]:
