@@ -12,6 +12,7 @@ registered units (:mod:`molwm.jepa.modalities`); nothing there names a modality.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +62,7 @@ def place(x: Tensor, pad: Tensor, rows: Tensor, size: int) -> tuple[Tensor, Tens
     return out, out_pad
 
 
-class ModalityUnit:
+class ModalityUnit(ABC):
     """One modality of the multimodal model. Subclasses set the class attributes and the methods.
 
     Attributes:
@@ -85,28 +86,32 @@ class ModalityUnit:
         return from_dict(self.settings, dict(getattr(config, "modality_settings", {}).get(self.name, {})))
 
     # ---- model ----------------------------------------------------------------------------------
+    @abstractmethod
     def encoder(self, spec, n_assays: int, config) -> nn.Module:
         """The modality's encoder for the joint model ``config`` (a ``MultimodalJEPAConfig``)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def pos_dim(self, n_assays: int, config) -> int:
         """Width of the positional code of one of its tokens (the predictor's query input)."""
-        raise NotImplementedError
+        ...
 
     def prepare(self, part: Any, config, generator: torch.Generator | None) -> None:
         """Fill what the batch needs before encoding (e.g. the graph's positional code); default none."""
 
+    @abstractmethod
     def encode(self, encoder: nn.Module, part: Any, rows: Tensor, keep: Tensor | None):
         """Tokens of the rows that keep any token: ``(Tokens with x [Bk, T, D], their batch rows)``
         (``(None, rows)`` if none does)."""
-        raise NotImplementedError
+        ...
 
     # ---- masks ----------------------------------------------------------------------------------
+    @abstractmethod
     def sample_mask(self, part: Any, config, grid: int, rng: np.random.Generator, whole: np.ndarray,
                     gone: np.ndarray) -> Any:
         """Masks inside the modality for its ``Bm`` rows, then ``whole [Bm]`` rows hidden entirely
         (every token a target) and ``gone [Bm]`` rows left out (neither seen nor predicted)."""
-        raise NotImplementedError
+        ...
 
     def keep(self, mask: Any) -> Tensor:
         """The encoder's ``keep`` argument for ``mask``."""
@@ -125,10 +130,11 @@ class ModalityUnit:
         return TokenMask(keep=mask.target, target=mask.target)
 
     # ---- predictor queries and targets ------------------------------------------------------------
+    @abstractmethod
     def query(self, index: int, encoder: nn.Module, part: Any, mask: Any, rows: Tensor,
               size: int) -> HiddenQuery | None:
         """The predictor's queries for the hidden tokens (None if nothing is hidden)."""
-        raise NotImplementedError
+        ...
 
     def hidden_targets(self, tx: Tensor, tpad: Tensor, select: Tensor) -> Tensor:
         """The hidden tokens' target embeddings ``[Nt, D]`` from all target tokens ``tx [Bm, T, D]``,
@@ -136,14 +142,17 @@ class ModalityUnit:
         return tx[select]
 
     # ---- the generative objective ---------------------------------------------------------------
+    @abstractmethod
     def raw_head(self, spec, config) -> nn.Module:
         """Head mapping a predicted token ``[Nt, D]`` to the raw hidden content."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def raw_target(self, part: Any, select: Tensor, config) -> tuple[Tensor, Tensor | None]:
         """The raw hidden content read from the input: ``(target, weight or None)``."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def raw_loss(self, head: nn.Module, h: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
         """Loss of the head's answer for the hidden tokens ``h [Nt, D]``."""
-        raise NotImplementedError
+        ...
