@@ -8,6 +8,8 @@ level and plots them.
 
     python benchmarks/image_nuisance.py --levels none,low,high --seconds 150 --seeds 0
     python benchmarks/image_nuisance.py --summary-only            # tables and plot from earlier runs
+    python benchmarks/image_nuisance.py --config configs/ablate/image_large_masks.yaml \
+        --out-prefix outputs/ablate/image_large_masks-               # a variant (part 3) across the levels
 
 Writes ``outputs/ablate/image-nuisance.md`` and ``image-nuisance.png``; figures: docs/objectives.md.
 """
@@ -25,8 +27,9 @@ from molwm.tasks.plots import pyplot, save_figure
 METRICS = (("mechanism", "r2"), ("state", "r2"), ("consistency", "map"), ("activity", "map"))
 
 
-def run(level: str, seconds: float, seeds: str, lab_prefix: str, out_prefix: str, extra: list[str]) -> None:
-    args = ["ablate", "--config", "configs/ablate/image.yaml", "--no-progress",
+def run(level: str, seconds: float, seeds: str, lab_prefix: str, out_prefix: str, extra: list[str],
+        config: str = "configs/ablate/image.yaml") -> None:
+    args = ["ablate", "--config", config, "--no-progress",
             f"multimodal.data.lab={lab_prefix}{level}", f"out_dir={out_prefix}{level}", f"seeds=[{seeds}]",
             f"multimodal.budget_seconds={seconds}", f"run_name=ablate-image-nuisance-{level}", *extra]
     assert molwm_main(args) == 0, args
@@ -63,6 +66,7 @@ def plot(frame: pd.DataFrame, levels: list[str], path: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--levels", default="none,low,high")
+    ap.add_argument("--config", default="configs/ablate/image.yaml", help="the ablation config (or a variant)")
     ap.add_argument("--seconds", type=float, default=150)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--lab-prefix", default="outputs/lab2k-")
@@ -73,7 +77,7 @@ def main() -> None:
     levels = args.levels.split(",")
     if not args.summary_only:
         for level in levels:
-            run(level, args.seconds, args.seeds, args.lab_prefix, args.out_prefix, args.overrides)
+            run(level, args.seconds, args.seeds, args.lab_prefix, args.out_prefix, args.overrides, args.config)
     frame = summary(levels, args.out_prefix)
     wide = frame.assign(cell=[f"{m:.3f} ± {s:.3f}" for m, s in zip(frame["mean"], frame["std"])])
     wide = wide.pivot_table(index=["target", "metric", "encoder"], columns="nuisance", values="cell",

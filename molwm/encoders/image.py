@@ -35,6 +35,9 @@ class ImageEncoderConfig:
         channels: Number of channel slots (Cell Painting: 5).
         dropout: Dropout inside the layers.
         pos_dim: Width of the 2-D sin-cos positional code handed to predictors.
+        token_norm: Layer-normalise every output token (the encoder's final LayerNorm, and the
+            per-token layer norm of the JEPA's targets and readouts of this encoder). False is the
+            variant of issue 18 that keeps each token's absolute scale.
     """
 
     dim: int = 128
@@ -45,6 +48,7 @@ class ImageEncoderConfig:
     channels: int = 5
     dropout: float = 0.0
     pos_dim: int = 16
+    token_norm: bool = True
 
     def validate(self) -> None:
         from molwm.config import ConfigError
@@ -117,7 +121,7 @@ class ImageEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(d, config.heads, 2 * d, dropout=config.dropout, batch_first=True,
                                            norm_first=True, activation="gelu")
         self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        self.out_norm = nn.LayerNorm(d)
+        self.out_norm = nn.LayerNorm(d) if config.token_norm else nn.Identity()
 
     @property
     def pos_dim(self) -> int:

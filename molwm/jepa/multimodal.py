@@ -199,12 +199,16 @@ class MultimodalJEPA(nn.Module):
         return self.fusion(parts)
 
     @torch.no_grad()
-    def target_tokens(self, batch: MultimodalBatch, modality: str):
-        """Layer-normed target tokens of one modality for its rows: ``(x [Bm, T, D], pad [Bm, T])``."""
-        for enc in self.readout.values():
+    def target_tokens(self, batch: MultimodalBatch, modality: str, encoders: nn.ModuleDict | None = None):
+        """Layer-normed target tokens of one modality for its rows: ``(x [Bm, T, D], pad [Bm, T])``;
+        from ``encoders`` when given (default: :attr:`readout`). An encoder whose config says
+        ``token_norm: false`` (the image variant) keeps its tokens' scale."""
+        encoders = self.readout if encoders is None else encoders
+        for enc in encoders.values():
             enc.eval()
-        t, _ = self._encode(self.readout, batch, modality, None)
-        return F.layer_norm(t.x, (self.config.dim,)), t.pad
+        t, _ = self._encode(encoders, batch, modality, None)
+        norm = getattr(getattr(encoders[modality], "config", None), "token_norm", True)
+        return (F.layer_norm(t.x, (self.config.dim,)) if norm else t.x), t.pad
 
     # ---- objective ------------------------------------------------------------------------------
     def hidden_queries(self, batch: MultimodalBatch, masks: MultimodalMasks) -> list[HiddenQuery]:
@@ -328,13 +332,16 @@ class MultimodalJEPA(nn.Module):
         return torch.cat([graph, context.joint], dim=1), tokens
 
     @torch.no_grad()
-    def modality_embedding(self, batch: MultimodalBatch, modality: str) -> tuple[Tensor, Tensor]:
-        """Target-encoder pooled (layer-normed) embedding of ``modality`` for the rows that have it.
+    def modality_embedding(self, batch: MultimodalBatch, modality: str,
+                           readout: Literal["target", "context"] = "target") -> tuple[Tensor, Tensor]:
+        """Pooled (layer-normed) embedding of ``modality`` for the rows that have it, seeing the whole
+        modality: from the encoder downstream tasks read (``target``: the EMA target, or the trained
+        encoder of objectives without one) or from the context encoder (``context``).
 
         Returns:
             ``(embeddings [Bm, D], rows [Bm])``.
         """
-        tx, tpad = self.target_tokens(batch, modality)
+        tx, tpad = self.target_tokens(batch, modality, self.encoders if readout == "context" else None)
         real = (~tpad).unsqueeze(-1).to(tx.dtype)
         mean = (tx * real).sum(1) / real.sum(1).clamp(min=1.0)
         return F.layer_norm(mean, (self.config.dim,)), batch.rows(modality)

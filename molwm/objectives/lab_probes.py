@@ -51,6 +51,11 @@ class LabProbeConfig:
         every: Steps between probe points (0: only at the end of the run).
         max_samples: Held-out samples probed (a seeded subset).
         seed: Subset and half-split seed.
+        readouts: Which encoder is read: ``target`` (the one downstream tasks use: the JEPA's EMA
+            target, the trained encoder otherwise; keys ``probe.<target>.<metric>``) and/or
+            ``context`` (the JEPA's context encoder, seeing the whole modality; keys
+            ``probe.context_<target>.<metric>``; skipped for objectives without an EMA target,
+            whose context encoder is the one ``target`` reads).
     """
 
     modality: Literal["image", "assay", "graph"] = "image"
@@ -58,6 +63,7 @@ class LabProbeConfig:
     every: int = 0
     max_samples: int = 3000
     seed: int = 0
+    readouts: list[str] = field(default_factory=lambda: ["target"])
 
     def validate(self) -> None:
         from molwm.config import ConfigError
@@ -65,6 +71,9 @@ class LabProbeConfig:
         bad = [t for t in self.targets if t not in ("mechanism", "state")]
         if bad or not self.targets:
             raise ConfigError(f"probes.targets: unknown {bad} (known: mechanism, state)")
+        bad = [r for r in self.readouts if r not in ("target", "context")]
+        if bad or not self.readouts:
+            raise ConfigError(f"probes.readouts: unknown {bad} (known: target, context)")
 
 
 def mechanism_classes(mechanism: np.ndarray, n_classes: int = MECHANISM_CLASSES, seed: int = 0) -> np.ndarray:
@@ -196,9 +205,10 @@ class LabProbeSuite:
 
     @torch.no_grad()
     def features(self, model, batch_size: int = 128, data: MultimodalData | None = None,
-                 rows: np.ndarray | None = None) -> np.ndarray:
+                 rows: np.ndarray | None = None, readout: str = "target") -> np.ndarray:
         """Pooled embeddings ``[n, D]`` of the probed modality (the model is left in its training mode);
-        of ``rows`` of ``data`` when given, else of the probe samples."""
+        of ``rows`` of ``data`` when given, else of the probe samples; ``readout``: see
+        :class:`LabProbeConfig`."""
         data, rows = (self.data, self.rows) if data is None else (data, rows)
         was_training = model.training
         model.eval()
@@ -206,14 +216,16 @@ class LabProbeSuite:
         out = []
         for i in range(0, len(rows), batch_size):
             b = add_pe(data.batch(rows[i:i + batch_size], drop=drop), model.config)
-            z, _ = model.modality_embedding(b, self.config.modality)
+            z, _ = model.modality_embedding(b, self.config.modality, readout)
             out.append(z.numpy())
         model.train(was_training)
         return np.concatenate(out).astype(np.float64)
 
-    def control_features(self, model) -> np.ndarray | None:
+    def control_features(self, model, readout: str = "target") -> np.ndarray | None:
         """Embeddings of the negative-control sites (None without controls)."""
-        return None if self.controls is None else self.features(model, data=self.controls[0], rows=self.controls[1])
+        if self.controls is None:
+            return None
+        return self.features(model, data=self.controls[0], rows=self.controls[1], readout=readout)
 
     def pixel_features(self) -> np.ndarray:
         """The 25 per-channel pixel statistics of the probe sites (the image floor of earlier versions)."""
@@ -267,5 +279,12 @@ class LabProbeSuite:
         return out
 
     def __call__(self, model) -> dict[str, float]:
-        """Probe metrics of ``model`` (a multimodal objective module)."""
-        return self.score(self.features(model), self.control_features(model))
+        """Probe metrics of ``model`` (a multimodal objective module), per configured readout."""
+        out = {}
+        for readout in self.config.readouts:
+            if readout == "context" and not hasattr(model, "targets"):
+                continue  # no EMA target: the context encoder is the one the target readout reads
+            scores = self.score(self.features(model, readout=readout), self.control_features(model, readout))
+            prefix = "" if readout == "target" else f"{readout}_"
+            out.update({k.replace("probe.", f"probe.{prefix}", 1): v for k, v in scores.items()})
+        return out
