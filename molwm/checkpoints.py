@@ -7,10 +7,14 @@ back with ``weights_only=True`` (no code runs on load). Every checkpoint has:
 * ``kind``: the model kind (see :mod:`molwm.models`, the registry that knows how
   each kind rebuilds itself from the rest of the dict);
 * ``config``: the resolved config of the run that wrote it;
-* the weights (``model`` or, for a fine-tuned ensemble, ``members``) and the
-  kind's own metadata;
-* for a run that can be resumed: ``step``, ``optimizer``, ``run_id``, ``history``,
-  ``pending`` and ``elapsed``.
+* the weights (``model`` or, for a fine-tuned ensemble, ``members``), ``step`` (steps
+  trained) and the kind's own metadata;
+* for a run that can be resumed, one separate block ``resume`` (:data:`RESUME_KEYS`:
+  ``step``, ``optimizer``, ``run_id``, ``history``, ``pending``, ``elapsed``, and where
+  they apply ``world_size``, the RNG state and the task's own loop state), read with
+  :func:`resume_block`. Everything outside it is what rebuilds the model, so
+  :func:`without_resume` gives the checkpoint to ship. Checkpoints written before the
+  block existed (these keys at the top level) load and resume unchanged.
 
 Writes are atomic (a temporary file, fsync, rename), and the replaced file is
 kept as ``prev.pt``, the fallback of :func:`load_resume_checkpoint`. Model URIs
@@ -37,8 +41,33 @@ CHECKPOINT_FORMAT = 1
 """Version of the layout above; a checkpoint of another version is refused with a clear error."""
 
 
+RESUME_KEYS = ("step", "optimizer", "run_id", "history", "pending", "elapsed", "world_size")
+"""The resume block's keys that checkpoints before the block kept at the top level."""
+
+
 class CheckpointError(MolwmError, RuntimeError):
     """A checkpoint is missing, truncated, foreign, or of a kind molwm does not know."""
+
+
+def resume_block(state: dict[str, Any]) -> dict[str, Any]:
+    """What resuming ``state`` needs: its ``resume`` block, or for a checkpoint written before the
+    block existed, the same keys read from the top level.
+
+    Raises:
+        CheckpointError: If the checkpoint holds no resumable run (e.g. a shipped or fine-tuned model).
+    """
+    if isinstance(state.get("resume"), dict):
+        return state["resume"]
+    if "optimizer" in state:  # the flat layout of earlier versions
+        return {k: state[k] for k in RESUME_KEYS if k in state}
+    raise CheckpointError("this checkpoint holds a model but no run to resume (no optimizer state)")
+
+
+def without_resume(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without what only resuming needs (the model, its config and metadata stay)."""
+    if isinstance(state.get("resume"), dict):
+        return {k: v for k, v in state.items() if k != "resume"}
+    return {k: v for k, v in state.items() if k not in RESUME_KEYS or k == "step"}
 
 
 # ---------------------------------------------------------------- write

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from molwm.config import ConfigError
 
@@ -37,7 +38,8 @@ class RunConfig:
         budget_seconds: Stop once training has taken this many seconds (probes and checkpoints
             not counted; the LR and EMA schedules are projected from the time per step): an
             equal-wall-time budget.
-        lr: Peak learning rate (AdamW; linear warm-up, then cosine decay).
+        lr: Peak learning rate (AdamW; linear warm-up, then ``lr_schedule``).
+        lr_schedule: After the warm-up: ``cosine`` decay to 1% over the run, or ``constant``.
         weight_decay: AdamW weight decay of weight matrices (biases, norms and embeddings of one
             dimension are not decayed).
         warmup_steps: Linear warm-up.
@@ -61,6 +63,7 @@ class RunConfig:
     budget_samples: int | None = None
     budget_seconds: float | None = None
     lr: float = 1e-3
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
     weight_decay: float = 0.05
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -87,3 +90,5 @@ class RunConfig:
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError(f"max_steps must be positive, got {self.max_steps}")
         check_device_name(self.device)
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")

@@ -18,10 +18,14 @@ class TrainingDiverged(MolwmError, RuntimeError):
     """The loss or gradients became NaN/inf; the message names the last good checkpoint."""
 
 
-def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float = 0.01) -> float:
-    """Linear warmup to ``base_lr``, then cosine decay to ``min_ratio * base_lr``."""
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float = 0.01,
+          shape: str = "cosine") -> float:
+    """Linear warmup to ``base_lr``, then cosine decay to ``min_ratio * base_lr`` (``shape="constant"``:
+    ``base_lr`` after the warm-up)."""
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
+    if shape == "constant":
+        return base_lr
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 

@@ -1,4 +1,4 @@
-"""One training driver for every task: graph, multimodal and world pretraining.
+"""One training driver for every task: graph, multimodal and world pretraining, and each fine-tuned member.
 
 A task says what is particular to it (its data, its model, the batch of a step,
 the loss, health, what its checkpoint records, what happens at the end); the
@@ -8,14 +8,26 @@ driver does everything else once, the same way for every task:
 * device (``device`` in the config; ``cuda:LOCAL_RANK`` or the CPU under ``torchrun``),
   batches made on the CPU and moved, checkpoints written as CPU tensors,
 * ``torchrun`` data parallelism for tasks that can split a batch across ranks,
-* AdamW with weight-decay groups, warm-up + cosine LR, gradient clipping, the NaN guard,
+* AdamW with weight-decay groups (or the task's own groups), warm-up + cosine (or constant)
+  LR, gradient clipping, the NaN guard,
 * the step-one check that every optimised parameter got a gradient,
 * EMA updates from the synchronised weights,
 * wall-time and sample budgets, logging, health, probes, atomic checkpoints and exact
-  resume (:func:`molwm.train.loop.run_steps`).
+  resume (:func:`molwm.train.loop.run_steps`), the resume state kept in the checkpoint's
+  ``resume`` block (:func:`molwm.checkpoints.resume_block`),
+* a task's own end-of-step work (validation, early stopping) through ``after_step``.
 
 Everything random is a pure function of ``(seed, step)``, so a run resumed at step ``s``
-continues exactly as the uninterrupted run would have.
+continues exactly as the uninterrupted run would have. A task that keeps one random stream
+over the run instead (``reseed_steps = False``: fine-tuning, whose dropout and data order
+flow on from its seed) has the stream's state and its own loop state (``loop_state``)
+saved in the resume block, so it resumes exactly too.
+
+Hooks a task may define (the driver's default when absent): ``param_groups(model)``
+(AdamW groups; a group's ``lr_ratio`` scales the scheduled rate), ``reseed_steps``
+(True), ``nested`` (False: open the run under the active one), ``after_step(model, step)``
+(``(metrics, stop)``: metrics recorded at the step, ``stop`` ends the run there),
+``loop_state()`` / ``load_loop_state(state)`` (the task's own state across a resume).
 """
 
 from __future__ import annotations
@@ -33,7 +45,8 @@ from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, lr_at
 from molwm.train.distributed import (DistContext, check_in_sync, from_main, in_turn, init_distributed,
                                      mean_over_ranks, model_rank, resolve_device, unwrap, wrap)
-from molwm.train.loop import History, LoopSchedule, drop_logged, flush, restore, run_steps, schedule_total
+from molwm.train.loop import (History, LoopSchedule, drop_logged, flush, record, restore, run_steps,
+                              schedule_total)
 
 
 @dataclass
@@ -136,8 +149,11 @@ class Task(Protocol):
         that the checkpoint should carry)."""
 
 
-def optimizer_for(model: torch.nn.Module, config: RunConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters: weight matrices decayed, vectors (biases, norms) not."""
+def optimizer_for(model: torch.nn.Module, config: RunConfig, task: Task | None = None) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters: weight matrices decayed, vectors (biases, norms) not; or
+    the groups of the task's ``param_groups(model)`` when it defines them."""
+    if task is not None and hasattr(task, "param_groups"):
+        return torch.optim.AdamW(task.param_groups(model), lr=config.lr, weight_decay=config.weight_decay)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
@@ -176,11 +192,12 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, task: T
     """
     config, core = task.config, unwrap(model)
     model.train()
-    # dropout depends on (seed, step) only, and on the rank so ranks do not share one pattern
-    torch.manual_seed(config.seed * 7919 + step + 1_000_003 * model_rank(model))
-    lr = lr_at(step, config.lr, config.warmup_steps, total)
+    if getattr(task, "reseed_steps", True):
+        # dropout depends on (seed, step) only, and on the rank so ranks do not share one pattern
+        torch.manual_seed(config.seed * 7919 + step + 1_000_003 * model_rank(model))
+    lr = lr_at(step, config.lr, config.warmup_steps, total, shape=config.lr_schedule)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_ratio"] if "lr_ratio" in group else lr
     out = task.loss(model, batch, step)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
@@ -195,7 +212,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, task: T
     if not all_finite(out.loss.detach(), grad_norm):
         raise TrainingDiverged(f"loss {out.loss.item()} / gradient norm {grad_norm.item()} at step {step}")
     optimizer.step()
-    core.ema_update(core.momentum_at(step, total))  # from the synchronised weights: same on every rank
+    if hasattr(core, "ema_update"):  # from the synchronised weights: same on every rank
+        core.ema_update(core.momentum_at(step, total))
     metrics = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.metrics.items()}
     metrics.update(grad_norm=float(grad_norm), lr=lr)
     return metrics
@@ -203,14 +221,17 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, task: T
 
 def _state(task: Task, model, optimizer, step: int, run_id, history, pending, elapsed: float,
            world_size: int) -> dict:
-    extra = {"world_size": int(world_size)} if world_size > 1 else {}  # one-process checkpoints unchanged
-    return {
-        **task.state(model), **extra,
-        "model": model.state_dict(), "step": step, "optimizer": optimizer.state_dict(), "run_id": run_id or "",
-        "elapsed": float(elapsed),
-        "history": {k: [list(p) for p in v] for k, v in history.items()},
-        "pending": [[k, float(v), int(s)] for k, v, s in pending],
-    }
+    """The checkpoint: the task's model state, the weights and ``step``, and the ``resume`` block."""
+    resume = {"step": step, "optimizer": optimizer.state_dict(), "run_id": run_id or "", "elapsed": float(elapsed),
+              "history": {k: [list(p) for p in v] for k, v in history.items()},
+              "pending": [[k, float(v), int(s)] for k, v, s in pending]}
+    if world_size > 1:
+        resume["world_size"] = int(world_size)
+    if not getattr(task, "reseed_steps", True):  # one random stream over the run: keep where it is
+        resume["torch_rng"] = torch.get_rng_state()
+    if hasattr(task, "loop_state"):
+        resume["task"] = task.loop_state()
+    return {**task.state(model), "model": model.state_dict(), "step": step, "resume": resume}
 
 
 def _context(task: Task) -> DistContext:
@@ -243,20 +264,26 @@ def drive(task: Task, tracker: Tracker | None = None, state: dict | None = None,
     if not ctx.is_main:
         tracker, progress = NullTracker(), False
     tracker = tracker or NullTracker()
-    if state is not None and int(state.get("world_size", 1)) != ctx.world_size:
-        warnings.warn(f"resuming a run made with {state.get('world_size', 1)} processes on {ctx.world_size}: "
+    resumed = checkpoints.resume_block(state) if state is not None else {}
+    if state is not None and int(resumed.get("world_size", 1)) != ctx.world_size:
+        warnings.warn(f"resuming a run made with {resumed.get('world_size', 1)} processes on {ctx.world_size}: "
                       "the global batch, the data order and the schedules change from here on", stacklevel=2)
     in_turn(lambda: task.prepare(ctx, progress), ctx)  # rank 0 first: it may write a cache the others read
     total = task.total_steps(ctx.world_size)
     torch.manual_seed(config.seed)
     model = task.build_model()  # on the CPU: the same initial weights on every device
-    optimizer = optimizer_for(model, config)
+    optimizer = optimizer_for(model, config, task)
     if ctx.device.type != "cpu":
         model.to(ctx.device)  # before restore, so the optimizer state lands on the device too
     start, run_id, history, pending = restore(state, model, optimizer)
+    if "torch_rng" in resumed:
+        torch.set_rng_state(resumed["torch_rng"])
+    if "task" in resumed and hasattr(task, "load_loop_state"):
+        task.load_loop_state(resumed["task"])
     trained = wrap(model, ctx)
     ckpt = Path(config.out_dir) / "last.pt"
-    with tracker.run(config.run_name or task.run_name, tags=task.tags(), run_id=run_id) as active_id:
+    with tracker.run(config.run_name or task.run_name, tags=task.tags(), run_id=run_id,
+                     nested=getattr(task, "nested", False)) as active_id:
         run_id = active_id
         if state is None:
             tracker.log_config(config)
@@ -267,7 +294,7 @@ def drive(task: Task, tracker: Tracker | None = None, state: dict | None = None,
         schedule = LoopSchedule(total, task.samples_per_step(ctx.world_size), config.log_every,
                                 config.health_every, config.checkpoint_every, ckpt, rate_name=task.rate_name,
                                 max_seconds=config.budget_seconds,
-                                elapsed=float(state.get("elapsed", 0.0)) if state is not None else 0.0,
+                                elapsed=float(resumed.get("elapsed", 0.0)),
                                 dedupe=state is not None, writer=ctx.is_main)
         probe = task.probe(model) if ctx.is_main else None
         schedule.probe_every = probe[1] if probe is not None else 0
@@ -277,7 +304,14 @@ def drive(task: Task, tracker: Tracker | None = None, state: dict | None = None,
 
         def step_fn(step: int, batch) -> dict[str, float]:
             steps = schedule_total(step, total, schedule, config.budget_seconds)
-            return mean_over_ranks(train_step(trained, optimizer, task, batch, step, steps, step == 0), ctx)
+            metrics = mean_over_ranks(train_step(trained, optimizer, task, batch, step, steps, step == 0), ctx)
+            if hasattr(task, "after_step"):  # e.g. validation at an epoch's end, early stopping
+                extra, stop = task.after_step(model, step)
+                if extra and ctx.is_main:
+                    record(history, pending, extra, step)
+                if stop:
+                    schedule.total = step + 1  # this step is the last, as when a budget is spent
+            return metrics
 
         done, last_loss = run_steps(
             schedule, start, tracker, history, pending,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from molwm.checkpoints import CheckpointError, save_checkpoint
+from molwm.checkpoints import CheckpointError, resume_block, save_checkpoint
 from molwm.tracking import Tracker
 from molwm.train.common import TrainingDiverged
 
@@ -88,15 +88,16 @@ def restore(state: dict | None, model, optimizer) -> tuple[int, str | None, Hist
     if state is None:
         return 0, None, {}, []
     model.load_state_dict(state["model"])
+    run = resume_block(state)
     try:
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(run["optimizer"])
     except ValueError as err:  # e.g. a world-model run from before weight-decay groups
         raise CheckpointError(f"this checkpoint's optimizer state does not fit this version of molwm ({err}); "
                               "the model still loads for queries and fine-tuning, but the run cannot resume: "
                               "start it again") from None
-    history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
-    pending = [(k, v, int(s)) for k, v, s in state["pending"]]
-    return int(state["step"]), state["run_id"] or None, history, pending
+    history = {k: [tuple(p) for p in v] for k, v in run["history"].items()}
+    pending = [(k, v, int(s)) for k, v, s in run["pending"]]
+    return int(run["step"]), run["run_id"] or None, history, pending
 
 
 def run_steps(schedule: LoopSchedule, start_step: int, tracker: Tracker, history: History, pending: Pending,

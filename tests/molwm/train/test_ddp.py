@@ -165,7 +165,7 @@ def test_torchrun_two_cpu_ranks_match_one_process_with_the_doubled_batch(tmp_pat
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
     # weights, EMA target encoder included, are bit-identical on both ranks and in rank 0's checkpoint
     saved = load_checkpoint(tmp_path / "ddp" / "last.pt")
-    assert saved["world_size"] == 2 and saved["step"] == 4
+    assert saved["resume"]["world_size"] == 2 and saved["step"] == 4
     for name, value in ranks[0]["model"].items():
         assert torch.equal(value, ranks[1]["model"][name]), name
         assert torch.equal(value, saved["model"][name]), name

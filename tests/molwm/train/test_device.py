@@ -98,7 +98,7 @@ def _short_run(repo_root: Path, tmp_path: Path, objective: str, device: str, car
 def _check_cpu_checkpoint(result) -> None:
     """Every tensor of the checkpoint was saved on the CPU, and its encoder embeds on the CPU."""
     raw = torch.load(result.checkpoint, weights_only=True)  # no map_location: devices as saved
-    tensors = [t for part in (raw["model"], raw["optimizer"]["state"]) for t in _leaves(part)]
+    tensors = [t for part in (raw["model"], raw["resume"]["optimizer"]["state"]) for t in _leaves(part)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
     encoder = load_encoder(str(result.checkpoint))
     arrays, _ = featurize_arrays(SMILES[:4])

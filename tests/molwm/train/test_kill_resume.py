@@ -56,7 +56,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, repo_root):
         assert torch.equal(final[k], reference[k]), k
     # the MLflow run has every step exactly once
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    run_id = load_checkpoint(ckpt)["run_id"]
+    run_id = load_checkpoint(ckpt)["resume"]["run_id"]
     steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert sorted(steps) == list(range(240))
 

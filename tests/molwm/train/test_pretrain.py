@@ -48,6 +48,27 @@ def test_resume_gives_the_same_weights_and_no_duplicate_metrics(graph_pretrain_r
     assert steps == sorted(set(steps)) == [1, 3, 5]
 
 
+def test_a_checkpoint_in_the_layout_before_the_resume_block_resumes_the_same(graph_pretrain_run, tiny_cfg):
+    from molwm.checkpoints import RESUME_KEYS, resume_block, without_resume
+
+    first = run_pretrain(tiny_cfg("flat"), progress=False, stop_after=4)
+    state = load_checkpoint(first.checkpoint)
+    block = resume_block(state)
+    assert set(block) >= {"step", "optimizer", "run_id", "history", "pending", "elapsed"}
+    assert "optimizer" not in state  # resuming keys live in the block only
+    shipped = without_resume(state)
+    assert "resume" not in shipped and shipped["model"] is state["model"] and shipped["step"] == 3
+    flat = {k: v for k, v in state.items() if k != "resume"} | {k: block[k] for k in RESUME_KEYS if k in block}
+    save_checkpoint(flat, first.checkpoint)  # what molwm wrote before the block existed
+    resumed = run_pretrain(tiny_cfg("ignored"), resume=first.checkpoint, progress=False)
+    a = load_checkpoint(graph_pretrain_run.checkpoint)["model"]
+    b = load_checkpoint(resumed.checkpoint)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with pytest.raises(CheckpointError, match="no run to resume"):
+        resume_block(shipped | {"resume": None})
+
+
 def test_first_step_checks_every_gradient_and_logs_health(graph_pretrain_run):
     result = graph_pretrain_run  # the run's first step checked every gradient (or it would have raised)
     assert "health.rankme" in result.history and "health.std_min" in result.history
@@ -102,6 +123,8 @@ def test_lr_schedule():
     assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
     assert lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
     assert lr_at(100, 1.0, 10, 100) == pytest.approx(0.01)
+    assert lr_at(0, 1.0, 10, 100, shape="constant") == pytest.approx(0.1)
+    assert lr_at(100, 1.0, 10, 100, shape="constant") == lr_at(11, 1.0, 0, 100, shape="constant") == 1.0
 
 
 def test_each_task_keeps_its_mlflow_run_name(repo_root, tmp_path):
