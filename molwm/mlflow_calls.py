@@ -44,8 +44,9 @@ def unreachable(err: BaseException) -> bool:
                                                                "MaxRetryError", "Timeout")
 
 
-def send_one(client, kind: str, payload: dict) -> None:
-    """Send one kept tracker call (``kind``: metrics, params, tags, artifact, dict, end) through ``client``."""
+def send_one(client, kind: str, payload: dict) -> str | None:
+    """Send one kept tracker call (``kind``: metrics, params, tags, artifact, dict, model, end) through
+    ``client``; a model's URI, else ``None``."""
     from mlflow.entities import Metric, Param, RunTag
 
     run_id = payload["run_id"]
@@ -61,10 +62,47 @@ def send_one(client, kind: str, payload: dict) -> None:
         client.log_artifact(run_id, payload["path"], artifact_path=payload["artifact_path"])
     elif kind == "dict":
         client.log_dict(run_id, payload["data"], payload["name"])
+    elif kind == "model":
+        return log_pyfunc(client, payload)
     elif kind == "end":
         client.set_terminated(run_id, payload["status"])
     else:
         raise ValueError(f"unknown tracker call {kind!r}")
+    return None
+
+
+def log_pyfunc(client, payload: dict) -> str:
+    """Log a checkpoint as an MLflow pyfunc model from code into run ``payload["run_id"]``; its model URI.
+
+    The payload: ``path`` (the checkpoint), ``package`` (:class:`molwm.tracking.ModelPackage` as plain
+    data), ``name``, ``registered_name`` and ``alias`` (either may be ``None``). The run is named, not taken
+    from MLflow's active run, so a model kept while the store was down is logged into its own run later,
+    from this process or another one.
+    """
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    package, run_id = payload["package"], payload["run_id"]
+    inputs = Schema([ColSpec(kind, col, required=required) for col, kind, required in package["inputs"]])
+    params = ParamSchema([ParamSpec(p, kind, default) for p, kind, default in package["params"]]) \
+        if package["params"] else None
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(run.info.experiment_id, name=payload["name"], source_run_id=run_id,
+                                        params=dict(run.data.params))
+    with _store_for_registry(client.tracking_uri):  # Model.log resolves its store from MLflow's globals
+        info = Model.log(None, name=payload["name"], flavor=mlflow.pyfunc, run_id=run_id,
+                         model_id=logged.model_id, python_model=package["code"],
+                         artifacts={"checkpoint": payload["path"]},
+                         pip_requirements=list(package["pip_requirements"]),
+                         registered_model_name=payload["registered_name"],
+                         signature=ModelSignature(inputs=inputs, params=params),
+                         input_example=pd.DataFrame(package["example"]) if package["example"] else None)
+    if payload["registered_name"] and payload["alias"]:
+        client.set_registered_model_alias(payload["registered_name"], payload["alias"],
+                                          str(info.registered_model_version))
+    return info.model_uri
 
 
 class StoreError(MolwmError, LookupError):

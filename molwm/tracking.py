@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -41,7 +42,30 @@ from molwm.mlflow_calls import (  # noqa: F401 (re-exported)
     send_one,
     unreachable,
 )
-from molwm.outbox import Outbox, StoreUnreachable, read_outbox
+from molwm.outbox import Outbox, OutboxError, Replay, StoreUnreachable, read_outbox, replay  # noqa: F401
+
+
+def store_call(tracking_uri: str, kind: str, payload: dict) -> str | None:
+    """One tracker call to the store with an explicit run id (so a kept call goes to its own run later);
+    a model's URI, else ``None``.
+
+    Raises:
+        StoreUnreachable: If the store did not answer (any other error is a refusal and propagates).
+    """
+    try:
+        with fail_fast():
+            return send_one(_client(tracking_uri), kind, payload)
+    except Exception as err:
+        if unreachable(err):
+            raise StoreUnreachable(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        raise
+
+
+@functools.lru_cache(maxsize=8)
+def _client(tracking_uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri)
 
 
 def plain(obj: Any) -> Any:
@@ -186,11 +210,11 @@ class NullTracker(Tracker):
 class MLflowTracker(Tracker):
     """Logs to MLflow; a store that stops answering does not stop the run.
 
-    Metrics, params, tags, artifacts and the run's end go through an :class:`molwm.outbox.Outbox`: when
-    the store is unreachable (a tracking server stopped, a database gone), the calls are kept in order (in
-    memory and in ``$MOLWM_TRACKING_OUTBOX/<run id>/outbox.jsonl``, default ``./mlflow-outbox``), the
+    Metrics, params, tags, artifacts, models and the run's end go through an :class:`molwm.outbox.Outbox`:
+    when the store is unreachable (a tracking server stopped, a database gone), the calls are kept in order
+    (in memory and in ``$MOLWM_TRACKING_OUTBOX/<run id>/outbox.jsonl``, default ``./mlflow-outbox``), the
     run goes on, and they are sent when the store answers again. When the outermost run ends, a warning
-    says what was logged, what was sent late and what was not (:func:`replay_outbox` sends the rest).
+    says what was logged, what was sent late and what was not (``molwm tracking replay`` sends the rest).
     Calls the store refuses (HTTP 4xx: a bad value) still raise.
 
     Args:
@@ -231,6 +255,8 @@ class MLflowTracker(Tracker):
             status = "FINISHED"
         finally:
             self.run_id = previous
+            if outermost and self.outbox.kept:  # what was kept goes in before the run is ended
+                self.outbox.flush()
             with fail_fast():  # mlflow.end_run pops the run, then tells the store (which may be down)
                 try:
                     mlflow.end_run(status)
@@ -239,25 +265,14 @@ class MLflowTracker(Tracker):
                         raise
                     self.outbox.call("end", {"run_id": active.info.run_id, "status": status})
             if outermost:
-                if self.outbox.kept:
-                    self.outbox.flush()
                 self.report = self.outbox.report(self.tracking_uri)
                 if self.report:
                     import warnings
 
                     warnings.warn(self.report, stacklevel=3)
 
-    def _send(self, kind: str, payload: dict) -> None:
-        """One call to the store with an explicit run id (so kept calls go to their own run later)."""
-        if getattr(self, "_client", None) is None:
-            self._client = self._mlflow.MlflowClient(self.tracking_uri)
-        try:
-            with fail_fast():
-                send_one(self._client, kind, payload)
-        except Exception as err:
-            if unreachable(err):
-                raise StoreUnreachable(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
-            raise
+    def _send(self, kind: str, payload: dict) -> str | None:
+        return store_call(self.tracking_uri, kind, payload)
 
     def log_params(self, params):
         flat = {k: ("" if v is None else v) for k, v in flatten(params).items()}
@@ -313,57 +328,27 @@ class MLflowTracker(Tracker):
         return max((m.step for m in history), default=-1)
 
     def log_model(self, checkpoint, package, name="model", registered_name=None, alias=None):
+        """Log the model now and return its URI; while the store is down, keep it (with a copy of the
+        checkpoint) in the outbox like any other call and return ``None``: it is logged into this run once
+        the store answers, and the run's end says which URI it got, or that it was not logged."""
         import logging
 
-        import mlflow.pyfunc
-        import pandas as pd
-        from mlflow.models import ModelSignature
-        from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        if self.outbox.kept and not self.outbox.flush():  # the store is down: the checkpoint stays on disk
-            import warnings
-
-            warnings.warn(f"model not logged: tracking store {self.tracking_uri} is unreachable; the checkpoint "
-                          f"is {checkpoint}", stacklevel=2)
-            return None
-        inputs = Schema([ColSpec(kind, col, required=required) for col, kind, required in package.inputs])
-        params = ParamSchema([ParamSpec(p, kind, default) for p, kind, default in package.params]) \
-            if package.params else None
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=package.code,
-            artifacts={"checkpoint": str(checkpoint)},
-            pip_requirements=list(package.pip_requirements),
-            registered_model_name=registered_name,
-            signature=ModelSignature(inputs=inputs, params=params),
-            input_example=pd.DataFrame(package.example) if package.example else None,
-        )
-        if registered_name and alias:
-            client = mlflow.MlflowClient(self.tracking_uri)
-            version = info.registered_model_version
-            client.set_registered_model_alias(registered_name, alias, str(version))
-        return info.model_uri
+        payload = {"run_id": self.run_id, "path": str(checkpoint), "package": plain(package), "name": name,
+                   "registered_name": registered_name, "alias": alias}
+        return self.outbox.call("model", payload, artifact=Path(checkpoint))
 
 
-def replay_outbox(path: str | Path, tracking_uri: str | None = None) -> int:
-    """Send the calls kept in a fallback file (``.../<run id>/outbox.jsonl``) to the store, in order; the
-    number sent. What the store still cannot take stays in the file.
+def replay_outbox(path: str | Path, tracking_uri: str | None = None) -> Replay:
+    """Send the calls kept in a fallback file (``.../<run id>/outbox.jsonl``, or the folder holding it) to
+    the store (default :func:`default_tracking_uri`), in order; what the store still cannot take stays in
+    the file. The command line's twin: ``molwm tracking replay FILE``.
 
     Raises:
-        StoreError: If the store is still unreachable.
+        OutboxError: If the file is missing or is not an outbox file.
     """
-    import mlflow
-
-    path = Path(path)
-    tracker = MLflowTracker.__new__(MLflowTracker)
-    tracker._mlflow, tracker.tracking_uri = mlflow, tracking_uri or default_tracking_uri()
-    box = Outbox(tracker._send, path.parent, retry_seconds=0.0)
-    box.kept = read_outbox(path)
-    n = len(box.kept)
-    if not box.flush():
-        raise StoreError(f"store {tracker.tracking_uri} is unreachable: {len(box.kept)} of {n} calls kept in {path}")
-    return n
+    store = tracking_uri or default_tracking_uri()
+    return replay(path, functools.partial(store_call, store), where=store)
 
 
 def make_tracker(track: bool = True, experiment: str = "molwm", tracking_uri: str | None = None) -> Tracker:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -58,3 +59,54 @@ def test_mlflow_tracker_logs_everything(tmp_path):
 def test_make_tracker():
     assert isinstance(make_tracker(False), NullTracker)
     assert isinstance(make_tracker(True, "e"), MLflowTracker)
+
+
+
+def _run_through_an_outage(tracker, checkpoint: Path, down: list) -> tuple[str | None, str]:
+    from molwm.packaging import package_for
+
+    with tracker.run("outage") as run_id:
+        tracker.log_metrics({"loss": 1.0}, step=0)
+        down[0] = True
+        kept = tracker.log_model(checkpoint, package_for("property_model"), registered_name="kept_model",
+                                 alias="champion")
+        checkpoint.write_bytes(b"a later run's checkpoint")  # the outbox logs the copy it kept
+        down[0] = False
+        tracker.log_metrics({"loss": 0.5}, step=1)
+    return kept, run_id
+
+
+def test_a_model_logged_while_the_store_is_down_is_logged_into_its_run_when_it_answers(finetune_run, tmp_path,
+                                                                                        monkeypatch):
+    import hashlib
+
+    import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
+
+    from molwm import tracking
+    from molwm.outbox import StoreUnreachable
+
+    down, real = [False], tracking.store_call
+
+    def store_call(uri, kind, payload):  # the store as seen from the run: unreachable while down[0]
+        if down[0]:
+            raise StoreUnreachable("connection refused")
+        return real(uri, kind, payload)
+
+    monkeypatch.setattr(tracking, "store_call", store_call)
+    monkeypatch.setenv("MOLWM_TRACKING_OUTBOX", str(tmp_path / "outbox"))
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(finetune_run.checkpoint.read_bytes())
+    sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    tracker = MLflowTracker(experiment="model-outage", retry_seconds=0.0)
+    with pytest.warns(UserWarning, match=r"unreachable 1 time\(s\).*1 models sent late.*models logged late: "
+                                         r"models:/m-") as caught:
+        kept, run_id = _run_through_an_outage(tracker, checkpoint, down)
+    assert kept is None and "NOT logged" not in str(caught[-1].message)
+    client = MlflowClient(tracker.tracking_uri)
+    version = client.get_model_version_by_alias("kept_model", "champion")
+    assert version.run_id == run_id  # into the run it was logged from
+    local = mlflow.artifacts.download_artifacts(artifact_uri="models:/kept_model@champion")
+    (logged,) = Path(local).rglob("*.pt")
+    assert hashlib.sha256(logged.read_bytes()).hexdigest() == sha
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [0, 1]
