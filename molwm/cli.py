@@ -13,6 +13,7 @@ from typing import NoReturn, Sequence
 
 from molwm import __version__
 from molwm.cli_common import one_line, print_chain, quiet_flags
+from molwm.cli_tracking import add_parser as add_tracking_parser
 from molwm.config import ConfigError
 from molwm.data.cli import add_parsers as add_data_parsers
 from molwm.data.cli import cmd_data_prepare
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true",
                    help="log a line per request (read or redirect the output: a full pipe stalls the server)")
     p.set_defaults(func=cmd_serve)
+
+    add_tracking_parser(sub)
     return parser
 
 
