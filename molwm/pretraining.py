@@ -24,12 +24,15 @@ from molwm.tracking import Tracker
 from molwm.train.pretrain import PretrainConfig, run_pretrain
 from molwm.train.pretrain_mm import MultimodalPretrainConfig, run_multimodal_pretrain
 from molwm.world.config import WorldConfig
+from molwm.world.image_run import run_image_world
+from molwm.world.images import ImageWorldConfig
 from molwm.world.run import run_world
 
 SCHEMAS: dict[str, tuple[type, Any]] = {
     "graph": (PretrainConfig, run_pretrain),
     "multimodal": (MultimodalPretrainConfig, run_multimodal_pretrain),
     "world": (WorldConfig, run_world),
+    "image_world": (ImageWorldConfig, run_image_world),
 }
 """Run kind -> (config schema, the function that runs it)."""
 

@@ -130,7 +130,13 @@ def value_at(courses: TimeCourses, hours: float, tol: float = 1e-6) -> tuple[np.
 
 
 def load_lab_courses(lab: str | Path, features: Sequence[str] | None = None) -> TimeCourses:
-    """Read a synthetic lab (``molwm sim generate --times ...``) as time courses.
+    """Read a synthetic lab (``molwm sim generate --times ...``) as time courses (see :func:`lab_courses_and_wells`)."""
+    return lab_courses_and_wells(lab, features)[0]
+
+
+def lab_courses_and_wells(lab: str | Path, features: Sequence[str] | None = None
+                          ) -> tuple[TimeCourses, np.ndarray]:
+    """Read a synthetic lab (``molwm sim generate --times ...``) as time courses, and the well of each slot.
 
     Each (compound, dose) is one condition; its wells at the lab's time points are
     its observations (profiles.parquet features). DMSO wells are paired across
@@ -140,6 +146,11 @@ def load_lab_courses(lab: str | Path, features: Sequence[str] | None = None) -> 
     Args:
         lab: The lab folder.
         features: Profile columns to use (default: every ``Cells_/Nuclei_/Cytoplasm_`` column).
+
+    Returns:
+        ``(courses, wells)``: ``wells [N, T]`` is the row in ``well.csv`` observed at each slot
+        (-1 where none; with several replicate wells of a slot, the last one read), which is how
+        the image-level world model (:mod:`molwm.world.images`) finds each slot's site.
     """
     lab = Path(lab)
     manifest = lab / "manifest.json"
@@ -184,15 +195,18 @@ def load_lab_courses(lab: str | Path, features: Sequence[str] | None = None) -> 
     obs[ci, tj] = merged[feats].to_numpy(np.float32)
     tt[ci, tj] = merged["Metadata_Time_h"].to_numpy(float)
     truth[ci, tj] = state[merged["_row"].to_numpy()]
+    wells_at = np.full((n, t_n), -1, np.int64)
+    wells_at[ci, tj] = merged["_row"].to_numpy()
     first = merged.drop_duplicates("_cond").set_index("_cond").loc[conds]
     drug_names = compounds.loc[compounds["Metadata_JCP2022"] != "DMSO", "Metadata_JCP2022"].tolist()
     smiles_of = dict(zip(compounds["Metadata_JCP2022"], compounds["Metadata_SMILES"]))
     didx = {d: i for i, d in enumerate(drug_names)}
     drug = np.array([didx.get(c, -1) for c in first["Metadata_JCP2022"]], np.int64)
-    return TimeCourses(
+    courses = TimeCourses(
         obs=obs, times=tt, drug=drug, dose=first["Metadata_Dose_uM"].to_numpy(float),
         context=np.zeros(n, np.int64), drugs=drug_names, smiles=[smiles_of[d] or None for d in drug_names],
         contexts=["sim"], obs_names=feats, ids=conds, truth=truth,
         truth_names=list(meta.get("state_names", [f"s{i}" for i in range(state.shape[1])])),
         synthetic=bool(meta.get("synthetic", True)), source=str(lab),
         mapping={d: "synthetic lab compound.csv" for d in drug_names})
+    return courses, wells_at

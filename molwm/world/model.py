@@ -184,19 +184,23 @@ class WorldNet(nn.Module):
         compound_dim: Width of compound features.
         n_drugs, n_contexts: Identity vocabulary sizes (an extra "unknown" row each).
         config: Sizes.
+        encoder: The state encoder (default: :class:`StateEncoder` over ``window_dim`` inputs); any
+            module from a batch of observations to ``[B, K, D]`` state tokens (images:
+            :mod:`molwm.world.images`).
+        raw_head: The raw read-out from ``[B, K*D]`` (default: a linear map to ``obs_dim`` features).
     """
 
     def __init__(self, window_dim: int, obs_dim: int, compound_dim: int, n_drugs: int, n_contexts: int,
-                 config: WorldNetConfig):
+                 config: WorldNetConfig, encoder: nn.Module | None = None, raw_head: nn.Module | None = None):
         super().__init__()
         self.config = config
-        self.encoder = StateEncoder(window_dim, config)
+        self.encoder = StateEncoder(window_dim, config) if encoder is None else encoder
         self.target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.compound = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(max(1, compound_dim), config.dim),
                                       nn.GELU())
         self.members = nn.ModuleList(Dynamics(config.dim, n_drugs, n_contexts, config)
                                      for _ in range(config.ensemble))
-        self.raw_head = nn.Linear(config.state_tokens * config.dim, obs_dim)
+        self.raw_head = nn.Linear(config.state_tokens * config.dim, obs_dim) if raw_head is None else raw_head
 
     def forward(self, state: LatentState, action: Action, target_time: Tensor) -> Tensor:
         """One step from ``state`` to ``target_time [B]`` under ``action``: ``[E, B, K, D]``, one row per member."""

@@ -73,9 +73,10 @@ class WorldBatch:
     """The courses of one training step: ``B`` courses with ``H + 1`` observed slots each, in time order.
 
     Attributes:
-        windows: ``[B, H+1, W]`` observation windows (what the state encoder reads).
+        windows: ``[B, H+1, W]`` observation windows (what the state encoder reads; for the
+            image-level model, ``[B, H+1, C, S, S]`` sites).
         times: ``[B, H+1]`` hours since dosing.
-        obs: ``[B, H+1, O]`` normalised observations (the raw objective's targets).
+        obs: ``[B, H+1, O]`` normalised observations (the raw objective's targets; sites for images).
         valid: ``[B, H+1]`` bool, True where the slot was observed.
         action: The courses' actions (compound, dose, context), identities dropped at ``id_dropout``.
         weights: ``[E, B]`` bootstrap weights of each ensemble member (Poisson(1) per course).
@@ -123,12 +124,12 @@ def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, we
 def world_losses(net: WorldNet, batch: WorldBatch, config: WorldConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """Teacher-forced and rollout losses (and VICReg for ``jepa``) on one batch."""
     w, tm, valid = batch.windows, batch.times, batch.valid
-    b, hp1, wd = w.shape
+    b, hp1 = w.shape[:2]
     horizon = hp1 - 1
-    z = net.encoder(w.reshape(b * hp1, wd)).view(b, hp1, net.config.state_tokens, net.config.dim)
+    z = net.encoder(w.flatten(0, 1)).view(b, hp1, net.config.state_tokens, net.config.dim)  # [B, H+1, K, D]
     if config.objective == "jepa":
         with torch.no_grad():
-            target = net.target(w.reshape(b * hp1, wd)).view_as(z)
+            target = net.target(w.flatten(0, 1)).view_as(z)
     action = net.embed_action(batch.action)
     tf_total, roll_total = 0.0, 0.0
     for m, member in enumerate(net.members):
