@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from molwm.cli import main
-from molwm.tracking import MLflowTracker, replay_outbox
+from molwm.tracking import MLflowTracker
 
 
 def _pg_bin(name: str) -> str | None:
@@ -226,23 +226,36 @@ def test_pretraining_goes_on_when_the_tracking_server_stops(server, tmp_path, re
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)  # restarts mlflow server once
-def test_what_a_run_could_not_log_is_kept_and_replayed(server, tmp_path, monkeypatch):
+def test_what_a_run_could_not_log_is_kept_and_replayed(server, finetune_run, tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
     monkeypatch.setenv("MOLWM_TRACKING_OUTBOX", str(tmp_path / "outbox"))
     tracker = _Outage(server, down_at=2, up_at=None, experiment="outage-kept")
     plot = tmp_path / "curve.txt"
     plot.write_text("a plot")
-    with pytest.warns(UserWarning, match=r"NOT logged: 1 artifacts, 1 run endings, 3 metric values"):
-        with tracker.run("kept") as run_id:
-            for step in range(5):
-                tracker.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
-            tracker.log_artifact(plot, "plots")
+    with pytest.warns(UserWarning, match=r"NOT logged: 1 artifacts, 1 run endings, 3 metric values, 1 models"):
+        run_id = _log_through_an_outage(tracker, plot, finetune_run.checkpoint)
     plot.unlink()  # a temporary file: the outbox kept its own copy
     (box,) = (tmp_path / "outbox").glob("*/outbox.jsonl")
     server.start()
-    assert replay_outbox(box, server.uri) == 5 and not box.exists()
+    capsys.readouterr()
+    assert main(["tracking", "replay", str(box), "--tracking-uri", server.uri]) == 0 and not box.exists()
+    out = capsys.readouterr().out
+    assert "sent: 1 artifacts, 1 run endings, 3 metric values, 1 models" in out and "model: models:/m-" in out
     client = MlflowClient(server.uri)
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == [0, 1, 2, 3, 4]
     assert [f.path for f in client.list_artifacts(run_id, "plots")] == ["plots/curve.txt"]
     assert client.get_run(run_id).info.status == "FINISHED"
+    assert client.get_model_version_by_alias("team_kept", "champion").run_id == run_id  # logged into its run
+
+
+def _log_through_an_outage(tracker: _Outage, plot: Path, checkpoint: Path) -> str:
+    from molwm.packaging import package_for
+
+    with tracker.run("kept") as run_id:
+        for step in range(5):
+            tracker.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+        tracker.log_artifact(plot, "plots")
+        assert tracker.log_model(checkpoint, package_for("property_model"), registered_name="team_kept",
+                                 alias="champion") is None  # the store is down: kept
+    return run_id
