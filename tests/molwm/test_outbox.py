@@ -63,3 +63,20 @@ def test_nothing_is_reported_when_the_store_never_failed(tmp_path):
     box = Outbox(FakeStore().send, tmp_path)
     box.call("params", {"params": {"a": 1, "b": 2}})
     assert box.report("s") is None and box.sent["params"] == 2 and not box.file.exists()
+
+
+def test_what_a_call_returns_comes_back_now_or_is_reported_when_it_was_sent_late(tmp_path):
+    store = FakeStore()
+
+    def send(kind, payload):
+        store.send(kind, payload)
+        return f"models:/m-{payload['name']}" if kind == "model" else None
+
+    box = Outbox(send, tmp_path, retry_seconds=0.0)
+    assert box.call("model", {"name": "a"}) == "models:/m-a"
+    store.up = False
+    assert box.call("model", {"name": "b"}) is None  # kept
+    store.up = True
+    box.call("end", {"status": "FINISHED"})
+    assert box.late == ["models:/m-b"] and "1 models sent late" in box.report("s")
+    assert "models logged late: models:/m-b" in box.report("s")
