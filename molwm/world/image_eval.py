@@ -119,8 +119,9 @@ def image_planning(net: ImageWorldNet, train: WorldData, test: WorldData, object
     site itself). A hit: the target's own compound in the top 5.
 
     Returns:
-        ``top5``, ``median_rank``, ``targets``, ``candidates``, ``chance_top5`` and ``rows``/``slot``
-        (the test rows of the targets and the last slot, for a ceiling computed by the caller).
+        ``top5``, ``median_rank``, ``targets``, ``candidates``, ``chance_top5`` and, for a ceiling
+        computed by the caller, ``candidate_rows`` and ``rows`` (test rows of the candidates and of
+        the targets) and ``slot`` (the last time's slot).
     """
     net.eval()
     dose = float(test.courses.dose.max())
@@ -130,7 +131,7 @@ def image_planning(net: ImageWorldNet, train: WorldData, test: WorldData, object
     cands = np.sort(rng.choice(ok, min(candidates, len(ok)), replace=False))
     if len(cands) < 2:
         return {"top5": float("nan"), "median_rank": float("nan"), "targets": 0, "candidates": int(len(cands)),
-                "chance_top5": float("nan"), "rows": [], "slot": slot}
+                "chance_top5": float("nan"), "candidate_rows": cands.tolist(), "rows": [], "slot": slot}
     ctrl = np.flatnonzero((train.action.control > 0).numpy())
     first = train.mask.float().argmax(1).numpy()
     z0 = (net.target if objective == "jepa" else net.encoder)(train.windows[ctrl, first[ctrl]]).mean(0)  # [K, D]
@@ -154,4 +155,5 @@ def image_planning(net: ImageWorldNet, train: WorldData, test: WorldData, object
         ranks.append(int((dist < dist[j]).sum()) + 1)
     ranks = np.asarray(ranks)
     return {"top5": float((ranks <= 5).mean()), "median_rank": float(np.median(ranks)), "targets": int(len(picks)),
-            "candidates": int(n), "chance_top5": min(1.0, 5 / n), "rows": cands[picks].tolist(), "slot": slot}
+            "candidates": int(n), "chance_top5": min(1.0, 5 / n), "candidate_rows": cands.tolist(),
+            "rows": cands[picks].tolist(), "slot": slot}

@@ -1,0 +1,30 @@
+"""pretrain (kind: image_world) on the shared time-course lab through the CLI, on a temporary SQLite store:
+the held-out forecasts and their persistence baseline land in the run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from molwm.cli import main
+
+pytestmark = pytest.mark.cli
+
+
+def test_image_world_pretrains_and_logs_its_heldout_report(tmp_path, capsys, repo_root, tiny_world_lab):
+    from mlflow.tracking import MlflowClient
+
+    objective = "raw"  # the pixel-space forecaster (the config's default, jepa, runs in the integration tier)
+    assert main(["pretrain", "--config", str(repo_root / "configs/world/lab_images.yaml"),
+                 f"data.lab={tiny_world_lab.path}", f"objective={objective}", "data.compound=morgan",
+                 "image.dim=32", "image.layers=1", "image.heads=2", "image.image_size=32", "model.dim=32",
+                 "model.heads=2", "model.depth=1", "max_steps=4", "batch_size=8", "warmup_steps=1",
+                 "log_every=2", f"out_dir={tmp_path / 'run'}", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained 4 steps" in out and re.search(r"^model_uri: None$", out, re.M), out
+    run_id = re.search(r"^run_id: (\S+)$", out, re.M).group(1)
+    run = MlflowClient().get_run(run_id)
+    for key in ("test.truth_r2.k1", "test.truth_r2.k1.persistence", "test.truth_r2.k2"):
+        assert key in run.data.metrics, sorted(run.data.metrics)
+    assert run.data.tags["world.state"] == "images" and run.data.tags["objective"] == objective
