@@ -35,6 +35,7 @@ from molwm.packaging import package_for
 from molwm.tasks.extras import ExtraInputs
 from molwm.tasks.heads import HeadConfig
 from molwm.tasks.uncertainty import CalibrationConfig, fit_from_members
+from molwm.run_config import RunConfig
 from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
 from molwm.train.finetune_steps import (
     LabelledGraphs,
@@ -43,8 +44,8 @@ from molwm.train.finetune_steps import (
     fold_standardisation,
     head_config,
     member_predictor,
-    train_member,
 )
+from molwm.train.finetune_task import train_member
 
 _fold_standardisation = fold_standardisation  # the old private name (tests and notebooks import it)
 
@@ -75,9 +76,15 @@ class SplitConfig:
             raise ConfigError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
 
 
-@dataclass
-class FinetuneConfig:
-    """A fine-tuning run.
+@dataclass(kw_only=True)
+class FinetuneConfig(RunConfig):
+    """A fine-tuning run: one member per seed, each a task of the training driver.
+
+    The shared run settings (:class:`~molwm.run_config.RunConfig`: ``device``, ``max_steps``,
+    ``budget_samples``/``budget_seconds`` per member, ``grad_clip``, ``lr_schedule``,
+    ``log_every``, ``health_every``, ``checkpoint_every``, ``threads``) mean what they mean in
+    pretraining; fine-tuning's defaults differ where its recipe always did (below). ``seed`` is
+    not used: ``seeds`` lists the members.
 
     Attributes:
         dataset: Labelled card (regression or classification, one or more targets).
@@ -91,7 +98,8 @@ class FinetuneConfig:
         seeds: One model per seed; metrics reported as mean ± std.
         epochs: Maximum epochs.
         batch_size: Molecules per step.
-        lr: Learning rate of the head (and of the encoder in ``scratch``).
+        lr: Learning rate of the head (and of the encoder in ``scratch``); constant by default
+            (``lr_schedule``), no warm-up (``warmup_steps``).
         encoder_lr_ratio: Encoder learning rate relative to ``lr`` in ``full`` mode.
         freeze_epochs: ``full`` mode: train the head alone on the frozen encoder for this many
             epochs, then everything (staged unfreezing; 0: from the start).
@@ -99,10 +107,10 @@ class FinetuneConfig:
             Morgan counts), standardised on each member's training rows.
         tabular: The forest of ``mode: tabular`` (its features: the embedding plus ``extra``,
             RDKit descriptors and Morgan counts when ``extra`` names none).
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay (every parameter of the member).
+        grad_clip: Max gradient norm.
         patience: Epochs without validation improvement before stopping.
-        threads: torch intra-op threads (0: default).
-        out_dir: Where the checkpoint goes.
+        out_dir: Where the checkpoint goes (each member's rolling checkpoint under ``members/``).
         experiment: MLflow experiment.
         run_name: MLflow run name.
         register_name: Register the result in the MLflow model registry under this name.
@@ -127,8 +135,10 @@ class FinetuneConfig:
     extra: ExtraInputs = field(default_factory=ExtraInputs)
     tabular: TabularConfig = field(default_factory=TabularConfig)
     weight_decay: float = 1e-5
+    warmup_steps: int = 0
+    lr_schedule: Literal["cosine", "constant"] = "constant"
+    grad_clip: float = 5.0
     patience: int = 15
-    threads: int = 0
     out_dir: str = "outputs/finetune"
     experiment: str = "molwm-finetune"
     run_name: str | None = None
@@ -137,6 +147,10 @@ class FinetuneConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def validate(self) -> None:
+        super().validate()
+        if self.seed != 0 and self.seed not in self.seeds:
+            raise ConfigError(f"fine-tuning trains one member per entry of seeds; set seeds=[{self.seed}] "
+                              f"instead of seed={self.seed}")
         if self.mode != "scratch" and not self.from_model:
             raise ConfigError(f"mode '{self.mode}' needs from_model (a pretrained checkpoint or model URI)")
         if self.mode == "scratch" and self.from_model:  # a user who names a model expects it used
@@ -246,15 +260,15 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         tracker.log_params({"task": task, "n_molecules": len(graphs), "encoder_used.dim": enc_cfg.dim,
                             "encoder_used.layers": enc_cfg.layers})
         for seed, split in zip(config.seeds, splits):
-            with tracker.run(f"seed-{seed}", tags={**tags, "seed": str(seed)}, nested=True):
-                tracker.log_params({"seed": seed, "n_train": len(split[0]), "n_val": len(split[1]),
-                                    "n_test": len(split[2])})
-                if config.mode == "tabular":
+            if config.mode == "tabular":
+                with tracker.run(f"seed-{seed}", tags={**tags, "seed": str(seed)}, nested=True):
+                    tracker.log_params({"seed": seed, "n_train": len(split[0]), "n_val": len(split[1]),
+                                        "n_test": len(split[2])})
                     model, metrics, scaler = fit_tabular_member(config, data, split, task, seed, pretrained,
                                                                 tracker, names)
-                else:
-                    model, metrics, scaler = train_member(config, data, split, task, len(names), seed, pretrained,
-                                                          tracker, names, progress)
+            else:  # a task of the training driver, which opens the seed's nested run
+                model, metrics, scaler = train_member(config, data, split, task, len(names), seed, pretrained,
+                                                      tracker, names, progress, tags=tags)
             models.append(model)
             members.append(member_state(model))
             per_seed.append(metrics)

@@ -1,7 +1,6 @@
-"""One fine-tuned ensemble member: the labelled molecules, the epoch loop, and the tabular alternative.
+"""One fine-tuned ensemble member's pieces: the labelled molecules, prediction and scoring, and the tabular head.
 
-:func:`train_member` trains a network member (encoder + head, with optional extra
-molecule features and staged unfreezing) with early stopping on validation;
+A network member is trained by the driver (:mod:`molwm.train.finetune_task`);
 :func:`fit_tabular_member` fits the tabular head (a forest on the frozen embedding
 joined with RDKit descriptors and Morgan counts), its leaf size and feature share
 chosen on validation rows. :mod:`molwm.train.finetune` runs one per seed.
@@ -21,7 +20,7 @@ from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
 from molwm.tasks.extras import ExtraInputs, FeatureScaler, extra_features
 from molwm.tasks.forest import ArrayForest
 from molwm.tasks.heads import HeadConfig, PropertyModel, TabularMember
-from molwm.tasks.metrics import masked_loss, primary_metric, task_metrics
+from molwm.tasks.metrics import primary_metric, task_metrics
 from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train.common import plot_curves
 
@@ -66,13 +65,14 @@ def predict_rows(model, data: LabelledGraphs, rows: np.ndarray, task: str, scale
         out = model.predict_features(tabular_features(model, data, rows))
     else:
         model.eval()
+        device = next(model.parameters()).device
         outs = []
         with torch.no_grad():
             for i in range(0, len(rows), 256):
                 chunk = rows[i: i + 256]
-                x = None if extra is None else extra[chunk]
-                z = cached_emb[chunk] if cached_emb is not None else model.embed(data.batch(chunk))
-                outs.append(model.head_input(z, x))
+                x = None if extra is None else extra[chunk].to(device)
+                z = cached_emb[chunk].to(device) if cached_emb is not None else model.embed(data.batch(chunk).to(device))
+                outs.append(model.head_input(z, x).cpu())
         out = torch.cat(outs).numpy() if outs else np.zeros((0, 1), np.float32)
     if task == "classification":
         return 1.0 / (1.0 + np.exp(-out))
@@ -101,105 +101,14 @@ def target_scaler(y: np.ndarray, train: np.ndarray, task: str) -> tuple[np.ndarr
     return np.nanmean(y[train], axis=0), np.where(std > 0, std, 1.0)
 
 
-def _set_encoder_trainable(model: PropertyModel, trainable: bool) -> None:
+def set_encoder_trainable(model: PropertyModel, trainable: bool) -> None:
+    """Freeze or unfreeze a member's encoder."""
     for p in model.encoder.parameters():
         p.requires_grad_(trainable)
 
 
-def train_member(config, data: LabelledGraphs, split, task: str, n_tasks: int, seed: int,
-                 pretrained: GraphEncoder | None, tracker: Tracker, names: list[str], progress: bool = True):
-    """Train one network member (``config`` is a ``FinetuneConfig``); returns ``(model, metrics, scaler)``.
-
-    ``full`` mode with ``freeze_epochs > 0`` trains the head alone on the frozen encoder first,
-    then everything, the encoder at ``lr * encoder_lr_ratio`` (staged unfreezing).
-    """
-    from tqdm.auto import tqdm
-
-    train, val, _ = split
-    y = data.y
-    mean, std = target_scaler(y, train, task)
-    y_scaled = torch.from_numpy(((y - mean) / std).astype(np.float32))
-    torch.manual_seed(seed)
-    encoder = copy.deepcopy(pretrained) if pretrained is not None else GraphEncoder(GRAPH_SPEC, config.encoder)
-    model = PropertyModel(encoder, n_tasks, head_config(config.mode, config.head), config.extra)
-    extra = None
-    if model.extra is not None:  # standardised with this member's training rows
-        model.extra_scaler = FeatureScaler.fit(data.extra[train])
-        extra = torch.from_numpy(model.extra_scaler.transform(data.extra))
-    frozen = config.mode == "linear_probe"
-    cached = None
-    if frozen:
-        _set_encoder_trainable(model, False)
-        model.encoder.eval()
-        with torch.no_grad():
-            all_rows = np.arange(len(data.graphs))
-            cached = torch.cat([model.embed(data.batch(all_rows[i: i + 256])) for i in range(0, len(all_rows), 256)])
-        # standardise the frozen features with train statistics; folded into the head after training
-        feat_mean = cached[train].mean(0)
-        feat_std = cached[train].std(0).clamp(min=1e-6)
-        cached = (cached - feat_mean) / feat_std
-        groups = [{"params": model.head.parameters(), "lr": config.lr}]
-    elif config.mode == "full":
-        groups = [{"params": model.head.parameters(), "lr": config.lr},
-                  {"params": model.encoder.parameters(), "lr": config.lr * config.encoder_lr_ratio}]
-    else:
-        groups = [{"params": model.parameters(), "lr": config.lr}]
-    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    staged = config.mode == "full" and config.freeze_epochs > 0
-    metric, higher = primary_metric(task)
-    best, best_state, best_epoch, bad = None, None, -1, 0
-    curves: dict[str, list[tuple[int, float]]] = {}
-    rng = np.random.default_rng([seed, 17])
-    gen = torch.Generator().manual_seed(seed)
-    bar = tqdm(range(config.epochs), desc=f"seed {seed}", unit="epoch", leave=False, disable=not progress)
-    for epoch in bar:
-        head_only = staged and epoch < config.freeze_epochs
-        if staged and epoch in (0, config.freeze_epochs):
-            _set_encoder_trainable(model, not head_only)
-            bad = 0  # the unfrozen stage gets its own patience
-        model.train()
-        if frozen or head_only:
-            model.encoder.eval()
-        order = rng.permutation(train)
-        losses = []
-        for i in range(0, len(order), config.batch_size):
-            rows = order[i: i + config.batch_size]
-            if len(rows) < 2 and not frozen:
-                continue
-            x = None if extra is None else extra[rows]
-            out = model.head(cached[rows]) if frozen else model(data.batch(rows, gen), x)
-            loss = masked_loss(out, y_scaled[rows], task)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 5.0)
-            opt.step()
-            losses.append(float(loss.detach()))
-        val_pred = predict_rows(model, data, val, task, (mean, std), cached, extra)
-        score = task_metrics(task, y[val], val_pred)[metric]
-        curves.setdefault("train_loss", []).append((epoch, float(np.mean(losses)) if losses else float("nan")))
-        curves.setdefault(f"val_{metric}", []).append((epoch, score))
-        tracker.log_metrics({"train_loss": curves["train_loss"][-1][1], f"val_{metric}": score}, step=epoch)
-        improved = best is None or (score > best if higher else score < best)
-        if improved and np.isfinite(score):
-            best, best_state, best_epoch, bad = score, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            bad += 1
-            if bad >= config.patience and not head_only:  # the head-only stage always runs to its end
-                break
-        bar.set_postfix({metric: f"{score:.3f}"}, refresh=False)
-    bar.close()
-    _set_encoder_trainable(model, not frozen)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    metrics = _score(model, data, split, task, (mean, std), cached, extra)
-    metrics["best_epoch"] = best_epoch
-    if frozen:
-        fold_standardisation(model.head, feat_mean, feat_std)
-    _log_member(config, tracker, data, split, task, seed, names, metrics, model, (mean, std), curves)
-    return model, metrics, (mean, std)
-
-
-def _score(model, data: LabelledGraphs, split, task: str, scaler, cached=None, extra=None) -> dict[str, float]:
+def score_member(model, data: LabelledGraphs, split, task: str, scaler, cached=None, extra=None) -> dict[str, float]:
+    """``test_*`` and ``val_*`` metrics of a trained member."""
     _, val, test = split
     test_pred = predict_rows(model, data, test, task, scaler, cached, extra)
     val_pred = predict_rows(model, data, val, task, scaler, cached, extra)
@@ -208,8 +117,9 @@ def _score(model, data: LabelledGraphs, split, task: str, scaler, cached=None, e
     return metrics
 
 
-def _log_member(config, tracker: Tracker, data: LabelledGraphs, split, task: str, seed: int, names: list[str],
+def log_member(config, tracker: Tracker, data: LabelledGraphs, split, task: str, seed: int, names: list[str],
                 metrics: dict, model, scaler, curves: dict) -> None:
+    """Log a member's metrics, its test parity (or ROC) plot and its training curves."""
     from molwm.tasks.plots import parity_plot, roc_plot
 
     test = split[2]
@@ -290,7 +200,7 @@ def fit_tabular_member(config, data: LabelledGraphs, split, task: str, seed: int
             if best is None or (score > best[0] if higher else score < best[0]):
                 best = (score, member, leaf, share)
     _, member, leaf, share = best
-    metrics = _score(member, data, split, task, (mean, std))
+    metrics = score_member(member, data, split, task, (mean, std))
     metrics.update({"best_epoch": -1, "tabular.min_samples_leaf": float(leaf), "tabular.max_features": share})
-    _log_member(config, tracker, data, split, task, seed, names, metrics, member, (mean, std), {})
+    log_member(config, tracker, data, split, task, seed, names, metrics, member, (mean, std), {})
     return member, metrics, (mean, std)
