@@ -14,22 +14,25 @@ the same model's member predictions:
 
 MoleculeACE: per target (``--ace-targets``), a local card of that target's compounds (pXC50), its
 own train/test split, validation = a seeded 10% of its train compounds (a split file), the
-solubility config otherwise. Chemprop v2's calibrators run only where a ``chemprop`` command is
-found (this script says so otherwise). Prints markdown and writes every number to ``--out``.
-Usage::
+solubility config otherwise. Prints markdown and writes every number to ``--out``. Usage::
 
     python benchmarks/uncertainty.py [--datasets solubility,freesolv,b3db_classification,moleculeace]
         [--splits 0,1,2] [--members 3] [--epochs 30] [--ace-targets CHEMBL2835_Ki,CHEMBL2047_EC50]
 
-Forecasts (``--forecast thunor`` or ``--forecast lab --lab LAB``): the world model's member spread
-on held-out courses, raw and calibrated on *other* held-out courses of the same model, never on
-the courses scored: thunor leave-drugs-out (per fold, each held-out drug is scored by calibrators
-fitted on the fold's other held-out drugs; forecasts from ``--cutoff`` h to each well's last point)
-and late time points (one model trained up to ``--late-cutoff`` h; each drug's late forecasts scored
-by calibrators fitted on the other drugs'); the lab's held-out scaffolds k = 1, 2, 4 observed steps
-ahead (calibrated on one half of the held-out compounds, scored on the other, and the reverse)::
+Chemprop v2's calibrators (``uncertainty_chemprop.py``: z-scaling, Zelikman intervals, conformal
+regression on a Chemprop ensemble trained on the same train/validation/test rows) on
+``--chemprop-sets`` for the same split seeds, where a ``chemprop`` command is found
+(``--chemprop PATH``, ``$CHEMPROP`` or ``PATH``; the script prints why not otherwise);
+``--datasets ''`` runs them alone::
 
-    python benchmarks/uncertainty.py --forecast thunor [--folds 9] [--steps 1000]
+    python benchmarks/uncertainty.py --datasets '' --chemprop-sets solubility --chemprop-epochs 10
+
+Forecasts (``--forecast thunor`` or ``--forecast lab --lab LAB``; ``uncertainty_forecast.py``): the
+world model's member spread on held-out courses, raw and calibrated on *other* held-out courses of
+the same model, never on the courses scored (thunor's held-out drugs and late time points, the
+lab's held-out scaffolds k = 1, 2, 4 steps ahead), one model seed per ``--seeds``::
+
+    python benchmarks/uncertainty.py --forecast thunor [--folds 9] [--steps 1000] [--seeds 0,1,2]
     python benchmarks/uncertainty.py --forecast lab --lab LAB [--steps 2000]
 """
 
@@ -39,11 +42,12 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+from uncertainty_chemprop import chemprop_table, find_chemprop, run_chemprop
+from uncertainty_forecast import forecast_table, run_forecast
 
 ROOT = Path(__file__).resolve().parent.parent
 REGRESSION = ("none", "zscale", "conformal")
@@ -136,7 +140,9 @@ def table(results: dict) -> str:
     for name, runs in results.items():
         methods = CLASSIFICATION if runs[0]["task"] == "classification" else REGRESSION
         for m in methods:
-            col = lambda k: _fmt([r[m][k] for r in runs]) if k in runs[0][m] else ""  # noqa: E731
+            def col(k: str, m: str = m, runs: list = runs) -> str:
+                return _fmt([r[m][k] for r in runs]) if k in runs[0][m] else ""
+
             if runs[0]["task"] == "classification":
                 lines.append(f"| {name} | {m} | | | | | | | {col('ece')} | {col('brier')} |")
             else:
@@ -149,145 +155,6 @@ def table(results: dict) -> str:
         lines.append(f"| {name} | {runs[0]['n_test']} | {_fmt([r['domain']['test_in_domain_fraction'] for r in runs])}"
                      f" | {_fmt([r['domain']['test_domain_error_ratio'] for r in runs])} | "
                      f"{np.mean([r['seconds'] for r in runs]):.0f} |")
-    return "\n".join(lines)
-
-
-FORECAST_METHODS = ("none", "zscale", "conformal")
-LEVELS = np.round(np.linspace(0.01, 0.99, 99), 2)
-
-
-def group_calibrated(preds: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-    """Score each group's rows with calibrators fitted on the other groups' rows (per read-out).
-
-    Args:
-        preds: ``[E, n, F]`` member forecasts; ``y``: ``[n, F]`` observations; ``groups``: ``[n]``.
-
-    Returns:
-        Method -> ``covered [n, F, L]`` (inside the interval at each of :data:`LEVELS`), ``std [n, F]``.
-    """
-    from molwm.tasks.calibration import fit_calibrator
-
-    n, f = y.shape
-    out = {m: {"covered": np.zeros((n, f, len(LEVELS)), bool), "std": np.full((n, f), np.nan)}
-           for m in FORECAST_METHODS}
-    for g in np.unique(groups):
-        ev = groups == g
-        if ev.all():
-            continue
-        mean, raw = preds[:, ev].mean(0), preds[:, ev].std(0)
-        for m in FORECAST_METHODS:
-            cal = fit_calibrator(m, "regression", preds[:, ~ev], y[~ev], 0.9)
-            out[m]["std"][ev] = cal.apply(preds[:, ev])["std"]
-            for j in range(f):
-                for li, level in enumerate(LEVELS):
-                    lo, hi = cal.interval(j, mean[:, j], raw[:, j], level)
-                    out[m]["covered"][ev, j, li] = (y[ev, j] >= lo) & (y[ev, j] <= hi)
-    return out
-
-
-def summarise(scored: dict, preds: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
-    """Coverage at the nominal levels, miscalibration area and Spearman(|error|, std) per method."""
-    from molwm.tasks.metrics import NOMINAL, miscalibration_area, spearman_error_std
-
-    mean = preds.mean(0)
-    out = {}
-    for m, r in scored.items():
-        observed = r["covered"].mean((0, 1))
-        row = {f"coverage_{round(lv * 100)}": float(observed[np.isclose(LEVELS, lv)][0]) for lv in NOMINAL}
-        row["miscalibration_area"] = miscalibration_area(np.concatenate([[0], LEVELS, [1]]),
-                                                         np.concatenate([[0], observed, [1]]))
-        row["spearman"] = float(np.nanmean([spearman_error_std(y[:, j], mean[:, j], r["std"][:, j])
-                                            for j in range(y.shape[1])]))
-        row["n"] = int(y.shape[0])
-        out[m] = row
-    return out
-
-
-def _world_model(courses, args, out_dir: str, source: str, **data):
-    from molwm.world.forecast import WorldForecaster
-    from molwm.world.model import WorldNetConfig
-    from molwm.world.run import run_world
-    from molwm.world.train import WorldConfig, WorldDataConfig
-
-    cfg = WorldConfig(objective="jepa", data=WorldDataConfig(source=source, compound="morgan+rdkit2d", **data),
-                      model=WorldNetConfig(history=4 if source == "thunor" else 1, ensemble=args.ensemble),
-                      max_steps=args.steps, forecast_step_h=24.0, seed=0, out_dir=out_dir, log_every=100,
-                      health_every=500, checkpoint_every=10_000)
-    t = time.perf_counter()
-    result = run_world(cfg, progress=False, courses=courses)
-    return result, WorldForecaster.load(result.checkpoint), time.perf_counter() - t
-
-
-def _stack(parts: list[dict]) -> dict:
-    return {m: {k: np.concatenate([p[m][k] for p in parts]) for k in ("covered", "std")} for m in parts[0]}
-
-
-def forecast_thunor(args) -> dict:
-    """Leave-drugs-out and late-time forecast intervals on thunor HTS007 (see the module docstring)."""
-    from molwm.world.baselines import last_observed, leave_drugs_out_folds
-    from molwm.world.evaluate import members_from_cutoff
-    from molwm.world.prepare import make_world_data
-    from molwm.world.thunor import load_thunor
-
-    courses = load_thunor()
-    obs, ok, target = last_observed(courses)
-    scored, all_preds, all_y, seconds = [], [], [], []
-    for f, (_, te) in enumerate(leave_drugs_out_folds(courses, args.folds, 0)):
-        result, fc, sec = _world_model(courses, args, f"{args.work}/thunor-fold{f}", "thunor", split="folds",
-                                       n_folds=args.folds, fold=f, seed=0)
-        seconds.append(sec)
-        preds = members_from_cutoff(fc, result.build.test, args.cutoff, target[te])  # [E, n, 1]
-        keep = (courses.drug[te] >= 0) & ok[te] & (target[te] > args.cutoff) & np.isfinite(preds).all((0, 2))
-        p, y = preds[:, keep], obs[te][keep][:, None]
-        scored.append(group_calibrated(p, y, courses.drug[te][keep]))
-        all_preds.append(p)
-        all_y.append(y)
-        print(f"thunor fold {f}: {sec:.0f} s, {keep.sum()} wells", flush=True)
-    lodo = summarise(_stack(scored), np.concatenate(all_preds, 1), np.concatenate(all_y))
-    keep_l = ok & (target > args.late_cutoff)
-    result, fc, sec = _world_model(courses, args, f"{args.work}/thunor-late", "thunor", split="none",
-                                   max_time_h=args.late_cutoff)
-    test = courses.subset(np.flatnonzero(keep_l))
-    data = make_world_data(test.until(args.late_cutoff), result.build.obs_norm, result.build.drug_features,
-                           fc.config.model.history, result.build.train_drugs)
-    preds = members_from_cutoff(fc, data, args.late_cutoff, target[keep_l], identity=True)
-    treated = (test.drug >= 0) & np.isfinite(preds).all((0, 2))
-    p, y = preds[:, treated], obs[keep_l][treated][:, None]
-    late = summarise(group_calibrated(p, y, test.drug[treated]), p, y)
-    return {"leave_drugs_out": lodo, "late_times": late, "train_seconds": seconds + [sec], "steps": args.steps}
-
-
-def forecast_lab(args) -> dict:
-    """k-steps-ahead forecast intervals on the synthetic lab's held-out scaffolds."""
-    from molwm.world.data import load_lab_courses
-    from molwm.world.evaluate import members_steps_ahead
-
-    courses = load_lab_courses(args.lab)
-    result, fc, sec = _world_model(courses, args, f"{args.work}/lab", "lab", lab=args.lab, split="scaffold",
-                                   test_fraction=0.2, seed=0)
-    drugs = courses.drug[result.build.test_rows]
-    half = np.random.default_rng(0).permutation(np.unique(drugs))[: len(np.unique(drugs)) // 2]
-    out = {"train_seconds": sec, "steps": args.steps}
-    for k in (1, 2, 4):
-        preds, y, rows = members_steps_ahead(fc, result.build.test, k)
-        if not len(rows):
-            continue
-        groups = np.isin(drugs[rows], half).astype(int)  # calibrate on one half of the compounds, score the other
-        out[f"k{k}"] = summarise(group_calibrated(preds, y, groups), preds, y)
-    return out
-
-
-def forecast_table(results: dict) -> str:
-    """Markdown: one row per (setting, method)."""
-    lines = ["| setting | method | n | cov 50 | cov 80 | cov 90 | cov 95 | miscal. area | Spearman |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for setting, rows in results.items():
-        if not isinstance(rows, dict):
-            continue
-        for m, r in rows.items():
-            lines.append(f"| {setting} | {m} | {r['n']} | {r['coverage_50']:.3f} | {r['coverage_80']:.3f} | "
-                         f"{r['coverage_90']:.3f} | {r['coverage_95']:.3f} | {r['miscalibration_area']:.3f} | "
-                         f"{r['spearman']:.3f} |")
     return "\n".join(lines)
 
 
@@ -312,16 +179,23 @@ def main() -> None:
     p.add_argument("--ensemble", type=int, default=3)
     p.add_argument("--cutoff", type=float, default=24.0)
     p.add_argument("--late-cutoff", type=float, default=72.0)
+    p.add_argument("--seeds", default="0", help="forecasts: model seeds (thunor: also the fold partition)")
+    p.add_argument("--chemprop", default=None, help="the chemprop command (default $CHEMPROP, then PATH)")
+    p.add_argument("--chemprop-sets", default="solubility", help="regression sets for Chemprop's calibrators")
+    p.add_argument("--chemprop-epochs", type=int, default=30)
+    p.add_argument("--chemprop-levels", default="0.5,0.8,0.9,0.95",
+                   help="levels of Chemprop's interval calibrators (one predict call each)")
     args = p.parse_args()
     if args.forecast:
         import torch
 
         torch.set_num_threads(args.threads)
-        results = forecast_thunor(args) if args.forecast == "thunor" else forecast_lab(args)
+        runs = run_forecast(args)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))
-        print(forecast_table(results))
-        print(f"training: {np.mean(np.atleast_1d(results['train_seconds'])):.0f} s per model, {args.steps} steps")
+        Path(args.out).write_text(json.dumps(runs, indent=1))
+        print(forecast_table(runs))
+        seconds = [s for r in runs for s in r["train_seconds"]]
+        print(f"training: {np.mean(seconds):.0f} s per model, {args.steps} steps, {len(runs)} seed(s)")
         return
     work = Path(args.work)
     cards = work / "cards"
@@ -329,7 +203,7 @@ def main() -> None:
     os.environ["MOLWM_DATASETS"] = os.pathsep.join([str(cards.resolve()), os.environ.get("MOLWM_DATASETS", "")])
     splits = [int(s) for s in args.splits.split(",")]
     results: dict[str, list[dict]] = {}
-    for dataset in args.datasets.split(","):
+    for dataset in [d for d in args.datasets.split(",") if d]:
         jobs = []
         if dataset == "moleculeace":
             for target in args.ace_targets.split(","):
@@ -347,10 +221,27 @@ def main() -> None:
                                                                          CLASSIFICATION}), flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=1))
-    print(table(results))
-    found = shutil.which("chemprop")
-    print(f"chemprop: {found} (its calibrators are not wired here yet)" if found else
-          "chemprop: no `chemprop` command found, so Chemprop v2's calibrators were not run")
+    if results:
+        print(table(results))
+    sets = [d for d in args.chemprop_sets.split(",") if d]
+    chemprop, why = find_chemprop(args.chemprop)
+    if not sets:
+        return
+    if chemprop is None:
+        print(f"Chemprop v2's calibrators not run: {why}")
+        return
+    levels = tuple(float(v) for v in args.chemprop_levels.split(","))
+    cp: dict[str, list[dict]] = {}
+    for dataset in sets:
+        for s in splits:
+            r = run_chemprop(chemprop, dataset, s, work / f"chemprop-{dataset}-split{s}", args.chemprop_epochs,
+                             args.members, levels)
+            cp.setdefault(dataset, []).append(r)
+            print(f"chemprop {dataset} split {s}: {r['seconds']:.0f} s, test RMSE {r['test_rmse']:.3f}", flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"molwm": results, "chemprop": {"command": chemprop, "runs": cp}},
+                                                 indent=1))
+    print(chemprop_table(cp))
 
 
 if __name__ == "__main__":
