@@ -62,8 +62,8 @@ def test_state_encoder_and_pixel_head_shapes_and_which_head_trains():
     assert not any(p.requires_grad for p in net.target.parameters())
 
 
-@pytest.mark.integration  # two 6-step runs on the shared time-course lab (seconds)
-def test_latent_and_pixel_forecasters_train_and_are_scored_against_persistence(tiny_world_lab, tmp_path):
+@pytest.mark.integration  # three 6-step runs on the shared time-course lab (seconds)
+def test_latent_and_pixel_forecasters_train_are_scored_against_persistence_and_resume(tiny_world_lab, tmp_path):
     from molwm.checkpoints import load_checkpoint
     from molwm.world.image_run import run_image_world
     from molwm.world.images import IMAGE_WORLD_KIND, build_image_world
@@ -73,9 +73,10 @@ def test_latent_and_pixel_forecasters_train_and_are_scored_against_persistence(t
     assert train.windows.shape[2:] == (5, 32, 32) and train.obs is train.windows  # sites are the observations
     fit = train.windows[train.mask]
     assert abs(float(fit.mean())) < 0.1 and abs(float(fit.std()) - 1.0) < 0.1  # scaled on training sites
+    results = {}
     for objective, own in (("jepa", "latent_nmse"), ("raw", "pixel_nmse")):
-        result = run_image_world(_config(tiny_world_lab.path, tmp_path / objective, objective), progress=False,
-                                 build=build)
+        result = results[objective] = run_image_world(_config(tiny_world_lab.path, tmp_path / objective, objective),
+                                                      progress=False, build=build)
         assert result.steps == 6 and np.isfinite(result.final_loss)
         report = result.report
         for k in (1, 2):
@@ -86,3 +87,8 @@ def test_latent_and_pixel_forecasters_train_and_are_scored_against_persistence(t
         assert not any(k.startswith("pixel" if objective == "jepa" else "latent") for k in report)
         state = load_checkpoint(result.checkpoint)
         assert state["kind"] == IMAGE_WORLD_KIND and state["probes"]["truth"]["weights"]
+    # stopped at step 3 and resumed (the driver's exact resume): the weights of the uninterrupted run
+    part = run_image_world(_config(tiny_world_lab.path, tmp_path / "part"), progress=False, build=build, stop_after=3)
+    resumed = run_image_world(None, progress=False, resume=part.checkpoint)
+    full, again = results["jepa"].net.state_dict(), resumed.net.state_dict()
+    assert resumed.steps == 6 and all(torch.equal(full[k], again[k]) for k in full)
