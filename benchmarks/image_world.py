@@ -66,6 +66,32 @@ def oracle_top5(lab: Path, build, rows: list[int], slot: int, cands: list[int]) 
     return hits / max(1, len(rows))
 
 
+def pixel_stat_reference(build, ks=KS, max_rows: int = 4000, max_starts: int = 2000, seed: int = 0) -> dict:
+    """The observed future site read by 25 per-channel pixel statistics (ridge fitted on the training sites,
+    as the models' probes are): what a hand-made reader of the site gets, on the starts the models are scored on."""
+    from molwm.objectives.lab_probes import pixel_statistics
+    from molwm.tasks.probes import RidgeProbe
+    from molwm.world.evaluate import _starts, r2_score
+
+    train, test = build.world.train, build.world.test
+    idx = np.argwhere(train.mask.numpy())
+    if len(idx) > max_rows:
+        idx = idx[np.sort(np.random.default_rng(seed).choice(len(idx), max_rows, replace=False))]
+    probe = RidgeProbe.fit(pixel_statistics(train.windows[idx[:, 0], idx[:, 1]].numpy()),
+                           train.truth[idx[:, 0], idx[:, 1]])
+    out = {}
+    for k in ks:
+        rows, slots = _starts(test.mask.numpy(), k)
+        if not len(rows):
+            continue
+        if len(rows) > max_starts:  # the same draw as image_steps_ahead
+            pick = np.sort(np.random.default_rng(seed).choice(len(rows), max_starts, replace=False))
+            rows, slots = rows[pick], slots[pick]
+        x = pixel_statistics(test.windows[rows, slots[:, -1]].numpy())
+        out[f"truth_r2.k{k}.observed_pixel_stats"] = r2_score(probe.predict(x), test.truth[rows, slots[:, -1]])
+    return out
+
+
 def run_level(level: str, args) -> dict:
     lab = make_lab(level, args)
     base = load_config(ImageWorldConfig, "configs/world/lab_images.yaml",
@@ -75,7 +101,9 @@ def run_level(level: str, args) -> dict:
     build = build_image_world(base)
     print(f"{level}: {build.world.courses.n} conditions ({len(build.world.train_rows)} train, "
           f"{len(build.world.test_rows)} held out), sites read in {time.time() - t:.0f} s", flush=True)
-    out = {}
+    out = {"reference": pixel_stat_reference(build)}
+    print(f"{level}: observed future site, 25 pixel statistics: " + "  ".join(
+        f"{k} {v:.3f}" for k, v in out["reference"].items()), flush=True)
     for seed in args.seeds:
         for objective in ("jepa", "raw"):
             cfg = from_dict(ImageWorldConfig, {**to_dict(base), "objective": objective, "seed": seed,
@@ -104,16 +132,17 @@ def _cell(runs: list[dict], key: str) -> str:
 
 def table(results: dict) -> str:
     lines = ["| nuisance | k | latent | pixel | persistence (latent enc.) | persistence (pixel enc.) | "
-             "observed (latent / pixel enc.) | true persistence |", "|" + "---|" * 8]
+             "observed (latent / pixel enc. / pixel stats) | true persistence |", "|" + "---|" * 8]
     for level, res in results.items():
-        lat, pix = res["jepa"], res["raw"]
+        lat, pix, ref = res["jepa"], res["raw"], [res["reference"]]
         for k in KS:
             key = f"truth_r2.k{k}"
             if key not in lat[0]:
                 continue
             lines.append(f"| {level} | {k} | {_cell(lat, key)} | {_cell(pix, key)} | {_cell(lat, key + '.persistence')}"
                          f" | {_cell(pix, key + '.persistence')} | {_cell(lat, key + '.observed')} / "
-                         f"{_cell(pix, key + '.observed')} | {_cell(lat, key + '.true_persistence')} |")
+                         f"{_cell(pix, key + '.observed')} / {_cell(ref, key + '.observed_pixel_stats')} | "
+                         f"{_cell(lat, key + '.true_persistence')} |")
     lines += ["", "| nuisance | k | latent NMSE (to target emb.) | persistence | pixel NMSE (to future site) | "
               "persistence |", "|" + "---|" * 6]
     for level, res in results.items():
@@ -127,8 +156,8 @@ def table(results: dict) -> str:
     lines += ["", "| nuisance | forecaster | planning top-5 | median rank | candidates | chance | perfect forecaster |",
               "|" + "---|" * 7]
     for level, res in results.items():
-        for objective, runs in res.items():
-            p = [r["plan"] for r in runs]
+        for objective in ("jepa", "raw"):
+            p = [r["plan"] for r in res[objective]]
             lines.append(f"| {level} | {NAMES[objective]} | {np.mean([x['top5'] for x in p]):.2f} | "
                          f"{np.mean([x['median_rank'] for x in p]):.1f} | {p[0]['candidates']} | "
                          f"{p[0]['chance_top5']:.2f} | {np.mean([x.get('oracle_top5', np.nan) for x in p]):.2f} |")
