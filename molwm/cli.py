@@ -66,6 +66,10 @@ def cmd_finetune(args) -> int:
         flags["register_name"] = args.register
     config = load_config(FinetuneConfig, args.config, args.overrides, flags=flags)
     tracker = make_tracker(not args.no_track, experiment=config.experiment)
+    if args.search and args.resume:
+        from molwm.config import ConfigError
+
+        raise ConfigError("--resume continues a fine-tune; it does not apply to --search")
     if args.search:
         from molwm.train.search import search_finetune
 
@@ -73,7 +77,7 @@ def cmd_finetune(args) -> int:
         print(f"best of {args.search} trials (validation rows): {found.best}")
         result = found.refit
     else:
-        result = run_finetune(config, tracker, progress=not args.no_progress)
+        result = run_finetune(config, tracker, progress=not args.no_progress, resume=args.resume)
     for key, value in result.summary.items():
         if key.startswith("test_") and key.endswith("_mean"):
             name = key[: -len("_mean")]
@@ -190,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", default=None, metavar="NAME", help="register the model under NAME")
     p.add_argument("--search", type=int, default=0, metavar="N",
                    help="choose hyper-parameters with N Optuna trials on validation rows, then refit every seed")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each seed's member from its checkpoint under out_dir/members (same config)")
     quiet_flags(p)
     p.set_defaults(func=cmd_finetune)
 

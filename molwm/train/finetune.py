@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from featurizers.molecule import GRAPH_SPEC
-from molwm.checkpoints import save_checkpoint
+from molwm.checkpoints import load_resume_checkpoint, save_checkpoint
 from molwm.config import ConfigError, to_dict
 from molwm.data.batch import CachedGraphs
 from molwm.data.prepare import PrepareConfig, prepare_dataset
@@ -45,7 +45,7 @@ from molwm.train.finetune_steps import (
     head_config,
     member_predictor,
 )
-from molwm.train.finetune_task import train_member
+from molwm.train.finetune_task import FinetuneMemberTask, train_member
 
 _fold_standardisation = fold_standardisation  # the old private name (tests and notebooks import it)
 
@@ -226,7 +226,7 @@ def _full_splits(config: FinetuneConfig, cache, graphs: CachedGraphs, y: np.ndar
 
 
 def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progress: bool = True,
-                 nested: bool = False, log_model: bool = True) -> FinetuneResult:
+                 nested: bool = False, log_model: bool = True, resume: bool = False) -> FinetuneResult:
     """Fine-tune on every seed; log nested runs, the split file, summary and the model.
 
     Args:
@@ -235,6 +235,9 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         progress: Progress bars.
         nested: Open the run under the active one (a search's trial or refit).
         log_model: Log the checkpoint as an MLflow model (a search's trials do not).
+        resume: Continue each network member from its rolling checkpoint under ``out_dir/members``
+            where there is one (a finished member only redoes its outputs; exact, as the driver
+            resumes every task); members without one start afresh.
     """
     tracker = tracker or NullTracker()
     if config.threads:
@@ -267,8 +270,12 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
                     model, metrics, scaler = fit_tabular_member(config, data, split, task, seed, pretrained,
                                                                 tracker, names)
             else:  # a task of the training driver, which opens the seed's nested run
+                ckpt = FinetuneMemberTask.checkpoint_path(config, seed)
+                state = load_resume_checkpoint(ckpt) if resume and ckpt.is_file() else None
+                if state is not None:
+                    print(f"seed {seed}: resuming from {ckpt} (step {state['step']})")
                 model, metrics, scaler = train_member(config, data, split, task, len(names), seed, pretrained,
-                                                      tracker, names, progress, tags=tags)
+                                                      tracker, names, progress, tags=tags, state=state)
             models.append(model)
             members.append(member_state(model))
             per_seed.append(metrics)

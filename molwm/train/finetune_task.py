@@ -72,8 +72,9 @@ class FinetuneMemberTask:
     reseed_steps = False  # one stream per member: dropout and PE signs flow on from the seed
 
     def __init__(self, config, data: LabelledGraphs, split, task: str, n_tasks: int, seed: int,
-                 pretrained: GraphEncoder | None, names: list[str], tags: dict[str, str] | None = None):
-        out_dir = Path(config.out_dir) / "members" / f"seed-{seed}"
+                 pretrained: GraphEncoder | None, names: list[str], tags: dict[str, str] | None = None,
+                 resumed: dict | None = None):
+        out_dir = self.checkpoint_path(config, seed).parent
         self.config = dataclasses.replace(config, seed=seed, seeds=[seed], out_dir=str(out_dir),
                                           run_name=f"seed-{seed}")
         self.desc, self.run_name = f"seed {seed}", f"seed-{seed}"
@@ -95,16 +96,26 @@ class FinetuneMemberTask:
         # the loop's own state, saved in the resume block
         self.rng = np.random.default_rng([seed, 17])
         self.gen = torch.Generator().manual_seed(seed)
-        self.epoch, self.order, self.losses = -1, None, []
+        self.epoch, self.order, self.losses, self.steps_done = -1, None, [], 0
         self.best, self.best_state, self.best_epoch, self.bad = None, None, -1, 0
         self.curves: dict[str, list[tuple[int, float]]] = {}
         self.result = None
+        # a member that had finished (or stopped early) is resumed at its end: only the outputs are redone
+        done = (resumed or {}).get("resume", {}).get("task", {}).get("done", False)
+        self.done_at = int(resumed["step"]) if done else None
 
     # ---- what the driver asks
     def prepare(self, ctx, progress: bool) -> None:
         """The data is read already (one cache for every member)."""
 
+    @staticmethod
+    def checkpoint_path(config, seed: int) -> Path:
+        """Where the member of ``seed`` of a fine-tune with ``config`` keeps its rolling checkpoint."""
+        return Path(config.out_dir) / "members" / f"seed-{seed}" / "last.pt"
+
     def total_steps(self, world_size: int) -> int:
+        if self.done_at is not None:
+            return self.done_at
         steps = self.config.max_steps or self.config.epochs * self.per_epoch
         if self.config.budget_samples:
             steps = min(steps, -(-self.config.budget_samples // self.config.batch_size))
@@ -173,6 +184,7 @@ class FinetuneMemberTask:
 
     def after_step(self, model, step: int) -> tuple[dict[str, float], bool]:
         """At an epoch's end: the validation metric, the best weights so far, early stopping."""
+        self.steps_done = step + 1
         epoch, i = divmod(step, self.per_epoch)
         if i != self.per_epoch - 1:
             return {}, False
@@ -188,6 +200,8 @@ class FinetuneMemberTask:
         else:
             self.bad += 1
             stop = self.bad >= self.config.patience and not self._head_only(step)  # head-only runs to its end
+            if stop:
+                self.done_at = step + 1  # in this step's checkpoint: a resume does not train past the stop
         return {"epoch": float(epoch), "train_loss": train_loss, f"val_{self.metric}": score}, stop
 
     def health(self, model, batch: MemberBatch) -> dict[str, float]:
@@ -231,10 +245,11 @@ class FinetuneMemberTask:
         return {"epoch": self.epoch, "order": None if self.order is None else torch.from_numpy(self.order.copy()),
                 "rng": _rng_state(self.rng), "gen": self.gen.get_state(), "losses": list(self.losses),
                 "best": self.best, "best_state": self.best_state, "best_epoch": self.best_epoch, "bad": self.bad,
-                "curves": {k: [list(p) for p in v] for k, v in self.curves.items()}}
+                "curves": {k: [list(p) for p in v] for k, v in self.curves.items()}, "done": self.done_at is not None,
+                "steps_done": self.steps_done}
 
     def load_loop_state(self, state: dict[str, Any]) -> None:
-        self.epoch, self.losses = int(state["epoch"]), list(state["losses"])
+        self.epoch, self.losses, self.steps_done = int(state["epoch"]), list(state["losses"]), int(state["steps_done"])
         self.order = None if state["order"] is None else state["order"].numpy()
         self.rng.bit_generator.state = _rng_from(state["rng"])
         self.gen.set_state(state["gen"])
@@ -256,6 +271,8 @@ class FinetuneMemberTask:
         log_member(self.config, tracker, self.data, self.split, self.task, self.seed, self.names, metrics, model,
                    scaler, self.curves)
         self.result = (model, metrics, scaler)
+        self.done_at = self.steps_done
+        save()  # marked done: a resumed fine-tune redoes only this member's outputs
         return None
 
 
@@ -280,6 +297,6 @@ def train_member(config, data: LabelledGraphs, split, task: str, n_tasks: int, s
     resumes the member from its rolling checkpoint; ``stop_after`` stops it there (as if
     interrupted; the result is then None).
     """
-    member = FinetuneMemberTask(config, data, split, task, n_tasks, seed, pretrained, names, tags)
+    member = FinetuneMemberTask(config, data, split, task, n_tasks, seed, pretrained, names, tags, resumed=state)
     drive(member, tracker, state=state, progress=progress, stop_after=stop_after)
     return member.result

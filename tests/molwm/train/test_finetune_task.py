@@ -83,3 +83,25 @@ def test_driver_budgets_and_early_stopping_apply_to_a_member(member):
 def test_seed_is_not_a_fine_tuning_key(repo_root):
     with pytest.raises(ConfigError, match=r"seeds=\[3\]"):
         load_config(FinetuneConfig, repo_root / "configs/finetune/tiny.yaml", ["seed=3"]).validate()
+
+
+def test_a_fine_tune_resumes_its_members(repo_root, tmp_path, capsys):
+    import shutil
+
+    from molwm.train.finetune import run_finetune
+
+    cfg = load_config(FinetuneConfig, repo_root / "configs/finetune/tiny.yaml",
+                      [f"cache_dir={tmp_path / 'c'}", f"out_dir={tmp_path / 'ft'}", "checkpoint_every=2", "device=cpu"])
+    first = run_finetune(cfg, progress=False)
+    a = load_checkpoint(first.checkpoint)["members"]  # before the resumed run rewrites model.pt
+    members = tmp_path / "ft" / "members"
+    assert load_resume_checkpoint(members / "seed-0" / "last.pt")["resume"]["task"]["done"]
+    # seed 1 as if killed after its last training step, before its outputs
+    shutil.copy(members / "seed-1" / "prev.pt", members / "seed-1" / "last.pt")
+    assert not load_resume_checkpoint(members / "seed-1" / "last.pt")["resume"]["task"]["done"]
+    again = run_finetune(cfg, progress=False, resume=True)
+    assert capsys.readouterr().out.count("resuming from") == 2
+    assert again.per_seed == first.per_seed
+    b = load_checkpoint(again.checkpoint)["members"]
+    for ma, mb in zip(a, b):
+        assert all(torch.equal(ma[k], mb[k]) for k in ma if isinstance(ma[k], torch.Tensor))
