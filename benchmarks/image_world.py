@@ -131,8 +131,8 @@ def _cell(runs: list[dict], key: str) -> str:
 
 
 def table(results: dict) -> str:
-    lines = ["| nuisance | k | latent | pixel | persistence (latent enc.) | persistence (pixel enc.) | "
-             "observed (latent / pixel enc. / pixel stats) | true persistence |", "|" + "---|" * 8]
+    lines = [("| nuisance | k | latent | pixel | persistence (latent enc.) | persistence (pixel enc.) | "
+              "observed (latent / pixel enc. / pixel stats) | true persistence |"), "|" + "---|" * 8]
     for level, res in results.items():
         lat, pix, ref = res["jepa"], res["raw"], [res["reference"]]
         for k in KS:
@@ -143,8 +143,8 @@ def table(results: dict) -> str:
                          f" | {_cell(pix, key + '.persistence')} | {_cell(lat, key + '.observed')} / "
                          f"{_cell(pix, key + '.observed')} / {_cell(ref, key + '.observed_pixel_stats')} | "
                          f"{_cell(lat, key + '.true_persistence')} |")
-    lines += ["", "| nuisance | k | latent NMSE (to target emb.) | persistence | pixel NMSE (to future site) | "
-              "persistence |", "|" + "---|" * 6]
+    lines += ["", ("| nuisance | k | latent NMSE (to target emb.) | persistence | pixel NMSE (to future site) | "
+                   "persistence |"), "|" + "---|" * 6]
     for level, res in results.items():
         lat, pix = res["jepa"], res["raw"]
         for k in KS:

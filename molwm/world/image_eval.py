@@ -130,7 +130,7 @@ def image_planning(net: ImageWorldNet, train: WorldData, test: WorldData, object
     rng = np.random.default_rng(seed)
     cands = np.sort(rng.choice(ok, min(candidates, len(ok)), replace=False))
     if len(cands) < 2:
-        return {"top5": float("nan"), "median_rank": float("nan"), "targets": 0, "candidates": int(len(cands)),
+        return {"top5": float("nan"), "median_rank": float("nan"), "targets": 0, "candidates": len(cands),
                 "chance_top5": float("nan"), "candidate_rows": cands.tolist(), "rows": [], "slot": slot}
     ctrl = np.flatnonzero((train.action.control > 0).numpy())
     first = train.mask.float().argmax(1).numpy()
@@ -154,6 +154,6 @@ def image_planning(net: ImageWorldNet, train: WorldData, test: WorldData, object
         dist = np.linalg.norm(forecast - observed[j], axis=1)
         ranks.append(int((dist < dist[j]).sum()) + 1)
     ranks = np.asarray(ranks)
-    return {"top5": float((ranks <= 5).mean()), "median_rank": float(np.median(ranks)), "targets": int(len(picks)),
+    return {"top5": float((ranks <= 5).mean()), "median_rank": float(np.median(ranks)), "targets": len(picks),
             "candidates": int(n), "chance_top5": min(1.0, 5 / n), "candidate_rows": cands.tolist(),
             "rows": cands[picks].tolist(), "slot": slot}

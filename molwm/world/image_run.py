@@ -22,8 +22,14 @@ from molwm.train import driver
 from molwm.train.common import HEALTH_KEYS, log_training_plots
 from molwm.world.evaluate import plot_steps_ahead
 from molwm.world.image_eval import fit_image_probe, image_steps_ahead
-from molwm.world.images import (IMAGE_WORLD_KIND, ImageWorldBuild, ImageWorldConfig, ImageWorldNet,
-                                build_image_net, build_image_world)
+from molwm.world.images import (
+    IMAGE_WORLD_KIND,
+    ImageWorldBuild,
+    ImageWorldConfig,
+    ImageWorldNet,
+    build_image_net,
+    build_image_world,
+)
 from molwm.world.run import WorldTask
 
 STEPS_AHEAD = (1, 2, 4)

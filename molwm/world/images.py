@@ -34,7 +34,7 @@ from featurizers.image import ChannelStats, featurize_sites
 from molwm.config import ConfigError
 from molwm.encoders.image import ImageEncoder, ImageEncoderConfig
 from molwm.world.config import WorldConfig
-from molwm.world.data import CourseError, TimeCourses, lab_courses_and_wells
+from molwm.world.data import CourseError, lab_courses_and_wells
 from molwm.world.model import WorldNet, WorldNetConfig
 from molwm.world.prepare import WorldData
 from molwm.world.train import WorldBuild, build_world_data

@@ -22,8 +22,8 @@ def test_image_world_pretrains_and_logs_its_heldout_report(tmp_path, capsys, rep
                  "model.heads=2", "model.depth=1", "max_steps=4", "batch_size=8", "warmup_steps=1",
                  "log_every=2", f"out_dir={tmp_path / 'run'}", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "pretrained 4 steps" in out and re.search(r"^model_uri: None$", out, re.M), out
-    run_id = re.search(r"^run_id: (\S+)$", out, re.M).group(1)
+    assert "pretrained 4 steps" in out and re.search(r"^model_uri: None$", out, re.MULTILINE), out
+    run_id = re.search(r"^run_id: (\S+)$", out, re.MULTILINE).group(1)
     run = MlflowClient().get_run(run_id)
     for key in ("test.truth_r2.k1", "test.truth_r2.k1.persistence", "test.truth_r2.k2"):
         assert key in run.data.metrics, sorted(run.data.metrics)
