@@ -235,7 +235,7 @@ def main() -> None:
     for dataset in sets:
         for s in splits:
             r = run_chemprop(chemprop, dataset, s, work / f"chemprop-{dataset}-split{s}", args.chemprop_epochs,
-                             args.members, levels)
+                             args.members, levels, args.threads)
             cp.setdefault(dataset, []).append(r)
             print(f"chemprop {dataset} split {s}: {r['seconds']:.0f} s, test RMSE {r['test_rmse']:.3f}", flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

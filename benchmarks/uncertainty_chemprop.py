@@ -54,7 +54,7 @@ def split_rows(dataset: str, split_seed: int) -> dict[str, tuple[list[str], np.n
     from molwm.data.splits import make_split
     from molwm.train.finetune import FinetuneConfig
 
-    cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / f"{dataset}.yaml", [])
+    cfg = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / f"{dataset}.yaml", ["mode=scratch"])
     prep = prepare_dataset(PrepareConfig(dataset=dataset, progress=False))
     y = np.concatenate(CachedGraphs(prep.cache, with_labels=True).labels)[:, 0]
     smiles = prep.cache.meta()["smiles"].tolist()
@@ -67,14 +67,18 @@ def _csv(path: Path, smiles: list[str], y: np.ndarray) -> Path:
     return path
 
 
-def _call(cmd: list[str], log: Path) -> None:
+def _call(cmd: list[str], log: Path, threads: int) -> None:
+    """Run one chemprop command, its output appended to ``log``, on ``threads`` threads (torch's default of
+    one per core oversubscribes a shared machine: several times the CPU time per epoch here)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with log.open("a") as fh:
-        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False, env=env)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd[:2])} failed (exit {done.returncode}); see {log}")
 
 
-def _predict(chemprop: str, work: Path, test: Path, val: Path, method: str, level: float | None) -> tuple:
+def _predict(chemprop: str, work: Path, test: Path, val: Path, method: str, level: float | None,
+             threads: int) -> tuple:
     """One ``chemprop predict`` on the test CSV: ``(prediction [N], unc [N])`` as Chemprop writes them."""
     name = method if level is None else f"{method}-{round(level * 100)}"
     out = work / f"pred-{name}.csv"
@@ -86,7 +90,7 @@ def _predict(chemprop: str, work: Path, test: Path, val: Path, method: str, leve
         cmd += ["--calibration-interval-percentile", str(level * 100)]
     if method == "conformal-regression":
         cmd += ["--conformal-alpha", str(round(1.0 - level, 6))]
-    _call(cmd, work / "chemprop.log")
+    _call(cmd, work / "chemprop.log", threads)
     frame = pd.read_csv(out)
     return frame["y"].to_numpy(float), frame["y_unc"].to_numpy(float)
 
@@ -114,7 +118,7 @@ def _gaussian_row(y: np.ndarray, pred: np.ndarray, std: np.ndarray) -> dict[str,
 
 
 def run_chemprop(chemprop: str, dataset: str, split_seed: int, work: Path, epochs: int, members: int,
-                 levels: tuple[float, ...]) -> dict:
+                 levels: tuple[float, ...], threads: int = 1) -> dict:
     """Train one Chemprop ensemble on the split and score each of its calibrators on the test rows."""
     from molwm.tasks.metrics import interval_coverage, spearman_error_std
 
@@ -125,18 +129,18 @@ def run_chemprop(chemprop: str, dataset: str, split_seed: int, work: Path, epoch
     _call([chemprop, "train", "-i", str(files["train"]), str(files["val"]), str(files["test"]), "-o",
            str(work / "model"), "--ensemble-size", str(members), "--epochs", str(epochs), "-n", "0",
            "--pytorch-seed", str(split_seed), "--data-seed", str(split_seed), "--target-columns", "y"],
-          work / "chemprop.log")
+          work / "chemprop.log", threads)
     y = rows["test"][1]
     out: dict = {"seconds_train": time.perf_counter() - t0, "n_test": len(y), "epochs": epochs}
-    pred, var = _predict(chemprop, work, files["test"], files["val"], "none", None)
+    pred, var = _predict(chemprop, work, files["test"], files["val"], "none", None, threads)
     out["test_rmse"] = float(np.sqrt(np.mean((pred - y) ** 2)))
     out["none"] = _gaussian_row(y, pred, np.sqrt(var))
-    pred, var = _predict(chemprop, work, files["test"], files["val"], "zscaling", None)
+    pred, var = _predict(chemprop, work, files["test"], files["val"], "zscaling", None, threads)
     out["zscaling"] = _gaussian_row(y, pred, np.sqrt(var))
     for method in ("zelikman-interval", "conformal-regression"):
         row = {}
         for level in levels:
-            pred, unc = _predict(chemprop, work, files["test"], files["val"], method, level)
+            pred, unc = _predict(chemprop, work, files["test"], files["val"], method, level, threads)
             half = np.sqrt(unc) if method == "zelikman-interval" else unc
             row[f"coverage_{round(level * 100)}"] = interval_coverage(y, pred - half, pred + half)
             row["spearman"] = spearman_error_std(y, pred, half)  # a monotone map of the variance: one ranking
