@@ -18,6 +18,7 @@ and ``--resume`` continues it). Usage::
     python benchmarks/property.py --methods rf_morgan,svm_ecfp,minimol_mlp --sets moleculeace
     python benchmarks/property.py --molwm-from molwm:base --methods molwm_base,molwm_scratch epochs=40
     python benchmarks/property.py --merge a.json,b.json --out all.json                # one report from several runs
+    python benchmarks/property.py --sets solubility --train-fraction 0.05 ...          # label efficiency
 """
 
 from __future__ import annotations
@@ -201,6 +202,9 @@ def main() -> None:
     parser.add_argument("--feature-cache", default=None,
                         help="features by SMILES across runs (default: $MOLWM_CACHE/bench-features)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="keep a seeded share of each seed's training rows (the same rows for every method; "
+                             "validation and test unchanged): label efficiency")
     parser.add_argument("--merge", default=None, help="comma-separated result JSONs to combine into --out "
                         "(nothing is run)")
     parser.add_argument("overrides", nargs="*", help="FinetuneConfig overrides for the molwm rows, e.g. epochs=30")
@@ -243,6 +247,7 @@ def main() -> None:
     report["config"] = {"sets": set_names, "targets": targets, "seeds": seeds, "methods": methods,
                         "molwm_from": args.molwm_from, "overrides": args.overrides, "quick": args.quick,
                         "chemprop": chemprop_bin, "split_file": args.split_file, "threads": args.threads,
+                        "train_fraction": args.train_fraction,
                         "command": " ".join(sys.argv), "machine": platform.platform(),
                         "torch": torch.__version__}
     report["published"] = PUBLISHED
@@ -251,6 +256,11 @@ def main() -> None:
     if "moleculeace" in set_names:
         bench_sets += pdata.moleculeace_sets(targets, seeds, Path(args.work))
     bench_sets += [pdata.packaged_set(n, seeds, args.split_file) for n in set_names if n != "moleculeace"]
+    if args.train_fraction < 1.0:  # the fine-tunes' own subsampling, so every method sees the same rows
+        from molwm.train.finetune import subsample_train
+
+        for s in bench_sets:
+            s.splits = [subsample_train(sp, args.train_fraction, seed) for sp, seed in zip(s.splits, s.seeds)]
     for s in bench_sets:
         entry = report["sets"].setdefault(s.name, {"group": s.group, "methods": {}})
         entry.update(info=pdata.describe(s), rows_digest=pdata.splits_digest(s))
