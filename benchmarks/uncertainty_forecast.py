@@ -56,10 +56,11 @@ def group_calibrated(preds: np.ndarray, y: np.ndarray, groups: np.ndarray) -> di
 
 
 def summarise(scored: dict, preds: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per method: coverage at the nominal levels, miscalibration area, Spearman(|error|, std), RMSE of the
-    ensemble mean, and the 90% coverage of each group (``groups [n]``): its min, max and the share of
+    """Per method: coverage at the nominal levels, miscalibration area, Spearman(|error|, std), RMSE and R² of
+    the ensemble mean, and the 90% coverage of each group (``groups [n]``): its min, max and the share of
     groups within 5 points of 90%."""
     from molwm.tasks.metrics import NOMINAL, miscalibration_area, spearman_error_std
+    from molwm.world.evaluate import r2_score
 
     mean = preds.mean(0)
     at90 = int(np.flatnonzero(np.isclose(LEVELS, 0.9))[0])
@@ -71,7 +72,8 @@ def summarise(scored: dict, preds: np.ndarray, y: np.ndarray, groups: np.ndarray
                                                          np.concatenate([[0], observed, [1]]))
         row["spearman"] = float(np.nanmean([spearman_error_std(y[:, j], mean[:, j], r["std"][:, j])
                                             for j in range(y.shape[1])]))
-        row["rmse"] = float(np.sqrt(np.mean((mean - y) ** 2)))
+        row["rmse"] = float(np.sqrt(np.mean((mean - y) ** 2)))  # pooled over read-outs: in their units
+        row["r2"] = r2_score(mean, y)  # mean over read-outs
         per_group = np.array([r["covered"][groups == g, :, at90].mean() for g in np.unique(groups)])
         row["group_cov90_min"], row["group_cov90_max"] = float(per_group.min()), float(per_group.max())
         row["group_cov90_within5"] = float(np.mean(np.abs(per_group - 0.9) <= 0.05))
@@ -175,15 +177,16 @@ def _ms(values: list[float], digits: int = 3) -> str:
 
 def forecast_table(runs: list[dict]) -> str:
     """Markdown: one row per (setting, method), mean ± std over seeds."""
-    lines = [("| setting | method | n | cov 50 | cov 80 | cov 90 | cov 95 | miscal. area | Spearman | RMSE | "
-              "groups within 5 pts at 90% | group cov 90 min-max |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| setting | method | n | cov 50 | cov 80 | cov 90 | cov 95 | miscal. area | Spearman | RMSE | R² | "
+              "groups within 5 pts at 90% | group cov 90 min-max |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for setting, rows in runs[0].items():
         if not isinstance(rows, dict):
             continue
         for m in rows:
             col = [r[setting][m] for r in runs]
-            cells = [_ms([c[k] for c in col]) for k in ("coverage_50", "coverage_80", "coverage_90", "coverage_95",
-                                                         "miscalibration_area", "spearman", "rmse")]
+            cells = [_ms([c[k] for c in col]) if k in col[0] else "" for k in (
+                "coverage_50", "coverage_80", "coverage_90", "coverage_95", "miscalibration_area", "spearman", "rmse",
+                "r2")]
             within = _ms([c["group_cov90_within5"] for c in col], 2)
             span = f"{min(c['group_cov90_min'] for c in col):.3f}-{max(c['group_cov90_max'] for c in col):.3f}"
             lines.append(f"| {setting} | {m} | {col[0]['n']} | " + " | ".join(cells) +

@@ -40,6 +40,10 @@ def test_each_group_is_scored_by_calibrators_fitted_on_the_other_groups_only():
     assert rows["zscale"]["group_cov90_max"] == pytest.approx(1.0)
     assert rows["zscale"]["group_cov90_within5"] == pytest.approx(np.mean(np.abs(np.array(per) - 0.9) <= 0.05))
     assert rows["none"]["rmse"] == pytest.approx(np.sqrt(np.mean((center[:, None] - y) ** 2)))
+    assert rows["none"]["r2"] == pytest.approx(1 - np.mean((center[:, None] - y) ** 2) / y.var())
+    table = uncertainty_forecast.forecast_table([{"k1": rows, "train_seconds": [1.0]}] * 2).splitlines()
+    assert len(table) == 2 + 3 and len({line.count("|") for line in table}) == 1
+    assert "| k1 | conformal | 600 |" in table[-1] and "of 3 |" in table[-1]
 
 
 @pytest.mark.unit
