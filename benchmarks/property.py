@@ -114,8 +114,9 @@ def moleculeace_summary(sets: dict, methods: list[str]) -> dict:
     return out
 
 
-def merge(paths: list[str]) -> dict:
-    """One report from several runs' JSON (e.g. methods run in parallel processes); later files win."""
+def merge(paths: list[str], targets: list[str] | None = None) -> dict:
+    """One report from several runs' JSON (e.g. methods run in parallel processes); later files win.
+    ``targets``: keep only these MoleculeACE targets (the summary then averages over them)."""
     reports = [json.loads(Path(p).read_text()) for p in paths]
     out = {"sets": {}, "published": PUBLISHED, "merged_from": [r["config"] for r in reports],
            "feature_seconds": {k: v for r in reports for k, v in r.get("feature_seconds", {}).items()}}
@@ -128,6 +129,8 @@ def merge(paths: list[str]) -> dict:
                 raise SystemExit(f"{name}: the runs used different rows ({mine['rows_digest']} vs "
                                  f"{entry['rows_digest']}); they cannot be merged")
             mine["methods"].update(entry["methods"])
+    if targets:
+        out["sets"] = {n: e for n, e in out["sets"].items() if e["group"] != "moleculeace" or n in targets}
     out["config"] = {**reports[-1]["config"], "methods": [m for m in ALL if m in methods]}
     out["summary"] = {"moleculeace": moleculeace_summary(out["sets"], out["config"]["methods"])}
     return out
@@ -214,7 +217,7 @@ def main() -> None:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        report = merge(args.merge.split(","))
+        report = merge(args.merge.split(","), args.targets.split(",") if args.targets else None)
         out_path.write_text(json.dumps(report, indent=1))
         print(tables(report) + f"\n\nwrote {out_path}")
         return
