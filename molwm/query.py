@@ -231,22 +231,24 @@ class MoleculeModel:
 
     def _prediction_frame(self, smiles: list, preds: np.ndarray, status: list[str],
                           emb: np.ndarray | None = None) -> pd.DataFrame:
-        frame = pd.DataFrame({"smiles": smiles})
+        columns: dict[str, object] = {"smiles": smiles}  # gathered, then one frame (no fragmented inserts)
         if self.joint is not None:
             spread, z = self.joint.spread(), z_of(0.9)
             for j, name in enumerate(self.targets):
                 mean = preds[0, :, j]
                 std = np.where(np.isnan(mean), np.nan, spread[j])
-                frame[name], frame[f"{name}_std"] = mean, std
-                frame[f"{name}_lo"], frame[f"{name}_hi"] = mean - z * std, mean + z * std
-            frame["uncertainty"] = "linear probe on the joint embedding: residual std on its training cells (90%)"
+                columns[name], columns[f"{name}_std"] = mean, std
+                columns[f"{name}_lo"], columns[f"{name}_hi"] = mean - z * std, mean + z * std
+            columns["uncertainty"] = "linear probe on the joint embedding: residual std on its training cells (90%)"
+            frame = pd.DataFrame(columns)
         else:
             cal = self.calibrator or Calibrator.from_dict(None, self.task, len(self.targets))
             out = cal.apply(preds)
             for j, name in enumerate(self.targets):
-                frame[name], frame[f"{name}_std"] = out["value"][:, j], out["std"][:, j]
-                frame[f"{name}_lo"], frame[f"{name}_hi"] = out["lo"][:, j], out["hi"][:, j]
-            frame["uncertainty"] = f"{cal.description}; deep ensemble of {len(self.members)} seeds"
+                columns[name], columns[f"{name}_std"] = out["value"][:, j], out["std"][:, j]
+                columns[f"{name}_lo"], columns[f"{name}_hi"] = out["lo"][:, j], out["hi"][:, j]
+            columns["uncertainty"] = f"{cal.description}; deep ensemble of {len(self.members)} seeds"
+            frame = pd.DataFrame(columns)
             if self.domain is not None:
                 frame = pd.concat([frame, self.domain.frame(smiles, emb, status)], axis=1)
         frame["status"] = status
