@@ -322,22 +322,19 @@ class WorldForecaster:
         for (c, t), rows in groups.items():
             out = self.forecast_pairs([frame.at[i, "smiles"] for i in rows], frame.loc[rows, "dose_uM"].to_numpy(),
                                       t, c)
+            intervals = self.intervals(out.readouts)
             for j, i in enumerate(rows):
                 if j in out.rejected:
                     status[i] = "invalid_smiles: not a valid SMILES nor a drug this model knows"
                     continue
                 spread[i] = out.latent_spread[j, -1]
-                intervals = self.intervals(out.readouts)
                 for name, (mean, _) in out.readouts.items():
                     values.setdefault(name, np.full(n, np.nan))[i] = mean[j, -1]
                     for suffix, col in zip(("_std", "_lo", "_hi"), intervals[name]):
                         values.setdefault(name + suffix, np.full(n, np.nan))[i] = col[j, -1]
-        for name, col in values.items():
-            frame[name] = col
-        frame["latent_spread"] = spread
-        frame["uncertainty"] = self.uncertainty
-        frame["status"] = status
-        return frame
+        added = pd.DataFrame({**values, "latent_spread": spread, "uncertainty": self.uncertainty, "status": status},
+                             index=frame.index)  # one frame, not ~20 inserts (pandas warns of fragmentation)
+        return pd.concat([frame.drop(columns=[c for c in added.columns if c in frame.columns]), added], axis=1)
 
     def forecast_pairs(self, compounds: Sequence[str], doses: np.ndarray, time_h: float,
                        context: str | None = None) -> "PairForecast":
