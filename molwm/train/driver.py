@@ -40,6 +40,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from molwm import checkpoints
+from molwm.config import from_dict
 from molwm.run_config import RunConfig
 from molwm.tracking import NullTracker, Tracker
 from molwm.train.common import TrainingDiverged, all_finite, lr_at
@@ -232,6 +233,15 @@ def _state(task: Task, model, optimizer, step: int, run_id, history, pending, el
     if hasattr(task, "loop_state"):
         resume["task"] = task.loop_state()
     return {**task.state(model), "model": model.state_dict(), "step": step, "resume": resume}
+
+
+def resumed_config(schema: type, config: Any, resume: str | Path | None) -> tuple[Any, dict | None]:
+    """``(config, state)`` a run starts from: as given, or for ``resume`` the checkpoint's config (it wins)
+    and the checkpoint (:func:`molwm.checkpoints.load_resume_checkpoint`, which falls back to ``prev.pt``)."""
+    if resume is None:
+        return config, None
+    state = checkpoints.load_resume_checkpoint(resume)
+    return from_dict(schema, state["config"]), state
 
 
 def _context(task: Task) -> DistContext:

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from featurizers.molecule import GRAPH_SPEC
-from molwm.checkpoints import load_resume_checkpoint
-from molwm.config import ConfigError, from_dict, to_dict
+from molwm.config import ConfigError, to_dict
 from molwm.data.batch import CachedGraphs, GraphBatch
 from molwm.data.descriptors import DescriptorStats, prepare_descriptors
 from molwm.data.overlap import excluded_rows, write_exclusions
@@ -346,10 +345,7 @@ def run_pretrain(config: PretrainConfig, tracker: Tracker | None = None, resume:
         stop_after: Stop (as if interrupted) once this global step is reached,
             without the end-of-run outputs; used to test resumption.
     """
-    state = None
-    if resume is not None:
-        state = load_resume_checkpoint(resume)
-        config = from_dict(PretrainConfig, state["config"])
+    config, state = driver.resumed_config(PretrainConfig, config, resume)
     run = driver.drive(GraphPretrainTask(config), tracker, state, progress, stop_after)
     return PretrainResult(run.run_id, run.model_uri, run.checkpoint, run.steps, run.final_loss, run.history,
                           run.model)

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from featurizers.molecule import GRAPH_SPEC
-from molwm.checkpoints import load_resume_checkpoint
-from molwm.config import ConfigError, from_dict, to_dict
+from molwm.config import ConfigError, to_dict
 from molwm.data.mm_sources import MultimodalBuild, MultimodalDataConfig, build_multimodal_data
 from molwm.data.multimodal import MultimodalData
 from molwm.jepa.health import embedding_health
@@ -328,10 +327,7 @@ def run_multimodal_pretrain(config: MultimodalPretrainConfig, tracker: Tracker |
         data: Data already built from ``config.data`` (e.g. by the previous run of an
             ablation); read again when None.
     """
-    state = None
-    if resume is not None:
-        state = load_resume_checkpoint(resume)
-        config = from_dict(MultimodalPretrainConfig, state["config"])
+    config, state = driver.resumed_config(MultimodalPretrainConfig, config, resume)
     task = MultimodalTask(config, data)
     run = driver.drive(task, tracker, state, progress, stop_after)
     return MultimodalPretrainResult(run.run_id, run.model_uri, run.checkpoint, run.steps, run.final_loss,

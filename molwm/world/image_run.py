@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from molwm.checkpoints import load_resume_checkpoint
-from molwm.config import from_dict, to_dict
+from molwm.config import to_dict
 from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train import driver
 from molwm.train.common import HEALTH_KEYS, log_training_plots
@@ -128,10 +127,7 @@ def run_image_world(config: ImageWorldConfig, tracker: Tracker | None = None, re
         stop_after: Stop (as if interrupted) at this step, without end-of-run outputs.
         build: Use this image build instead of reading ``config.data`` (it must match the config).
     """
-    state = None
-    if resume is not None:
-        state = load_resume_checkpoint(resume)
-        config = from_dict(ImageWorldConfig, state["config"])
+    config, state = driver.resumed_config(ImageWorldConfig, config, resume)
     task = ImageWorldTask(config, build)
     run = driver.drive(task, tracker, state, progress, stop_after)
     return ImageWorldResult(run.run_id, run.checkpoint, run.steps, run.final_loss, run.history, task.image_build,

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molwm.checkpoints import load_resume_checkpoint
-from molwm.config import from_dict, to_dict
+from molwm.config import to_dict
 from molwm.models.world import WORLD_MODEL
 from molwm.packaging import package_for
 from molwm.tracking import Tracker, temporary_artifact_dir
@@ -146,10 +145,7 @@ def run_world(config: WorldConfig, tracker: Tracker | None = None, resume: str |
         stop_after: Stop (as if interrupted) at this step, without end-of-run outputs.
         courses: Use these time courses instead of reading ``config.data`` (tests, benchmarks).
     """
-    state = None
-    if resume is not None:
-        state = load_resume_checkpoint(resume)
-        config = from_dict(WorldConfig, state["config"])
+    config, state = driver.resumed_config(WorldConfig, config, resume)
     task = WorldTask(config, courses)
     run = driver.drive(task, tracker, state, progress, stop_after)
     return WorldResult(run.run_id, run.model_uri, run.checkpoint, run.steps, run.final_loss, run.history,
