@@ -23,16 +23,19 @@ from molwm.world.cli import add_parsers as add_world_parsers
 
 
 def cmd_pretrain(args) -> int:
-    from molwm.pretraining import config_kind, load_pretrain_config, pretrain, resumed_kind
+    from molwm.pretraining import config_kind, load_pretrain_config, pretrain, resumed_pretrain_config
     from molwm.tracking import make_tracker
     from molwm.train.distributed import env_world_size, is_main_process
 
-    kind = resumed_kind(args.resume) if args.resume else config_kind(args.config, args.overrides)
+    if args.resume and (args.config or args.overrides):
+        raise ConfigError("--resume continues a run with its checkpoint's config; drop --config and the overrides")
+    # resuming, the checkpoint's kind picks the schema and its config is the run's
+    kind, config = (resumed_pretrain_config(args.resume) if args.resume else
+                    (config_kind(args.config, args.overrides), None))
     if kind != "graph" and env_world_size() > 1:
         raise ConfigError(f"torchrun (WORLD_SIZE={env_world_size()}) runs graph pretraining only; "
                           f"start {kind} pretraining as one process")
-    # resuming, the checkpoint's kind picks the schema (and its config wins inside the run)
-    config = load_pretrain_config(args.config, [*args.overrides, f"kind={kind}"] if args.resume else args.overrides)
+    config = config or load_pretrain_config(args.config, args.overrides)
     # under torchrun, rank 0 alone logs and prints (and so alone touches the MLflow store)
     tracker = make_tracker(not args.no_track and is_main_process(), experiment=config.experiment)
     result = pretrain(config, tracker, resume=args.resume, progress=not args.no_progress)

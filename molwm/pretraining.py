@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from molwm.checkpoints import load_resume_checkpoint
-from molwm.config import ConfigError, apply_overrides, load_config, read_yaml
-from molwm.models import kind_of
+from molwm.config import ConfigError, apply_overrides, from_dict, load_config, read_yaml
+from molwm.models import kind_of, rebuild
 from molwm.tracking import Tracker
 from molwm.train.pretrain import PretrainConfig, run_pretrain
 from molwm.train.pretrain_mm import MultimodalPretrainConfig, run_multimodal_pretrain
@@ -59,6 +59,17 @@ def resumed_kind(checkpoint: str | Path) -> str:
     if stage not in SCHEMAS:
         raise ConfigError(f"{checkpoint}: a {stage} checkpoint cannot be resumed by pretraining")
     return stage
+
+
+def resumed_pretrain_config(checkpoint: str | Path):
+    """``(run kind, typed config)`` of a checkpoint to resume: the config it was trained with (it wins
+    inside the run; its experiment is where the resumed run logs)."""
+    kind = resumed_kind(checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = load_resume_checkpoint(checkpoint)
+    return kind, rebuild(kind_of(state, checkpoint), lambda s: from_dict(SCHEMAS[kind][0], s["config"]), state,
+                         checkpoint)
 
 
 def load_pretrain_config(path: str | Path | None = None, overrides: Sequence[str] = ()):

@@ -20,7 +20,7 @@ from molwm.models.base import ModelKind, MoleculeParts, State
 from molwm.models.graph import GRAPH_JEPA, GRAPH_PRETRAIN
 from molwm.models.multimodal import MULTIMODAL_JEPA, MULTIMODAL_OTHERS
 from molwm.models.property import PROPERTY_MODEL
-from molwm.models.world import WORLD_MODEL
+from molwm.models.world import IMAGE_WORLD_MODEL, WORLD_MODEL
 
 __all__ = ["KINDS", "ModelKind", "MoleculeParts", "encoder_from_state", "kind_of", "load_encoder", "parts_from_state",
            "rebuild", "register"]
@@ -39,7 +39,8 @@ def register(kind: ModelKind) -> ModelKind:
     return kind
 
 
-for _kind in (GRAPH_JEPA, GRAPH_PRETRAIN, MULTIMODAL_JEPA, *MULTIMODAL_OTHERS, PROPERTY_MODEL, WORLD_MODEL):
+for _kind in (GRAPH_JEPA, GRAPH_PRETRAIN, MULTIMODAL_JEPA, *MULTIMODAL_OTHERS, PROPERTY_MODEL, WORLD_MODEL,
+              IMAGE_WORLD_MODEL):
     register(_kind)
 
 

@@ -1,4 +1,5 @@
-"""World-model checkpoints (``world_model``): latent dynamics over a compound, a dose and elapsed time."""
+"""World-model checkpoints: ``world_model`` (latent dynamics of profiles over a compound, a dose and
+elapsed time) and ``image_world_model`` (the same dynamics with the lab's sites as states)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,10 @@ def world_network(state: State) -> WorldNet:
 
 
 WORLD_MODEL = ModelKind("world_model", "world", "world model (action-conditioned latent dynamics)", stage="world")
+
+
+IMAGE_WORLD_MODEL = ModelKind("image_world_model", "world", "image-level world model (lab sites as states)",
+                              stage="image_world")
+"""Written by ``kind: image_world`` runs (:mod:`molwm.world.image_run`): resumed by ``molwm pretrain --resume``
+and scored on held-out sites by its run; :class:`molwm.world.forecast.WorldForecaster` does not serve it
+(a forecast needs a start site, not only a compound, a dose and a time)."""

@@ -25,7 +25,7 @@ from molwm.checkpoints import CheckpointError
 from molwm.config import from_dict
 from molwm.errors import MolwmError
 from molwm.models import kind_of, rebuild
-from molwm.models.world import WORLD_MODEL, world_network
+from molwm.models.world import IMAGE_WORLD_MODEL, WORLD_MODEL, world_network
 from molwm.tasks.calibration import Calibrator, z_of
 from molwm.tasks.probes import RidgeProbe
 from molwm.world.config import WorldConfig
@@ -125,7 +125,12 @@ class WorldForecaster:
             CheckpointError: If it is another kind of model, or an unfinished run.
         """
         uri = source or "checkpoint"
-        if kind_of(state, uri) is not WORLD_MODEL:
+        kind = kind_of(state, uri)
+        if kind is IMAGE_WORLD_MODEL:
+            raise CheckpointError(f"{uri}: an image-level world model is scored on held-out sites by its run "
+                                  "(test.truth_r2.*); forecasts from a compound, a dose and a time are served by "
+                                  "profile-level world models (configs/world/lab.yaml)")
+        if kind is not WORLD_MODEL:
             raise CheckpointError(f"{uri}: not a world model (checkpoint kind {state.get('kind')!r}); "
                                   "train one with `molwm pretrain --config configs/world/lab.yaml`")
         if not state.get("probes") and state.get("step", 0) < state.get("config", {}).get("max_steps", 0):

@@ -4,8 +4,9 @@
 the world task (:class:`molwm.world.run.WorldTask`: batches, losses, health, budgets) on the
 image build of :mod:`molwm.world.images`; at the end it fits the read-out probe, scores held-out
 scaffolds k steps ahead against persistence (:mod:`molwm.world.image_eval`) and logs the
-figures and a plot. No model is logged for serving: the checkpoint's kind
-(:data:`molwm.world.images.IMAGE_WORLD_KIND`) is not in the model-kind registry yet.
+figures and a plot. Its checkpoints (kind ``image_world_model``, registered in :mod:`molwm.models`)
+resume with ``molwm pretrain --resume``; no model is logged for serving (a forecast from it needs a
+start site, which the forecast API does not take).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class ImageWorldResult:
     Attributes:
         report: Held-out metrics (:func:`molwm.world.image_eval.image_steps_ahead`); empty when the run
             was stopped early or nothing was held out.
-        model_uri: Always None: no model is logged (see the module docstring).
+        model_uri: Always None: no model is logged for serving (see the module docstring).
     """
 
     run_id: str | None

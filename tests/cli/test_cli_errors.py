@@ -119,6 +119,8 @@ def test_pretrain_missing_config_yaml_key_and_resume(capsys, tmp_path):
     _assert_one_line_error(capsys, ["pretrain", "--config", f"{MISSING}.yaml", "--no-track"],
                            "config file not found")
     _assert_one_line_error(capsys, ["pretrain", "--resume", f"{MISSING}.pt", "--no-track"], "not found")
+    _assert_one_line_error(capsys, ["pretrain", "--resume", f"{MISSING}.pt", "lr=0.1", "--no-track"],
+                           "drop --config and the overrides")
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: multimodal\nnope: 1\n")
     _assert_one_line_error(capsys, ["pretrain", "--config", bad, "--no-track"], "unknown config key 'nope'")
