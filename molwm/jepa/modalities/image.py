@@ -39,6 +39,10 @@ def image_block_masks(n: int, grid: int, config, rng: np.random.Generator) -> tu
         keep[i] &= ~target[i]
         if not keep[i].any():  # targets covered the context block: keep one free patch
             free = np.flatnonzero(~target[i].reshape(-1))
+            if not len(free):  # large blocks covered the whole site: give one target patch back to the context
+                back = rng.choice(np.flatnonzero(target[i].reshape(-1)))
+                target[i].reshape(-1)[back] = False
+                free = np.asarray([back])
             keep[i].reshape(-1)[rng.choice(free)] = True
     return keep.reshape(n, -1), target.reshape(n, -1)
 

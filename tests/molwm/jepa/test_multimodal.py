@@ -159,3 +159,16 @@ def test_context_drop_removes_a_modality_without_predicting_it(mm_data, mm_confi
     assert not set(torch.nonzero(g_gone).squeeze(1).tolist()) & set(m.graph.target_idx.tolist())
     model = MultimodalJEPA(GRAPH_SPEC, mm_data.n_assays, mm_config)
     assert torch.isfinite(model(b, m).loss)
+
+
+@pytest.mark.unit
+def test_image_block_masks_with_blocks_that_cover_the_site_still_keep_and_hide():
+    """configs/ablate/image_large_masks.yaml's four 30-40% blocks on 8 x 8 patches cover a site entirely now
+    and then (numpy's choice then raised ValueError mid-ablation); a target patch goes back to the context."""
+    for scale, covered in (([0.3, 0.4], False), ([0.7, 0.9], True)):  # the second covers most sites
+        config = MultimodalMaskConfig(image_block_scale=scale)
+        keep, target = image_block_masks(400, 8, config, np.random.default_rng(0))
+        assert keep.any(1).all() and target.any(1).all() and not (keep & target).any()
+        assert ((keep.sum(1) == 1) & (target.sum(1) == 63)).any() == covered
+        again = image_block_masks(400, 8, config, np.random.default_rng(0))
+        assert np.array_equal(again[0], keep) and np.array_equal(again[1], target)
