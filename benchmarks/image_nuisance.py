@@ -11,7 +11,9 @@ level and plots them.
     python benchmarks/image_nuisance.py --config configs/ablate/image_large_masks.yaml \
         --out-prefix outputs/ablate/image_large_masks-               # a variant (part 3) across the levels
 
-Writes ``outputs/ablate/image-nuisance.md`` and ``image-nuisance.png``; figures: docs/objectives.md.
+Writes ``outputs/ablate/image-nuisance.md`` and ``image-nuisance.png`` and logs both, with every
+figure as a metric, to one MLflow run in ``molwm-ablate`` (``--no-track``: not); figures:
+docs/objectives.md.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--lab-prefix", default="outputs/lab2k-")
     ap.add_argument("--out-prefix", default="outputs/ablate/image-")
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--no-track", action="store_true", help="do not log the summary run to MLflow")
     ap.add_argument("overrides", nargs="*", help="extra `molwm ablate` overrides (key=value)")
     args = ap.parse_args()
     levels = args.levels.split(",")
@@ -89,7 +92,26 @@ def main() -> None:
     out = Path(f"{args.out_prefix}nuisance.md")
     out.write_text(text + "\n")
     print(text)
-    print(plot(frame, levels, Path(f"{args.out_prefix}nuisance.png")))
+    figure = plot(frame, levels, Path(f"{args.out_prefix}nuisance.png"))
+    print(figure)
+    if not args.no_track:
+        print("run_id:", log_summary(frame, levels, [out, figure], args))
+
+
+def log_summary(frame: pd.DataFrame, levels: list[str], files: list[Path], args) -> str | None:
+    """One MLflow run (experiment ``molwm-ablate``) holding the curves across levels: the table and plot as
+    artifacts, every mean as a metric ``<encoder>.<target>.<metric>.<level>`` (synthetic data, tagged so)."""
+    from molwm.tracking import make_tracker
+
+    tracker = make_tracker(experiment="molwm-ablate")
+    tags = {"molwm.stage": "ablate", "molwm.synthetic": "true", "modality": "image", "config": args.config}
+    with tracker.run(f"ablate-image-nuisance-summary-{Path(args.config).stem}", tags=tags) as run_id:
+        tracker.log_params({"levels": ",".join(levels), "out_prefix": args.out_prefix})
+        tracker.log_metrics({f"{r.encoder}.{r.target}.{r.metric}.{r.nuisance}": float(r.mean)
+                             for r in frame.itertuples() if pd.notna(r.mean)})
+        for f in files:
+            tracker.log_artifact(f, "nuisance")
+    return run_id
 
 
 if __name__ == "__main__":
