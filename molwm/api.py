@@ -16,7 +16,7 @@ from pathlib import Path
 
 from molwm import checkpoints
 from molwm.data.sources import sha256_file
-from molwm.models import kind_of, parts_from_state
+from molwm.models import kind_of, parts_from_state, refuse_unserved
 from molwm.query import MoleculeModel
 from molwm.world.forecast import WorldForecaster
 
@@ -33,6 +33,7 @@ def load_model(uri: str | Path, tracking_uri: str | None = None) -> MoleculeMode
     """
     path, state = checkpoints.read(uri, tracking_uri)
     kind = kind_of(state, uri)
+    refuse_unserved(kind, uri)
     if kind.family == "world":
         return WorldForecaster.from_state(state, str(uri))
     return MoleculeModel.from_parts(parts_from_state(state, uri), source=str(uri), digest=sha256_file(path))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from molwm import __version__
-from molwm.models import kind_of
+from molwm.models import kind_of, refuse_unserved
 from molwm.tracking import ModelPackage
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -30,8 +30,14 @@ WORLD_EXAMPLE = {"smiles": ["CCO", "CCO"], "dose_uM": [1.0, 10.0], "time_h": [24
 
 
 def package_for(kind: str) -> ModelPackage:
-    """The pyfunc description of a model of checkpoint kind ``kind``."""
-    family = kind_of({"kind": kind}).family
+    """The pyfunc description of a model of checkpoint kind ``kind``.
+
+    Raises:
+        CheckpointError: If the kind is not served (:attr:`molwm.models.ModelKind.served`).
+    """
+    model_kind = kind_of({"kind": kind})
+    refuse_unserved(model_kind, f"kind {kind}")
+    family = model_kind.family
     requirements = [f"molwm=={__version__}"]
     if family == "world":
         return ModelPackage(str(PYFUNC_CODE), [("smiles", "string", True), ("dose_uM", "double", True),

@@ -23,7 +23,7 @@ from molwm.models.property import PROPERTY_MODEL
 from molwm.models.world import IMAGE_WORLD_MODEL, WORLD_MODEL
 
 __all__ = ["KINDS", "ModelKind", "MoleculeParts", "encoder_from_state", "kind_of", "load_encoder", "parts_from_state",
-           "rebuild", "register"]
+           "rebuild", "refuse_unserved", "register"]
 
 T = TypeVar("T")
 
@@ -56,6 +56,13 @@ def kind_of(state: State, source: str | Path = "") -> ModelKind:
         raise CheckpointError(f"{where}not a molwm model (checkpoint kind {name!r}; molwm knows "
                               f"{', '.join(sorted(KINDS))})")
     return KINDS[name]
+
+
+def refuse_unserved(kind: ModelKind, source: str | Path = "") -> None:
+    """Raise one :class:`CheckpointError` naming ``source`` when ``kind`` is not served (queries, pyfunc, REST)."""
+    if not kind.served:
+        raise CheckpointError(f"{source or 'checkpoint'}: this {kind.description} is not served (no queries, "
+                              f"MLflow model or REST); `molwm pretrain --resume` continues its run") from None
 
 
 def rebuild(kind: ModelKind, fn: Callable[[State], T], state: State, source: str | Path = "") -> T:

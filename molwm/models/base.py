@@ -27,6 +27,8 @@ class ModelKind:
             or None when the kind has none.
         stage: The run kind that writes it (``graph``, ``multimodal``, ``world``: the ``kind:`` of a
             pretraining config; ``finetune``).
+        served: Whether :func:`molwm.api.load_model`, MLflow pyfunc and REST answer it; a kind that is
+            not (the image-level world model) is still resumed and read by its own code.
     """
 
     name: str
@@ -35,6 +37,7 @@ class ModelKind:
     encoder: Callable[[State], GraphEncoder] | None = field(default=None, compare=False)
     parts: Callable[[State], "MoleculeParts"] | None = field(default=None, compare=False)
     stage: str = "graph"
+    served: bool = True
 
 
 @dataclass

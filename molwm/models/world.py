@@ -25,7 +25,7 @@ WORLD_MODEL = ModelKind("world_model", "world", "world model (action-conditioned
 
 
 IMAGE_WORLD_MODEL = ModelKind("image_world_model", "world", "image-level world model (lab sites as states)",
-                              stage="image_world")
+                              stage="image_world", served=False)
 """Written by ``kind: image_world`` runs (:mod:`molwm.world.image_run`): resumed by ``molwm pretrain --resume``
 and scored on held-out sites by its run; :class:`molwm.world.forecast.WorldForecaster` does not serve it
 (a forecast needs a start site, not only a compound, a dose and a time)."""

@@ -128,8 +128,8 @@ class WorldForecaster:
         kind = kind_of(state, uri)
         if kind is IMAGE_WORLD_MODEL:
             raise CheckpointError(f"{uri}: an image-level world model is scored on held-out sites by its run "
-                                  "(test.truth_r2.*); forecasts from a compound, a dose and a time are served by "
-                                  "profile-level world models (configs/world/lab.yaml)")
+                                  "(test.truth_r2.*) and is not served; forecasts from a compound, a dose and a "
+                                  "time come from profile-level world models (configs/world/lab.yaml)")
         if kind is not WORLD_MODEL:
             raise CheckpointError(f"{uri}: not a world model (checkpoint kind {state.get('kind')!r}); "
                                   "train one with `molwm pretrain --config configs/world/lab.yaml`")

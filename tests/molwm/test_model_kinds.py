@@ -65,6 +65,21 @@ def _multimodal(objective: str):
     return build
 
 
+def _image_world(shared, folder: Path) -> Path:
+    """An image-level world model of 2 steps on the shared time-course lab (32 px sites)."""
+    from molwm.config import from_dict
+    from molwm.world.image_run import run_image_world
+    from molwm.world.images import ImageWorldConfig
+
+    cfg = from_dict(ImageWorldConfig, {
+        "data": {"lab": str(shared["tiny_world_lab"].path), "compound": "morgan"},
+        "image": {"dim": 32, "layers": 1, "heads": 2, "patch": 8, "image_size": 32},
+        "model": {"dim": 32, "history": 1, "depth": 1, "heads": 2, "ensemble": 2},
+        "max_steps": 2, "batch_size": 8, "warmup_steps": 1, "rollout_steps": 2, "log_every": 1,
+        "out_dir": str(folder / "run")})
+    return run_image_world(cfg, progress=False).checkpoint
+
+
 BUILDERS = {
     "graph_jepa": lambda shared, folder: shared["graph_pretrain_run"].checkpoint,
     "graph_pretrain": _graph_pretrain,
@@ -74,16 +89,18 @@ BUILDERS = {
     "multimodal_contrastive_views": _multimodal("contrastive_views"),
     "property_model": lambda shared, folder: shared["finetune_run"].checkpoint,
     "world_model": lambda shared, folder: shared["world_run"].checkpoint,
+    "image_world_model": _image_world,
 }
 """Kind name -> ``(shared fixtures, folder) -> checkpoint path``."""
 
 
 @pytest.fixture(scope="session")
 def kind_checkpoints(tmp_path_factory, build_env, graph_pretrain_run, finetune_run, multimodal_pretrain_run,
-                     make_multimodal_config, world_run) -> dict[str, Path]:
+                     make_multimodal_config, world_run, tiny_world_lab) -> dict[str, Path]:
     """Kind name -> a tiny checkpoint of that kind, for every registered kind that has a builder."""
     shared = {"graph_pretrain_run": graph_pretrain_run, "finetune_run": finetune_run, "world_run": world_run,
-              "multimodal_pretrain_run": multimodal_pretrain_run, "make_multimodal_config": make_multimodal_config}
+              "multimodal_pretrain_run": multimodal_pretrain_run, "make_multimodal_config": make_multimodal_config,
+              "tiny_world_lab": tiny_world_lab}
     out = {}
     for name in sorted(set(KINDS) & set(BUILDERS)):
         folder = tmp_path_factory.mktemp(f"kind-{name}")
@@ -114,7 +131,21 @@ def test_each_checkpoint_is_of_the_kind_it_was_built_for(kind_checkpoints):
     assert sorted(kind_checkpoints) == sorted(KINDS)
     built = {name: load_checkpoint(path)["kind"] for name, path in kind_checkpoints.items()}
     assert built == {name: name for name in kind_checkpoints}
-    assert len({_sha(p) for p in kind_checkpoints.values()}) == len(kind_checkpoints)  # eight different files
+    assert len({_sha(p) for p in kind_checkpoints.values()}) == len(kind_checkpoints)  # all different files
+
+
+def _refused_unserved(kind: str, path: Path) -> bool:
+    """For a kind that is not served: ``load_model`` and packaging refuse it in one line naming the file."""
+    if KINDS[kind].served:
+        return False
+    from molwm.packaging import package_for
+
+    with pytest.raises(CheckpointError, match=re.escape(str(path)) + ": .* is not served") as err:
+        load_model(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match="is not served"):
+        package_for(kind)
+    return True
 
 
 # ---- load and query -----------------------------------------------------------------------------------
@@ -123,6 +154,8 @@ def test_each_checkpoint_is_of_the_kind_it_was_built_for(kind_checkpoints):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_load_model_gives_the_family_handle_and_answers(kind, kind_checkpoints):
     path = _checkpoint(kind_checkpoints, kind)
+    if _refused_unserved(kind, path):
+        return
     model = load_model(path)
     if KINDS[kind].family == "world":
         assert isinstance(model, WorldForecaster)
@@ -197,6 +230,8 @@ def test_logged_model_serves_what_the_api_answers(kind, kind_checkpoints, kinds_
     from molwm.tracking import download_model, make_tracker
 
     path = _checkpoint(kind_checkpoints, kind)
+    if _refused_unserved(kind, path):
+        return
     monkeypatch.setenv("MLFLOW_TRACKING_URI", kinds_store)
     store = kinds_store
     tracker = make_tracker(True, experiment="model-kinds")
@@ -237,7 +272,7 @@ def test_logged_model_serves_what_the_api_answers(kind, kind_checkpoints, kinds_
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_an_incomplete_checkpoint_is_one_clear_error(kind, tmp_path):
     path = save_checkpoint({"kind": kind, "config": {}}, tmp_path / "old.pt")
-    with pytest.raises(CheckpointError, match="incomplete or damaged") as err:
+    with pytest.raises(CheckpointError, match="incomplete or damaged" if KINDS[kind].served else "is not served") as err:
         load_model(path)
     message = str(err.value)
     assert str(path) in message and KINDS[kind].description in message and "\n" not in message
