@@ -51,23 +51,29 @@ def config_kind(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return kind
 
 
-def resumed_kind(checkpoint: str | Path) -> str:
-    """The run kind of a checkpoint to resume (its model kind's training stage)."""
+def _resume_state(checkpoint: str | Path) -> dict:
     with warnings.catch_warnings():  # the run itself warns when it falls back to the previous checkpoint
         warnings.simplefilter("ignore")
-        stage = kind_of(load_resume_checkpoint(checkpoint), checkpoint).stage
+        return load_resume_checkpoint(checkpoint)
+
+
+def _stage(state: dict, checkpoint: str | Path) -> str:
+    stage = kind_of(state, checkpoint).stage
     if stage not in SCHEMAS:
         raise ConfigError(f"{checkpoint}: a {stage} checkpoint cannot be resumed by pretraining")
     return stage
 
 
+def resumed_kind(checkpoint: str | Path) -> str:
+    """The run kind of a checkpoint to resume (its model kind's training stage)."""
+    return _stage(_resume_state(checkpoint), checkpoint)
+
+
 def resumed_pretrain_config(checkpoint: str | Path):
     """``(run kind, typed config)`` of a checkpoint to resume: the config it was trained with (it wins
     inside the run; its experiment is where the resumed run logs)."""
-    kind = resumed_kind(checkpoint)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        state = load_resume_checkpoint(checkpoint)
+    state = _resume_state(checkpoint)
+    kind = _stage(state, checkpoint)
     return kind, rebuild(kind_of(state, checkpoint), lambda s: from_dict(SCHEMAS[kind][0], s["config"]), state,
                          checkpoint)
 

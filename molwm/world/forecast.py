@@ -24,8 +24,8 @@ from molwm import checkpoints
 from molwm.checkpoints import CheckpointError
 from molwm.config import from_dict
 from molwm.errors import MolwmError
-from molwm.models import kind_of, rebuild
-from molwm.models.world import IMAGE_WORLD_MODEL, WORLD_MODEL, world_network
+from molwm.models import kind_of, rebuild, refuse_unserved
+from molwm.models.world import WORLD_MODEL, world_network
 from molwm.tasks.calibration import Calibrator, z_of
 from molwm.tasks.probes import RidgeProbe
 from molwm.world.config import WorldConfig
@@ -126,10 +126,7 @@ class WorldForecaster:
         """
         uri = source or "checkpoint"
         kind = kind_of(state, uri)
-        if kind is IMAGE_WORLD_MODEL:
-            raise CheckpointError(f"{uri}: an image-level world model is scored on held-out sites by its run "
-                                  "(test.truth_r2.*) and is not served; forecasts from a compound, a dose and a "
-                                  "time come from profile-level world models (configs/world/lab.yaml)")
+        refuse_unserved(kind, uri)
         if kind is not WORLD_MODEL:
             raise CheckpointError(f"{uri}: not a world model (checkpoint kind {state.get('kind')!r}); "
                                   "train one with `molwm pretrain --config configs/world/lab.yaml`")
