@@ -198,6 +198,8 @@ def resolve_uri(uri: str | Path, tracking_uri: str | None = None) -> Path:
         return shipped_path(uri)
     if not is_mlflow_uri(uri):
         path = Path(uri)
+        if path.is_dir() and (path / "MLmodel").is_file():  # a logged model folder, downloaded or exported
+            return checked_model_folder(path)
         if not path.is_file():
             raise CheckpointError(f"no model at {uri} (expected a checkpoint file or an MLflow model URI)")
         return path
@@ -208,10 +210,72 @@ def resolve_uri(uri: str | Path, tracking_uri: str | None = None) -> Path:
         raise CheckpointError(f"cannot load model {uri} from MLflow store {store}: {err}") from None
     if local.is_file():
         return local
-    found = sorted(local.rglob("*.pt"))
-    if not found:
-        raise CheckpointError(f"no molwm checkpoint (*.pt) inside the model at {uri}")
-    return found[0]
+    return checked_model_folder(local, uri)
+
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+"""The models-from-code file every molwm model is logged with (:mod:`molwm.packaging`)."""
+MAX_MLMODEL_BYTES = 1 << 20
+"""Largest ``MLmodel`` file read (molwm's are about 1 KB)."""
+
+
+def checked_model_folder(folder: str | Path, uri: str | Path | None = None) -> Path:
+    """The checkpoint inside a logged molwm model folder, after checking that the folder's stored code is
+    the installed molwm's own.
+
+    Nothing stored with the model is run or unpickled: the ``MLmodel`` file is read as plain YAML for the
+    ``checkpoint`` artifact's path, and the stored models-from-code file (``pyfunc_model.py``) must be
+    byte-identical to the one the installed molwm writes (:data:`PYFUNC_CODE`). Models logged before
+    models-from-code (a ``python_model.pkl``) load from their checkpoint; the pickle is never read.
+
+    Raises:
+        CheckpointError: In one line, naming the folder (and both digests when the code differs).
+    """
+    import hashlib
+
+    import yaml
+
+    folder = Path(folder)
+    name = uri or folder
+    meta_path = folder / "MLmodel"
+    if not meta_path.is_file():
+        raise CheckpointError(f"{name}: not an MLflow model folder (no MLmodel file in {folder})")
+    if meta_path.stat().st_size > MAX_MLMODEL_BYTES:
+        size = meta_path.stat().st_size
+        raise CheckpointError(f"{meta_path}: {size:,} bytes is too large for an MLmodel file")
+    try:
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{meta_path}: not a readable MLmodel file ({type(err).__name__})") from None
+    flavor = (meta or {}).get("flavors", {}).get("python_function") if isinstance(meta, dict) else None
+    if not isinstance(flavor, dict):
+        raise CheckpointError(f"{name}: {meta_path} has no python_function flavor; not a molwm model")
+    stored = [p for p in (folder / PYFUNC_CODE.name, folder / "code" / PYFUNC_CODE.name) if p.is_file()]
+    code_path = flavor.get("model_code_path")
+    if code_path or stored:
+        ours = hashlib.sha256(PYFUNC_CODE.read_bytes()).hexdigest()
+        if not stored:
+            named = Path(str(code_path)).name
+            raise CheckpointError(f"{name}: the model names stored code ({named}) that is not molwm's "
+                                  f"{PYFUNC_CODE.name}; refusing to load it")
+        for path in stored:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != ours:
+                raise CheckpointError(
+                    f"{name}: stored code {path.name} (sha256 {digest}) differs from the installed "
+                    f"molwm's (sha256 {ours}); refusing to load a model whose code was changed")
+    artifact = ((flavor.get("artifacts") or {}).get("checkpoint") or {}).get("path")
+    if not isinstance(artifact, str) or not artifact:
+        found = sorted((folder / "artifacts").rglob("*.pt")) if (folder / "artifacts").is_dir() else []
+        if not found:
+            raise CheckpointError(f"no molwm checkpoint (*.pt) inside the model at {name}")
+        return found[0]
+    path = (folder / artifact).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise CheckpointError(f"{name}: the checkpoint artifact {artifact!r} points outside the model folder")
+    if not path.is_file():
+        raise CheckpointError(f"{name}: checkpoint artifact {artifact} is missing from {folder}")
+    return path
 
 
 def read(uri: str | Path, tracking_uri: str | None = None) -> tuple[Path, dict[str, Any]]:

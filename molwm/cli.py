@@ -151,13 +151,17 @@ def cmd_serve(args) -> int:
     _check_servable(args.model)  # before importing the serving stack: a bad URI answers at once
     from molwm.serving import serve, serve_command
 
-    where = f"http://{args.host}:{args.port}/invocations"
-    print(f"serving {args.model} at {where} (limits: {args.max_molecules} molecules per request, "
-          f"{args.max_smiles_length} characters per SMILES, {args.max_body_mb:g} MB per body); Ctrl-C stops it",
-          flush=True)
-    print("runs: " + " ".join(serve_command(args.host, args.port, args.workers, args.access_log)), flush=True)
+    def announce() -> None:  # once the model folder has passed its checks
+        where = f"http://{args.host}:{args.port}/invocations"
+        print(f"serving {args.model} at {where} (limits: {args.max_molecules} molecules per request, "
+              f"{args.max_smiles_length} characters per SMILES, {args.max_body_mb:g} MB per body); "
+              "Ctrl-C stops it", flush=True)
+        command = serve_command(args.host, args.port, args.workers, args.access_log)
+        print("runs: " + " ".join(command), flush=True)
+
     return serve(args.model, args.host, args.port, args.max_molecules, args.max_smiles_length, args.workers,
-                 max_body_mb=args.max_body_mb, threads=args.threads, access_log=args.access_log)
+                 max_body_mb=args.max_body_mb, threads=args.threads, access_log=args.access_log,
+                 announce=announce)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,14 +14,12 @@ The request contract follows the model's family (:class:`molwm.models.ModelKind`
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from molwm import __version__
+from molwm.checkpoints import PYFUNC_CODE
 from molwm.models import kind_of, refuse_unserved
 from molwm.tracking import ModelPackage
 
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-"""The models-from-code file every molwm model is logged with."""
+__all__ = ["PYFUNC_CODE", "package_for"]
 
 MOLECULE_EXAMPLE = {"smiles": ["CCO", "c1ccccc1O"]}
 """Logged with every molecule model: what a request looks like."""

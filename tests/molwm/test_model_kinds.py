@@ -3,7 +3,8 @@
 One tiny checkpoint per kind in :data:`molwm.models.KINDS` is built once per test run (the shared
 fixtures of ``tests/conftest.py`` where one already makes that kind, a few steps of the real run
 function otherwise). Each kind then goes through ``molwm.api.load_model``, ``molwm.models.load_encoder``,
-``tracker.log_model`` (logged from code: no pickle) and ``mlflow.pyfunc.load_model(...).predict``, whose
+``tracker.log_model`` (logged from code: no pickle) and ``molwm.serving.served_model(...).predict``
+(what ``molwm serve`` runs), whose
 answer must be the direct API's. A new kind must come with a builder here (the first test fails without).
 """
 
@@ -224,9 +225,9 @@ def kinds_store(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_logged_model_serves_what_the_api_answers(kind, kind_checkpoints, kinds_store, monkeypatch):
-    import mlflow.pyfunc
 
     from molwm.packaging import package_for
+    from molwm import serving
     from molwm.tracking import download_model, make_tracker
 
     path = _checkpoint(kind_checkpoints, kind)
@@ -243,7 +244,7 @@ def test_logged_model_serves_what_the_api_answers(kind, kind_checkpoints, kinds_
     assert not list(local.rglob("*.pkl")) and (local / "pyfunc_model.py").is_file()
     logged = list(local.rglob("*.pt"))
     assert [_sha(p) for p in logged] == [_sha(path)]  # the checkpoint itself, unchanged
-    served_model = mlflow.pyfunc.load_model(uri)
+    served_model = serving.served_model(local)  # what `molwm serve` runs: molwm's loader, not MLflow's
     assert served_model.metadata.get_input_schema().input_names() == [c for c, _, _ in package.inputs]
     direct = load_model(path)
     assert type(load_model(uri, store)) is type(direct)  # the logged model loads back by its URI too
