@@ -26,6 +26,7 @@ This is the only module that calls ``torch.load``.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from molwm.atomic import atomic_path
 from molwm.errors import MolwmError
 from molwm.tracking import StoreError, default_tracking_uri, download_model
 from molwm.weights import is_shipped_uri, shipped_path
@@ -95,7 +97,7 @@ def to_cpu(tree: Any) -> Any:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` atomically: to ``<path>.tmp``, fsync, then rename over ``path``.
+    """Write ``state`` atomically: to a temporary file beside it, fsync, then rename over ``path``.
 
     Tensors are written as CPU tensors (:func:`to_cpu`), so a checkpoint of a GPU run
     loads on a machine without one; resuming moves them back to the model's device.
@@ -108,18 +110,24 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
     Returns:
         ``path``.
+
+    Raises:
+        DiskFullError: ``No space left on device while writing <path> (<size> needed)``; the
+            checkpoint there before is unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {**to_cpu(state), "format": CHECKPOINT_FORMAT}
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if path.is_file():
-        os.replace(path, previous_checkpoint(path))
-    os.replace(tmp, path)
+    # serialised in memory first: torch reports a failed file write as "enforce fail at
+    # inline_container.cc" without its cause, so a full disk would not say so
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+
+    def keep_previous():
+        if path.is_file():
+            os.replace(path, previous_checkpoint(path))
+
+    with atomic_path(path, needed=buffer.getbuffer().nbytes, before_replace=keep_previous) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 

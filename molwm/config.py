@@ -19,6 +19,7 @@ from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
 
 import yaml
 
+from molwm.atomic import write_text_atomic
 from molwm.errors import MolwmError
 
 T = TypeVar("T")
@@ -275,6 +276,5 @@ def load_config(
 def save_config(obj, path: str | Path) -> Path:
     """Write a config dataclass as YAML (the resolved form logged with runs)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
     return path

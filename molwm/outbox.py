@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from molwm.atomic import write_text_atomic
 from molwm.errors import MolwmError
 
 Send = Callable[[str, dict], Any]
@@ -143,7 +144,7 @@ class Outbox:
             self.file.unlink(missing_ok=True)
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.file.write_text("".join(json.dumps({"kind": k, "payload": p}) + "\n" for k, p in self.kept))
+        write_text_atomic(self.file, "".join(json.dumps({"kind": k, "payload": p}) + "\n" for k, p in self.kept))
 
 
 @dataclass

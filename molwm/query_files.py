@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from featurizers.molecule import resolve_n_jobs
+from molwm.atomic import atomic_path, refuse_overwriting_inputs
 from molwm.data.candidates import (CandidateError, candidate_frame, check_candidates_path, count_candidates,
                                    iter_candidates)
 from molwm.query import WHAT, MoleculeModel, embedding_frame, neighbour_frame
@@ -60,14 +61,11 @@ class QueryResult:
 
 
 class _Writer:
-    """Appends frames to a CSV or Parquet file."""
+    """Appends frames to a CSV or Parquet file (the temporary file :func:`atomic_path` renames when complete)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, kind: str):
         self.path = path
-        self.kind = path.suffix.lower()
-        if self.kind not in (".csv", ".parquet"):
-            raise CandidateError(f"{path}: output must end in .csv or .parquet")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.kind = kind
         self._pq = None
         self._first = True
 
@@ -90,6 +88,13 @@ class _Writer:
     def close(self) -> None:
         if self._pq is not None:
             self._pq.close()
+
+
+def _output_kind(path: Path) -> str:
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".parquet"):
+        raise CandidateError(f"{path}: output must end in .csv or .parquet")
+    return kind
 
 
 def _chunks(smiles: Sequence[str] | None, input_path, smiles_column, chunk_size):
@@ -121,7 +126,17 @@ def run_query(model: MoleculeModel | str, output: str | Path, smiles: Sequence[s
             ``<output>.<property>.hist.png`` per predicted property.
         chunk_size: Candidates per chunk (memory is flat in the total).
         workers: Featurizer processes running ahead of the encoder (0: featurize in this process).
+
+    The output is written beside its target and renamed when complete (:func:`molwm.atomic.atomic_path`):
+    a killed or failed query leaves no file that reads as a complete answer.
+
+    Raises:
+        OutputError: ``output`` is the input file (refused before anything is read).
+        DiskFullError: The disk filled up; the output is not written.
     """
+    # before the model or a byte of the input is read: the writer would truncate the input under the reader
+    refuse_overwriting_inputs(output, input_path)
+    _output_kind(Path(output))
     wm = model if isinstance(model, MoleculeModel) else MoleculeModel.load(model)
     previous = wm.workers, torch.get_num_threads()
     wm.workers = workers
@@ -138,6 +153,8 @@ def _query(wm: MoleculeModel, output, smiles, input_path, smiles_column, what, r
            progress) -> QueryResult:
     if (smiles is None) == (input_path is None):
         raise CandidateError("give either SMILES or an input file")
+    output = Path(output)
+    kind = _output_kind(output)
     if input_path is not None:
         check_candidates_path(input_path)
     what = list(what or (["predict"] if wm.can_predict else ["embed"]))
@@ -155,7 +172,6 @@ def _query(wm: MoleculeModel, output, smiles, input_path, smiles_column, what, r
     need_emb = "embed" in what or "neighbours" in what or plot
     t0 = time.perf_counter()  # the rate counts the query loop, not loading the model or the reference
     total = len(smiles) if smiles is not None else count_candidates(input_path)
-    writer = _Writer(Path(output))
     n = n_ok = 0
     reasons: Counter = Counter()
     rng = np.random.default_rng(0)
@@ -165,36 +181,49 @@ def _query(wm: MoleculeModel, output, smiles, input_path, smiles_column, what, r
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, unit="mol", desc="query", disable=not progress)
+    # written beside the output and renamed when complete: a killed or full-disk run leaves no
+    # file that reads as a complete answer
     try:
-        for chunk in _chunks(smiles, input_path, smiles_column, chunk_size):
-            emb, preds, status = wm.compute(chunk["smiles"].tolist(), embed=need_emb, predict="predict" in what)
-            status = [pre or s for pre, s in zip(chunk["status"], status)]  # unreadable SDF records keep their reason
-            parts = [chunk[["row", "id", "smiles"]].assign(status=status)]
-            if "predict" in what:
-                parts.append(wm._prediction_frame(chunk["smiles"].tolist(), preds, status, emb).drop(
-                    columns=["smiles", "status"]))
-                predicted.append(preds.mean(0))
-            if "neighbours" in what:
-                parts.append(neighbour_frame(chunk["smiles"].tolist(), emb, status, ref, k).drop(
-                    columns=["smiles", "status"]))
-            if "embed" in what:
-                parts.append(embedding_frame(chunk["smiles"].tolist(), emb, status).drop(columns=["smiles", "status"]))
-            writer.write(pd.concat([p.reset_index(drop=True) for p in parts], axis=1))
-            ok = np.array([s == "ok" for s in status])
-            n += len(chunk)
-            n_ok += int(ok.sum())
-            reasons.update(s for s in status if s != "ok")
-            if plot:
-                seen_ok = _reservoir(sample, emb[ok], seen_ok, rng)
-            bar.update(len(chunk))
-            _return_freed_memory()
+        with atomic_path(output) as tmp:
+            writer = _Writer(tmp, kind)
+            try:
+                for chunk in _chunks(smiles, input_path, smiles_column, chunk_size):
+                    frame, status, emb, preds = _answer(wm, chunk, what, need_emb, ref, k)
+                    writer.write(frame)
+                    ok = np.array([s == "ok" for s in status])
+                    n += len(chunk)
+                    n_ok += int(ok.sum())
+                    reasons.update(s for s in status if s != "ok")
+                    if preds is not None:
+                        predicted.append(preds.mean(0))
+                    if plot:
+                        seen_ok = _reservoir(sample, emb[ok], seen_ok, rng)
+                    bar.update(len(chunk))
+                    _return_freed_memory()
+            finally:
+                writer.close()
     finally:
         bar.close()
-        writer.close()
-    result = QueryResult(Path(output), n, n_ok, reasons, time.perf_counter() - t0)
+    result = QueryResult(output, n, n_ok, reasons, time.perf_counter() - t0)
     if plot:
-        result.plots = _plots(wm, Path(output), sample, predicted, ref)
+        result.plots = _plots(wm, output, sample, predicted, ref)
     return result
+
+
+def _answer(wm: MoleculeModel, chunk: pd.DataFrame, what: list[str], need_emb: bool, ref, k: int):
+    """One chunk's output rows, its statuses, embeddings and predictions (None unless asked)."""
+    smiles = chunk["smiles"].tolist()
+    emb, preds, status = wm.compute(smiles, embed=need_emb, predict="predict" in what)
+    status = [pre or s for pre, s in zip(chunk["status"], status)]  # unreadable records keep their reason
+    parts = [chunk[["row", "id", "smiles"]].assign(status=status)]
+    if "predict" in what:
+        parts.append(wm._prediction_frame(smiles, preds, status, emb).drop(columns=["smiles", "status"]))
+    if "neighbours" in what:
+        parts.append(neighbour_frame(smiles, emb, status, ref, k).drop(columns=["smiles", "status"]))
+    if "embed" in what:
+        parts.append(embedding_frame(smiles, emb, status).drop(columns=["smiles", "status"]))
+    frame = pd.concat([p.reset_index(drop=True) for p in parts], axis=1)
+    return frame, status, emb, (preds if "predict" in what else None)
 
 
 def _return_freed_memory() -> None:

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from molwm.atomic import atomic_path
 from molwm.data.cache import GraphCache
 from molwm.data.descriptors import DescriptorTable, build_column_shards
 from molwm.data.registry import get_card
@@ -95,6 +96,6 @@ def write_exclusions(path: Path, cache: GraphCache, rows: np.ndarray) -> Path:
     meta = cache.meta()
     frame = meta.iloc[rows][["index", "smiles"]].rename(columns={"index": "source_row"})
     frame.insert(0, "cache_position", rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
     return path

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from molwm.atomic import write_text_atomic
 from molwm.errors import MolwmError
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -150,9 +151,8 @@ def make_split(kind: str, smiles: Sequence[str], fractions=(0.8, 0.1, 0.1), seed
 def save_splits(splits: Sequence[Split], path: str | Path) -> Path:
     """Write splits (one per seed) as a Chemprop ``--splits-file`` JSON."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = [{"train": tr.tolist(), "val": va.tolist(), "test": te.tolist()} for tr, va, te in splits]
-    path.write_text(json.dumps(data))
+    write_text_atomic(path, json.dumps(data))
     return path
 
 

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from molwm.atomic import write_text_atomic
 from molwm.config import ConfigError, to_dict
 from molwm.objectives import OBJECTIVES
 from molwm.objectives import names as objective_names
@@ -337,5 +338,5 @@ def run_ablation(config: AblateConfig, tracker: Tracker | None = None, progress:
         for f in files:
             tracker.log_artifact(f, "report")
         tracker.log_metrics({"seconds_total": time.perf_counter() - t0})
-        (out / "runs.json").write_text(json.dumps({"config": to_dict(config), "runs": runs}, default=str))
+        write_text_atomic(out / "runs.json", json.dumps({"config": to_dict(config), "runs": runs}, default=str))
     return AblateResult(table, runs, files, run_id)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from molwm.atomic import atomic_path, write_text_atomic
 from molwm.tasks.plots import pyplot, save_figure
 
 
@@ -88,9 +89,10 @@ def write_report(config, runs: list[dict], table: pd.DataFrame, out: Path,
     ``floors``: probe values of reference encoders drawn on the probe curves (lab probes)."""
     files = []
     csv = out / "ablation.csv"
-    table.to_csv(csv, index=False)
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False)
     md = out / "ablation.md"
-    md.write_text(markdown(runs, table))
+    write_text_atomic(md, markdown(runs, table))
     files += [csv, md]
     label_plot = plot_label_efficiency(table, out / "label_efficiency.png") if config.modality == "graph" else None
     for path in (plot_probe_curves(runs, out / "probes_vs_wall_time.png", "wall_seconds", floors),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from molwm.atomic import atomic_path
+
 
 def pyplot():
     """matplotlib.pyplot on the file-only Agg backend."""
@@ -21,7 +23,8 @@ def save_figure(fig, path: str | Path) -> Path:
     """Lay out, write ``fig`` as a 110-dpi PNG at ``path`` and close it."""
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     pyplot().close(fig)
     return path
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from molwm.atomic import atomic_path
 from molwm.errors import MolwmError
 from molwm.tracking import Tracker, temporary_artifact_dir
 
@@ -58,8 +59,8 @@ def plot_curves(history: dict[str, list[tuple[int, float]]], keys: list[str], pa
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from featurizers.molecule import GRAPH_SPEC
+from molwm.atomic import write_text_atomic
 from molwm.checkpoints import load_resume_checkpoint, save_checkpoint
 from molwm.config import ConfigError, to_dict
 from molwm.data.batch import CachedGraphs
@@ -317,7 +318,7 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         }
         ckpt = save_checkpoint(state, out_dir / "model.pt")
         results = {"per_seed": per_seed, "summary": summary, "uncertainty": unc.metrics}
-        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+        write_text_atomic(out_dir / "results.json", json.dumps(results, indent=1))
         tracker.log_artifact(out_dir / "results.json")
         model_uri = tracker.log_model(ckpt, package_for(PROPERTY_MODEL.name), name="model",
                                       registered_name=config.register_name, alias=config.alias) if log_model else None

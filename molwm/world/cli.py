@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from molwm.atomic import atomic_path, refuse_overwriting_inputs
 from molwm.sim.cli import _floats
 
 
@@ -76,13 +77,14 @@ def cmd_forecast(args) -> int:
     from molwm.world.forecast import WorldForecaster
 
     # bad input raises a MolwmError, which molwm.cli.main reports in one line
+    path = Path(args.output)
+    refuse_overwriting_inputs(path, None if args.smiles else args.input)
     fc = WorldForecaster.load(args.model)
     compounds = args.smiles if args.smiles else _read_candidates(args.input)
     out = fc.forecast(compounds, args.doses, args.times, args.context)
     frame = out.frame()
-    path = Path(args.output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    with atomic_path(path) as tmp:  # a killed run leaves no file that reads as a complete forecast
+        frame.to_csv(tmp, index=False)
     files = [path]
     if args.plot:
         files.append(plot_forecast(frame, path.with_suffix(".png"), fc.obs_names[0]))
@@ -113,7 +115,8 @@ def plot_forecast(frame, path: Path, readout: str) -> Path:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -124,13 +127,14 @@ def cmd_plan(args) -> int:
     from molwm.world.forecast import WorldForecaster
     from molwm.world.plan import plan, plot_plan
 
+    path = Path(args.output)
+    refuse_overwriting_inputs(path, args.candidates)
     fc = WorldForecaster.load(args.model)
     candidates = _read_candidates(args.candidates)
     result = plan(fc, args.target, candidates, args.time, doses=args.doses, context=args.context,
                   method=args.method, dose_range=tuple(args.dose_range[:2]), spread_weight=args.spread_weight)
-    path = Path(args.output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        result.table.to_csv(tmp, index=False)
     png = plot_plan(result, path.with_suffix(".png"), top=min(args.top, 8))
     for i, smi, why in result.rejects:
         print(f"rejected: candidate {i} {smi!r}: {why}", file=sys.stderr)

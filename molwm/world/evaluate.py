@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from molwm.atomic import atomic_path
 from molwm.checkpoints import save_checkpoint
 from molwm.tasks.calibration import Calibrator, fit_calibrator
 from molwm.world.forecast import WorldForecaster
@@ -179,7 +180,8 @@ def plot_steps_ahead(metrics: dict[str, float], ks: Sequence[int], path: Path) -
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from molwm.atomic import atomic_path
 from molwm.world.forecast import ForecastError, WorldForecaster
 
 
@@ -178,6 +179,7 @@ def plot_plan(result: PlanResult, path: str | Path, top: int = 5, readout: str |
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
