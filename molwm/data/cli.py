@@ -1,10 +1,12 @@
-"""``molwm data list|show|prepare``: dataset cards, sources and featurization caches from the command line.
+"""``molwm data list|show|prepare|compact``: dataset cards, sources, featurization caches, compact real sets.
 
 Thin: parse flags, call :mod:`molwm.data.info` or :func:`molwm.data.prepare.prepare_dataset`, print.
 Wire it into the main parser with ``add_parsers(subparsers)``; the library is imported by the commands.
 """
 
 from __future__ import annotations
+
+import sys
 
 from molwm.cli_common import quiet_flags
 
@@ -100,6 +102,22 @@ def cmd_data_prepare(args) -> int:
     return 0
 
 
+def cmd_data_compact(args) -> int:
+    from molwm.data.real_subset import build_compact
+
+    result = build_compact(args.name, args.out, args.data_dir, check=args.check, progress=not args.no_progress)
+    print(f"{result.summary['wells']:,} wells on {result.summary['plates']} plates, "
+          f"{result.summary['compounds']} compounds; {result.rejects} wells rejected (reasons in the report)")
+    for path, digest in result.files.items():
+        pinned = result.pinned.get(path.rsplit("/", 1)[-1])
+        state = "matches the card" if pinned == digest else f"DIFFERS from the card's {pinned or '(none)'}"
+        print(f"  {path}  sha256 {digest}  {state}")
+    if args.check and not result.matches:
+        print("molwm: error: the rebuilt compact files differ from the pinned ones", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_parsers(sub) -> None:
     """Add the ``data`` command (``list``, ``show``, ``prepare``) to an argparse subparsers object."""
     data = sub.add_parser("data", help="dataset cards, sources and featurization caches")
@@ -135,3 +153,13 @@ def add_parsers(sub) -> None:
     quiet_flags(p)
     common(p)
     p.set_defaults(func=cmd_data_prepare)
+
+    p = dsub.add_parser("compact", help="rebuild the compact real-cell files molwm ships from the raw public "
+                                        "files (Python: molwm.data.real_subset.build_compact)")
+    p.add_argument("name", help="the raw card, e.g. lincs_cellpainting_batch2")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="local mirror folder holding the raw files (also $MOLWM_DATA_MIRROR)")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write (default: beside the compact card)")
+    p.add_argument("--check", action="store_true", help="rebuild into a temporary folder and compare digests")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_compact)

@@ -46,6 +46,14 @@ def _availability(card: DatasetCard) -> tuple[bool, str]:
         if not path.is_absolute() and card.card_path:
             path = Path(card.card_path).parent / path
         return path.is_file(), str(path) if path.is_file() else f"missing file {path}"
+    if src.kind == "mirror":
+        from molwm.data.mirror import MIRROR_ENV, locate_mirror_file
+
+        try:
+            path = locate_mirror_file(card, src.files[0], download=False)
+        except DatasetError:
+            return False, f"not found locally: set {MIRROR_ENV} (or --data-dir), or prepare it online"
+        return True, f"mirror {path.parents[len(Path(src.files[0].path).parts) - 1]}"
     return True, f"DeepChem load_{src.loader} (downloads when online)"
 
 

@@ -17,14 +17,15 @@ from typing import Literal, Sequence
 from molwm.config import ConfigError, from_dict, read_yaml
 from molwm.errors import MolwmError
 
-SourceKind = Literal["package", "local", "deepchem_molnet"]
-TableFormat = Literal["csv", "tsv", "sdf", "parquet", "smi", "hdf5"]
+SourceKind = Literal["package", "local", "deepchem_molnet", "mirror"]
+TableFormat = Literal["csv", "tsv", "sdf", "parquet", "smi", "hdf5", "bundle"]
 TaskType = Literal[
     "regression", "classification", "multitask_regression", "multitask_classification", "unlabelled",
     "time_course",
 ]
 # formats that are not molecule tables: molwm locates and checksums them, and `reader` reads them
-NON_TABULAR_FORMATS = ("hdf5",)
+# (``bundle``: several files in their own layouts, e.g. plate maps and per-plate counts)
+NON_TABULAR_FORMATS = ("hdf5", "bundle")
 
 
 class DatasetError(MolwmError, ValueError):
@@ -59,14 +60,20 @@ class SourceSpec:
 
     Attributes:
         kind: ``package`` (a file inside an installed Python distribution),
-            ``local`` (a file on disk) or ``deepchem_molnet`` (MoleculeNet via
-            DeepChem's loaders, downloading into ``data_dir`` when online).
+            ``local`` (a file on disk), ``deepchem_molnet`` (MoleculeNet via
+            DeepChem's loaders, downloading into ``data_dir`` when online) or
+            ``mirror`` (public files copied from upstream repositories: a local
+            mirror folder, the cache, or a download; :mod:`molwm.data.mirror`).
         distribution: The installed distribution holding the files (``package``).
         install: How to install it, shown when it is missing.
         files: The files; several are concatenated in order.
         loader: DeepChem loader name without ``load_`` (``deepchem_molnet``), e.g. ``delaney``.
         data_dir: Where DeepChem keeps raw files; default ``$MOLWM_MOLNET_DIR``
             or ``~/.cache/molwm/molnet``.
+        root: ``mirror``: the folder inside a mirror that holds the files (e.g. ``real-cells``).
+        upstream: ``mirror``: first path component -> address of that repository's files at a
+            pinned commit (where a file is downloaded from when it is not found locally).
+        commits: ``mirror``: first path component -> the upstream repository and commit it was copied at.
     """
 
     kind: SourceKind
@@ -75,11 +82,14 @@ class SourceSpec:
     files: list[FileRef] = field(default_factory=list)
     loader: str | None = None
     data_dir: str | None = None
+    root: str | None = None
+    upstream: dict[str, str] = field(default_factory=dict)
+    commits: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.kind == "package" and not self.distribution:
             raise ConfigError("source.distribution is required for kind 'package'")
-        if self.kind in ("package", "local") and not self.files:
+        if self.kind in ("package", "local", "mirror") and not self.files:
             raise ConfigError(f"source.files must list at least one file for kind '{self.kind}'")
         if self.kind == "deepchem_molnet" and not self.loader:
             raise ConfigError("source.loader is required for kind 'deepchem_molnet' (e.g. delaney, bbbp, tox21)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from molwm.data.csv_rows import conserving_source
 from molwm.data.registry import DatasetCard, DatasetError, FileRef
+
+READ_ERROR = "read_error"
+"""Column of a loaded table, present only when some lines could not be split into fields: why, else None."""
 
 
 @dataclass
@@ -105,15 +110,27 @@ def verify_checksum(card: DatasetCard, ref: FileRef, path: Path, verify: bool = 
     return actual
 
 
-def resolve_files(card: DatasetCard, verify: bool = True) -> list[tuple[FileRef, Path, str]]:
-    """Locate every file of a ``package`` or ``local`` card and check its checksum.
+def resolve_files(card: DatasetCard, verify: bool = True,
+                  data_dir: str | Path | None = None) -> list[tuple[FileRef, Path, str]]:
+    """Locate every file of a ``package``, ``local`` or ``mirror`` card and check its checksum.
+
+    Args:
+        card: The card.
+        verify: Check each file's SHA-256 against the card.
+        data_dir: ``mirror`` cards: a local mirror folder searched first (``--data-dir``).
 
     Returns:
         ``(ref, path, sha256)`` per file, in card order.
     """
-    if card.source.kind not in ("package", "local"):
+    if card.source.kind not in ("package", "local", "mirror"):
         raise DatasetError(f"dataset '{card.name}': source kind '{card.source.kind}' has no fixed files")
-    locate = _locate_package_file if card.source.kind == "package" else _locate_local_file
+    if card.source.kind == "mirror":
+        from molwm.data.mirror import locate_mirror_file
+
+        def locate(card, ref):
+            return locate_mirror_file(card, ref, data_dir)
+    else:
+        locate = _locate_package_file if card.source.kind == "package" else _locate_local_file
     out = []
     for ref in card.source.files:
         path = locate(card, ref)
@@ -145,9 +162,11 @@ def _read_one(card: DatasetCard, path: Path, nrows: int | None) -> pd.DataFrame:
     fmt = card.table_format(str(path))
     cols = card.columns
     wanted = [c for c in [cols.smiles, *cols.targets, cols.id] if c]
+    malformed: dict[int, str] = {}
     try:
         if fmt in ("csv", "tsv"):
-            df = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", usecols=lambda c: c in wanted, nrows=nrows)
+            source, malformed = conserving_source(path, "\t" if fmt == "tsv" else ",", nrows)
+            df = pd.read_csv(source, sep="\t" if fmt == "tsv" else ",", usecols=lambda c: c in wanted, nrows=nrows)
         elif fmt == "parquet":
             df = pd.read_parquet(path, columns=wanted)
         elif fmt == "smi":
@@ -161,7 +180,7 @@ def _read_one(card: DatasetCard, path: Path, nrows: int | None) -> pd.DataFrame:
             wanted = [c if c != cols.smiles else cols.smiles for c in wanted]
         else:  # pragma: no cover - guarded by the card schema
             raise DatasetError(f"unsupported format {fmt}")
-    except (ValueError, OSError, KeyError) as err:
+    except (ValueError, OSError, KeyError, EOFError, zlib.error) as err:  # EOFError, zlib.error: a broken .gz
         if isinstance(err, DatasetError):
             raise
         raise DatasetError(f"dataset '{card.name}': could not read {path} as {fmt}: {err}") from None
@@ -171,6 +190,8 @@ def _read_one(card: DatasetCard, path: Path, nrows: int | None) -> pd.DataFrame:
         raise DatasetError(
             f"dataset '{card.name}': {path} has no column(s) {missing}; columns present: {list(df.columns)[:20]}"
         )
+    if malformed:  # kept as rows without SMILES: prepare reports each with its line and reason
+        df[READ_ERROR] = pd.Series(malformed, dtype=object).reindex(range(len(df))).to_numpy()
     return df
 
 
@@ -180,6 +201,8 @@ def _normalise(card: DatasetCard, df: pd.DataFrame, source: str) -> pd.DataFrame
     out = pd.DataFrame({"smiles": df[cols.smiles or "smiles"].to_numpy(dtype=object)})
     if cols.id:
         out["id"] = df[cols.id].to_numpy()
+    if READ_ERROR in df.columns:
+        out[READ_ERROR] = df[READ_ERROR].to_numpy()
     for raw, name in zip(cols.targets, cols.target_names):
         values = df[raw]
         if cols.label_map:

@@ -15,9 +15,14 @@ class WorldDataConfig:
     """Where the time courses come from and which drugs are held out.
 
     Attributes:
-        source: ``lab`` (a synthetic lab folder made with several ``--times``) or ``thunor``.
+        source: ``lab`` (a synthetic lab folder made with several ``--times``), ``thunor``, or
+            ``lincs`` (real cells: LINCS Cell Painting batch 2 relative cell counts, :mod:`molwm.world.lincs`).
         lab: The lab folder (``source: lab``).
         thunor_file: thunor HDF5 file (default: the one the ``thunor`` package ships).
+        dataset: ``source: lincs``: the card, ``lincs_cellpainting_batch2_compact`` (shipped inside molwm,
+            the default) or ``lincs_cellpainting_batch2`` (the raw files, from a mirror folder).
+        data_dir: ``source: lincs``: a local mirror folder holding the raw files (also ``$MOLWM_DATA_MIRROR``).
+        holdout_contexts: Cell lines (contexts) whose conditions are all held out (a new cell line).
         compound: Compound features: ``morgan+rdkit2d``, ``morgan``, ``rdkit2d``, ``none`` or ``graph:<model>``.
         split: Held-out drugs: ``scaffold`` (lab default), ``folds`` (leave drugs out), ``names``, ``none``.
         test_fraction: Held-out share for ``scaffold``.
@@ -28,9 +33,12 @@ class WorldDataConfig:
         seed: Seeds the split.
     """
 
-    source: Literal["lab", "thunor"] = "lab"
+    source: Literal["lab", "thunor", "lincs"] = "lab"
     lab: str = ""
     thunor_file: str | None = None
+    dataset: str = "lincs_cellpainting_batch2_compact"
+    data_dir: str | None = None
+    holdout_contexts: list[str] = field(default_factory=list)
     compound: str = "morgan+rdkit2d"
     split: Literal["scaffold", "folds", "names", "none"] = "scaffold"
     test_fraction: float = 0.2

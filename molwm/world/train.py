@@ -16,7 +16,7 @@ from molwm.jepa.health import embedding_health
 from molwm.jepa.losses import vicreg_regulariser
 from molwm.tasks.probes import RidgeProbe
 from molwm.world.config import WorldConfig, WorldDataConfig  # noqa: F401  (re-exported: the run's schema)
-from molwm.world.data import TimeCourses, load_lab_courses
+from molwm.world.data import CourseError, TimeCourses, load_lab_courses
 from molwm.world.model import Action, LatentState, WorldNet
 from molwm.world.prepare import Normaliser, WorldData, compound_features, drug_split, make_world_data
 
@@ -43,6 +43,10 @@ def load_courses(config: WorldDataConfig) -> TimeCourses:
         from molwm.world.thunor import load_thunor
 
         return load_thunor(config.thunor_file)
+    if config.source == "lincs":
+        from molwm.world.lincs import load_lincs
+
+        return load_lincs(config.dataset, config.data_dir)
     return load_lab_courses(config.lab)
 
 
@@ -52,7 +56,12 @@ def build_world_data(config: WorldConfig, courses: TimeCourses | None = None) ->
     courses = courses if courses is not None else load_courses(d)
     train_drugs, test_drugs = drug_split(courses, d.split, d.seed, d.test_fraction, d.n_folds, d.fold, d.holdout)
     treated = courses.drug >= 0
-    test_rows = np.flatnonzero(treated & test_drugs[np.clip(courses.drug, 0, None)])
+    held_ctx = np.isin(courses.context, [courses.contexts.index(c) for c in d.holdout_contexts
+                                         if c in courses.contexts])
+    unknown = sorted(set(d.holdout_contexts) - set(courses.contexts))
+    if unknown:
+        raise CourseError(f"data.holdout_contexts: {unknown} not in the data (contexts: {courses.contexts})")
+    test_rows = np.flatnonzero((treated & test_drugs[np.clip(courses.drug, 0, None)]) | held_ctx)
     train_rows = np.setdiff1d(np.arange(courses.n), test_rows)
     train_c = courses.subset(train_rows)
     if d.max_time_h is not None:
