@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 
 import pandas as pd
 
+from molwm.data.csv_rows import conserving_source
 from molwm.data.sources import load_table, sha256_file
 from molwm.errors import MolwmError
 
@@ -63,8 +64,9 @@ def candidate_frame(rows: range | Sequence[int], ids, smiles, status=None) -> pd
     return pd.DataFrame({
         "row": list(rows),
         "id": [str(i) for i in ids],
-        "smiles": list(smiles),
-        "status": list(status) if status is not None else [None] * n,
+        "smiles": pd.Series(list(smiles), dtype=object),
+        # object dtype: pandas 3 reads None beside text as NaN, which is truthy (`pre or s` in the query)
+        "status": pd.Series(list(status) if status is not None else [None] * n, dtype=object),
     })
 
 
@@ -124,13 +126,17 @@ def check_candidates_path(path: str | Path) -> Path:
 
 def _iter_table(path, sep, smiles_column, id_column, chunk_size):
     start = 0
-    reader = pd.read_csv(path, sep=sep, chunksize=chunk_size, dtype=str, keep_default_na=False)
+    source, malformed = conserving_source(path, sep)  # a line that cannot be split is a row with its reason
+    reader = pd.read_csv(source, sep=sep, chunksize=chunk_size, dtype=str, keep_default_na=False)
     for chunk in reader:
         smi = _pick(list(chunk.columns), smiles_column, SMILES_COLUMN_GUESSES, path, "smiles")
         idc = _pick(list(chunk.columns), id_column, ID_COLUMN_GUESSES, path, "id")
         rows = range(start, start + len(chunk))
         ids = chunk[idc].tolist() if idc else list(rows)
-        yield candidate_frame(rows, ids, chunk[smi].tolist())
+        status = [malformed.get(r) for r in rows]
+        smiles = [None if why else s for s, why in zip(chunk[smi].tolist(), status)]
+        ids = [r if why else i for r, i, why in zip(rows, ids, status)]  # a malformed line's fields are not read
+        yield candidate_frame(rows, ids, smiles, status)
         start += len(chunk)
 
 

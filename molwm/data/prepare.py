@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -11,11 +12,12 @@ from pathlib import Path
 
 from featurizers.errors import Reject, count_reject_codes, write_rejects
 from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, GRAPH_SPEC, iter_featurized_chunks, resolve_n_jobs
+from molwm.atomic import disk_full, is_disk_full
 from molwm.data.cache import (CACHE_FORMAT, CorruptCacheError, GraphCache, ShardWriter, build_lock, cache_key,
                               cache_root, publish, staging_dir)
 from molwm.data.descriptors import DescriptorTable, prepare_descriptors
 from molwm.data.registry import DatasetCard, get_card
-from molwm.data.sources import load_table, source_digest
+from molwm.data.sources import READ_ERROR, load_table, source_digest
 from molwm.tracking import NullTracker, Tracker
 
 
@@ -215,12 +217,35 @@ def _complete_cache(directory: Path) -> GraphCache | None:
 
 
 def _build(config: PrepareConfig, card: DatasetCard, table, key: str, directory: Path):
-    """Featurize into a private staging folder and move it to ``directory`` whole (call under the lock)."""
+    """Featurize into a private staging folder and move it to ``directory`` whole (call under the lock).
+
+    A failed build removes its staging folder; a full disk is one :class:`DiskFullError` line.
+    """
+    staging = staging_dir(directory)
+    try:
+        return _build_in(config, card, table, key, staging, directory)
+    except BaseException as err:
+        written = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file()) if staging.exists() else 0
+        shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(err):
+            raise disk_full(err, directory, None, written) from None
+        raise
+
+
+def _read_errors(frame) -> dict[int, Reject]:
+    """Rows whose source line could not be split into fields (see :mod:`molwm.data.csv_rows`), as rejects."""
+    if READ_ERROR not in frame.columns:
+        return {}
+    return {int(i): Reject(int(i), "", str(why), "malformed_line")
+            for i, why in frame[READ_ERROR].items() if isinstance(why, str)}
+
+
+def _build_in(config: PrepareConfig, card: DatasetCard, table, key: str, directory: Path, final: Path):
     from tqdm.auto import tqdm
 
-    final, directory = directory, staging_dir(directory)
     frame = table.frame
     smiles = frame["smiles"].tolist()
+    read_errors = _read_errors(frame)
     writer = ShardWriter(directory, config.shard_size, frame)
     rejects: list[Reject] = []
     t0 = time.perf_counter()
@@ -231,7 +256,7 @@ def _build(config: PrepareConfig, card: DatasetCard, table, key: str, directory:
         largest_fragment=config.largest_fragment,
     ):
         writer.add(arrays)
-        rejects.extend(rej)
+        rejects.extend(read_errors.get(r.index, r) for r in rej)
         bar.update(len(arrays) + len(rej))
     bar.close()
     shards = writer.close()

@@ -9,6 +9,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from molwm.data.csv_rows import conserving_source
 from molwm.errors import MolwmError
 
 
@@ -60,13 +61,21 @@ def read_csv_text(path: Path, what: str) -> pd.DataFrame:
     """Read a CSV (optionally .gz) with every cell as text and blanks as ``""``.
 
     Raises:
-        FormatError: The file is missing or cannot be parsed as CSV.
+        FormatError: The file is missing or cannot be parsed as CSV, or a line has an unterminated
+            quote or another number of fields than the header (:mod:`molwm.data.csv_rows`).
     """
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{what} not found: {path}")
     try:
+        _, malformed = conserving_source(path)
+        if malformed:  # a well or a row of a table cannot be half read: say which line, rather than guess
+            lines = list(malformed.values())
+            raise FormatError(f"{path}: {len(lines)} line(s) cannot be split into the header's fields: "
+                              f"{preview(lines, 3)}")
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FormatError:
+        raise
     except (ValueError, OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a broken .gz
         raise FormatError(f"{path}: cannot be read as CSV ({exc})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
