@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -105,6 +107,8 @@ def _convert(tp, value, path: str):
         raise _fail(path, tp, value)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # no molwm setting means anything at NaN or infinity
+                raise ConfigError(f"config key '{path or '<root>'}': must be a finite number, got {value}")
             return float(value)
         raise _fail(path, tp, value)
     if tp is str:
@@ -161,6 +165,26 @@ def from_dict(cls: type[T], data: Mapping, path: str = "") -> T:
     return obj
 
 
+def check_ranges(obj, at_least_one: Sequence[str] = (), positive: Sequence[str] = (),
+                 not_negative: Sequence[str] = (), fraction: Sequence[str] = ()) -> None:
+    """Raise a one-line ConfigError for the first named field of ``obj`` out of its range (None is skipped).
+
+    Args:
+        obj: A config dataclass (call from its ``validate``; the loader prefixes the section).
+        at_least_one: Sizes and counts (``dim``, ``layers``, ``batch_size``): >= 1.
+        positive: Rates and scales (``lr``, ``grad_clip``): > 0.
+        not_negative: Counts and weights that may be 0 (``warmup_steps``, ``weight_decay``): >= 0.
+        fraction: Probabilities such as ``dropout``: in [0, 1).
+    """
+    rules = [(at_least_one, lambda v: v >= 1, "at least 1"), (positive, lambda v: v > 0, "positive"),
+             (not_negative, lambda v: v >= 0, "0 or more"), (fraction, lambda v: 0 <= v < 1, "in [0, 1)")]
+    for names, ok, what in rules:
+        for name in names:
+            value = getattr(obj, name)
+            if value is not None and not ok(value):
+                raise ConfigError(f"{name} must be {what}, got {value}")
+
+
 def _join(prefix: str, key) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
@@ -191,7 +215,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override '{text}': value is not valid YAML ({err})") from None
     return key.split("."), value
@@ -214,6 +238,57 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return out
 
 
+MAX_YAML_VALUES = 100_000
+"""Values a config may hold once YAML aliases (``*name``) are expanded: a few hundred-byte file of nested
+aliases (a "billion laughs") would otherwise grow to gigabytes when the tree is copied and checked."""
+
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+class _Loader(yaml.SafeLoader):
+    """``safe_load`` plus YAML 1.2 numbers (``1e-3`` is a float; PyYAML's 1.1 rules make it a string)
+    and a bound on what aliases expand to, checked on the parsed node graph before anything is built."""
+
+    def construct_document(self, node):
+        expanded = _expanded_size(node, {}, set())
+        if expanded > MAX_YAML_VALUES:
+            raise ConfigError(f"YAML aliases (*name) expand to over {MAX_YAML_VALUES:,} values "
+                              f"({expanded:,}); write the values out instead")
+        return super().construct_document(node)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789"))
+
+
+def _expanded_size(node, memo: dict, open_nodes: set) -> int:
+    """Values under ``node`` with every alias expanded, counted once per node (linear in the file)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_nodes:
+        raise ConfigError("a YAML alias (*name) refers to a section that contains it (a cycle)")
+    open_nodes.add(key)
+    children = node.value if isinstance(node, yaml.SequenceNode) else (
+        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    memo[key] = total = 1 + sum(_expanded_size(child, memo, open_nodes) for child in children)
+    open_nodes.discard(key)
+    return total
+
+
+def safe_load(text: str):
+    """Parse YAML like ``yaml.safe_load``, with :class:`_Loader`'s additions.
+
+    Raises:
+        ConfigError: Aliases that expand past :data:`MAX_YAML_VALUES` or refer to themselves,
+            or nesting too deep to parse.
+        yaml.YAMLError: Text that is not YAML.
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply") from None
+
+
 def _deep_copy(data):
     if isinstance(data, dict):
         return {k: _deep_copy(v) for k, v in data.items()}
@@ -228,9 +303,11 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from molwm.config import ConfigError
+from molwm.config import ConfigError, check_ranges
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -79,16 +79,16 @@ class RunConfig:
     register_name: str | None = None
 
     def validate(self) -> None:
-        """Raise ConfigError unless sizes and intervals are positive and ``device`` is a device name.
+        """Raise ConfigError unless sizes and intervals are at least 1, rates positive (``lr=0`` trains
+        nothing) and ``device`` a device name.
 
         A config naming a GPU still loads anywhere (its checkpoints are read on CPU machines);
         availability is checked when the run starts.
         """
-        for name in ("batch_size", "epochs", "log_every", "health_every", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise ConfigError(f"max_steps must be positive, got {self.max_steps}")
+        check_ranges(self, at_least_one=("batch_size", "epochs", "log_every", "health_every", "checkpoint_every",
+                                         "max_steps", "budget_samples"),
+                     positive=("lr", "grad_clip", "budget_seconds"),
+                     not_negative=("weight_decay", "warmup_steps", "threads"))
         check_device_name(self.device)
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")

@@ -7,6 +7,7 @@ with one ``{"train": [...], "val": [...], "test": [...]}`` per seed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -148,29 +149,50 @@ def make_split(kind: str, smiles: Sequence[str], fractions=(0.8, 0.1, 0.1), seed
     raise SplitError(f"unknown split kind '{kind}' (expected scaffold, random or stratified)")
 
 
-def save_splits(splits: Sequence[Split], path: str | Path) -> Path:
-    """Write splits (one per seed) as a Chemprop ``--splits-file`` JSON."""
+def dataset_record(rows: Sequence[int], smiles: Sequence[str], n_rows: int) -> dict:
+    """What a split file records of the dataset it indexes: its source rows and a SHA-256 of the
+    featurized rows' ``index<TAB>SMILES`` lines (a split of another dataset, or of another version of
+    it, is refused by :func:`load_splits`)."""
+    digest = hashlib.sha256("".join(f"{int(r)}\t{s}\n" for r, s in zip(rows, smiles)).encode()).hexdigest()
+    return {"n_rows": int(n_rows), "smiles_sha256": digest}
+
+
+def save_splits(splits: Sequence[Split], path: str | Path, dataset: dict | None = None) -> Path:
+    """Write splits (one per seed) as a Chemprop ``--splits-file`` JSON.
+
+    Args:
+        splits: ``(train, val, test)`` source-row indices per seed.
+        path: The file (written atomically).
+        dataset: :func:`dataset_record` of the dataset, stored in every entry beside the three
+            lists (readers that know only ``train``/``val``/``test``, Chemprop's, ignore it).
+    """
     path = Path(path)
-    data = [{"train": tr.tolist(), "val": va.tolist(), "test": te.tolist()} for tr, va, te in splits]
+    data = [{"train": tr.tolist(), "val": va.tolist(), "test": te.tolist(), **(dataset or {})}
+            for tr, va, te in splits]
     write_text_atomic(path, json.dumps(data))
     return path
 
 
-def load_splits(path: str | Path, n_rows: int | None = None) -> list[Split]:
+def load_splits(path: str | Path, n_rows: int | None = None, dataset: dict | None = None,
+                name: str = "the dataset") -> list[Split]:
     """Read a Chemprop ``--splits-file`` JSON (a list of train/val/test dicts).
 
     Args:
         path: The JSON file.
         n_rows: If given, every index must be in ``[0, n_rows)``.
+        dataset: :func:`dataset_record` of the dataset the split is used with; a file that records
+            another dataset is refused. Files without a record (Chemprop's, older molwm's) are
+            checked by ``n_rows`` only.
+        name: The dataset's name, for messages.
 
     Raises:
         SplitError: Naming the file, the entry and the problem (missing key,
-            overlap between parts, out-of-range index).
+            overlap between parts, out-of-range index, another dataset).
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:
         raise SplitError(f"{path}: cannot read split file: {err}") from None
     if isinstance(data, dict):
         data = [data]
@@ -180,11 +202,26 @@ def load_splits(path: str | Path, n_rows: int | None = None) -> list[Split]:
     for k, entry in enumerate(data):
         if not isinstance(entry, dict) or not {"train", "val", "test"} <= set(entry):
             raise SplitError(f"{path}: entry {k} must have 'train', 'val' and 'test' lists")
-        parts = [np.asarray(entry[p], dtype=np.int64) for p in ("train", "val", "test")]
+        if dataset is not None and "n_rows" in entry:
+            _check_record(path, entry, dataset, name)
+        try:
+            parts = [np.asarray(entry[p], dtype=np.int64).reshape(-1) for p in ("train", "val", "test")]
+        except (TypeError, ValueError, OverflowError):
+            raise SplitError(f"{path}: entry {k}: 'train', 'val' and 'test' must be lists of row numbers") from None
         seen = np.concatenate(parts)
         if len(np.unique(seen)) != len(seen):
             raise SplitError(f"{path}: entry {k}: a row index appears twice (parts overlap)")
         if n_rows is not None and len(seen) and (seen.min() < 0 or seen.max() >= n_rows):
-            raise SplitError(f"{path}: entry {k}: index out of range for {n_rows} rows")
+            bad = int(seen.max() if seen.max() >= n_rows else seen.min())
+            raise SplitError(f"{path}: entry {k}: row index {bad} is out of range for {name} ({n_rows} rows): "
+                             "a split file of another dataset?")
         out.append(_sorted(parts))
     return out
+
+
+def _check_record(path: Path, entry: dict, dataset: dict, name: str) -> None:
+    theirs = (entry.get("n_rows"), str(entry.get("smiles_sha256", ""))[:12])
+    ours = (dataset["n_rows"], dataset["smiles_sha256"][:12])
+    if theirs != ours:
+        raise SplitError(f"{path} was written for a dataset of {theirs[0]} rows (SMILES sha256 {theirs[1]}), "
+                         f"not {name} ({ours[0]} rows, SMILES sha256 {ours[1]})")

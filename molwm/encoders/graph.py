@@ -22,7 +22,7 @@ from torch_geometric.nn import GINEConv
 from torch_geometric.utils import subgraph, to_dense_batch
 
 from featurizers.spec import GraphSpec
-from molwm.config import ConfigError
+from molwm.config import ConfigError, check_ranges
 from molwm.encoders.tokens import Tokens
 
 
@@ -49,7 +49,9 @@ class GraphEncoderConfig:
     heads: int = 4
 
     def validate(self) -> None:
-        """Called by the config loader: attention needs ``dim`` divisible by ``heads``."""
+        """Called by the config loader: sizes at least 1, and attention needs ``dim`` divisible by ``heads``."""
+        check_ranges(self, at_least_one=("dim", "layers", "heads"), not_negative=("rw_steps", "lap_k"),
+                     fraction=("dropout",))
         if self.layer == "gps" and self.dim % self.heads:
             raise ConfigError(f"'dim' {self.dim} is not divisible by 'heads' {self.heads} (gps layers)")
 

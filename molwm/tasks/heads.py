@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from molwm.config import check_ranges
 from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import GraphEncoder
 from molwm.tasks.extras import ExtraInputs, FeatureScaler, extra_features
@@ -32,6 +33,9 @@ class HeadConfig:
     layers: int = 2
     dropout: float = 0.1
     pooling: Literal["mean", "sum", "mean_sum"] = "mean_sum"
+
+    def validate(self) -> None:
+        check_ranges(self, at_least_one=("hidden", "layers"), fraction=("dropout",))
 
 
 def make_head(in_dim: int, out_dim: int, config: HeadConfig) -> nn.Module:

@@ -25,10 +25,10 @@ import torch
 from featurizers.molecule import GRAPH_SPEC
 from molwm.atomic import write_text_atomic
 from molwm.checkpoints import load_resume_checkpoint, save_checkpoint
-from molwm.config import ConfigError, to_dict
+from molwm.config import ConfigError, check_ranges, to_dict
 from molwm.data.batch import CachedGraphs
 from molwm.data.prepare import PrepareConfig, prepare_dataset
-from molwm.data.splits import load_splits, make_split, save_splits
+from molwm.data.splits import dataset_record, load_splits, make_split, save_splits
 from molwm.encoders.graph import GraphEncoderConfig
 from molwm.models import load_encoder
 from molwm.models.property import PROPERTY_MODEL, member_state
@@ -75,6 +75,10 @@ class SplitConfig:
     def validate(self) -> None:
         if not 0.0 < self.train_fraction <= 1.0:
             raise ConfigError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        fr = self.fractions
+        # fine-tuning needs every part: train to fit, validation to stop early, test to report
+        if len(fr) != 3 or min(fr) <= 0 or abs(sum(fr) - 1) > 1e-6:
+            raise ConfigError(f"fractions must be (train, val, test), each above 0, summing to 1; got {list(fr)}")
 
 
 @dataclass(kw_only=True)
@@ -159,9 +163,10 @@ class FinetuneConfig(RunConfig):
                               "set mode=full or mode=linear_probe")
         if not self.seeds:
             raise ConfigError("seeds must list at least one seed")
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if len(set(self.seeds)) != len(self.seeds):  # twin members would report a spread of 0
+            raise ConfigError(f"seeds must be distinct, got {self.seeds}")
+        check_ranges(self, at_least_one=("epochs", "batch_size", "patience", "limit"),
+                     positive=("encoder_lr_ratio",))
         if self.freeze_epochs < 0 or (self.freeze_epochs and self.mode != "full"):
             raise ConfigError(f"freeze_epochs ({self.freeze_epochs}) needs mode=full and must not be negative")
         if self.freeze_epochs >= self.epochs:
@@ -209,7 +214,9 @@ def _full_splits(config: FinetuneConfig, cache, graphs: CachedGraphs, y: np.ndar
     source = graphs.source_index
     if config.split.file:
         pos_of = {int(r): i for i, r in enumerate(source)}
-        loaded = load_splits(config.split.file)
+        n_rows = int(cache.manifest["n_input"])
+        loaded = load_splits(config.split.file, n_rows, dataset_record(source, cache.meta()["smiles"], n_rows),
+                             f"dataset '{cache.manifest['dataset']}'")
         if len(loaded) not in (1, len(config.seeds)):
             raise ConfigError(f"split.file has {len(loaded)} entries for {len(config.seeds)} seeds")
         out = []
@@ -287,7 +294,8 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
             summary[f"{key}_mean"] = float(np.mean(vals))
             summary[f"{key}_std"] = float(np.std(vals))
         tracker.log_metrics(summary)
-        split_file = save_splits([tuple(source[p] for p in s) for s in splits], out_dir / "split.json")
+        record = dataset_record(source, prep.cache.meta()["smiles"], int(prep.cache.manifest["n_input"]))
+        split_file = save_splits([tuple(source[p] for p in s) for s in splits], out_dir / "split.json", record)
         tracker.log_artifact(split_file)
         with temporary_artifact_dir() as d:  # calibration and domain on validation rows, figures on test rows
             predictors = [member_predictor(m, data, task, sc) for m, sc in zip(models, scalers)]
