@@ -208,16 +208,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     The value is parsed as YAML, so ``limit=100`` is an int, ``name=moses``
     a string, ``seeds=[0,1,2]`` a list and ``limit=null`` is None.
     """
+    shown = text if text.isprintable() else repr(text)[1:-1]  # a message stays one line
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key=value (e.g. limit=1000)")
+        raise ConfigError(f"override '{shown}' must look like key=value (e.g. limit=1000)")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{text}' has an empty key")
+        raise ConfigError(f"override '{shown}' has an empty key")
     try:
         value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({err})") from None
+        raise ConfigError(f"override '{shown}': value is not valid YAML ({_one_line(err)})") from None
     return key.split("."), value
 
 
@@ -232,7 +233,8 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
             if child is None:
                 child = node[k] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{k}' is not a section")
+                shown = text if text.isprintable() else repr(text)[1:-1]
+                raise ConfigError(f"override '{shown}': '{k}' is not a section")
             node = child
         node[keys[-1]] = value
     return out
@@ -275,6 +277,10 @@ def _expanded_size(node, memo: dict, open_nodes: set) -> int:
     return total
 
 
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
 def safe_load(text: str):
     """Parse YAML like ``yaml.safe_load``, with :class:`_Loader`'s additions.
 
@@ -304,8 +310,10 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = safe_load(path.read_text())
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(err)}") from None
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     if data is None:

@@ -49,7 +49,8 @@ def test_scratch_finetune_runs_seeds_and_writes_split_file(finetune_run, cfg):
     assert result.task == "regression" and len(result.per_seed) == 2
     assert {"test_rmse_mean", "test_rmse_std", "test_r2_mean"} <= set(result.summary)
     splits = json.loads(result.split_file.read_text())
-    assert len(splits) == 2 and set(splits[0]) == {"train", "val", "test"}
+    assert len(splits) == 2 and set(splits[0]) == {"train", "val", "test", "n_rows", "smiles_sha256"}
+    assert splits[0]["n_rows"] == 120  # the dataset it indexes is recorded (issue 26 item 9)
     all_rows = sorted(splits[0]["train"] + splits[0]["val"] + splits[0]["test"])
     assert all_rows == list(range(120))  # source rows of freesolv[:120], none rejected
     # giving the split back reproduces the same rows and the same metrics
