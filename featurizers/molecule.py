@@ -86,7 +86,7 @@ def _precheck(s, max_length: int) -> tuple[str, str] | None:
     if not s:
         return "empty", "empty SMILES"
     if len(s) > max_length:
-        return "too_long", f"SMILES has {len(s)} characters, longer than the limit of {max_length} (raise max_smiles_length to accept it)"
+        return "too_long", f"SMILES has {len(s)} characters, longer than the limit of {max_length} (the max_smiles_length setting of data prepare and fine-tuning)"
     if _WHITESPACE.search(s):
         return "whitespace", "SMILES contains whitespace; give one SMILES per entry (names or ids belong in another column)"
     if ">" in s and ">" in s.replace("->", "").replace("<-", ""):

@@ -152,6 +152,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, wrong file type, a pickle with code in it, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "weights_only" in first:  # torch's hint to retry unsafely is not advice molwm gives
+            first = first.split(". In PyTorch")[0] + " (not a checkpoint, or one that would run code when read)"
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: {first})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a molwm checkpoint (format {CHECKPOINT_FORMAT})")

@@ -222,3 +222,11 @@ def test_largest_fragment_strips_salts_only_when_asked():
     assert torch.equal(parent.x, mol_to_graph("CC(N)Cc1ccc(O)cc1").x)
     graphs, _ = featurize_smiles(["[Na+].[Cl-]", "CCO"], largest_fragment=True, n_jobs=2, chunk_size=1)
     assert graphs[0].num_nodes == 1 and graphs[1].num_nodes == 3
+
+
+def test_the_too_long_reason_names_no_option_a_query_lacks():
+    # issue 26, smaller ones: "raise max_smiles_length" read as an option of molwm query, which has none
+    from featurizers.molecule import featurize_arrays
+
+    _, rejects = featurize_arrays(["C" * 50], max_smiles_length=10)
+    assert rejects[0].code == "too_long" and "raise max_smiles_length" not in rejects[0].reason

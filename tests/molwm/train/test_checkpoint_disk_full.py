@@ -48,3 +48,13 @@ def test_a_file_size_limit_while_saving_is_one_line_not_torchs_enforce_fail(tmp_
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
     assert out.startswith(f"DiskFullError File too large while writing {tmp_path / 'model.pt'} (")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.unit
+def test_random_bytes_as_a_checkpoint_give_no_hint_to_load_unsafely(tmp_path):
+    # issue 26, smaller ones: PyTorch's message suggested retrying with weights_only=False
+    path = tmp_path / "model.pt"
+    path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(Exception) as err:
+        load_checkpoint(path)
+    assert "unreadable" in str(err.value) and "weights_only" not in str(err.value)
