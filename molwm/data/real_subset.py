@@ -61,10 +61,9 @@ def build_compact(raw: str, out: str | Path | None = None, data_dir: str | Path 
         written = write_compact(wells.wells, folder)
         digests = {str(target / p.name): hashlib.sha256(p.read_bytes()).hexdigest() for p in written}
     if not check:
-        report = target / "lincs_batch2_rejects.csv"
-        tmp_report = report.with_name(report.name + ".tmp")
-        wells.rejects.to_csv(tmp_report, index=False, lineterminator="\n")
-        tmp_report.replace(report)
+        from molwm.atomic import write_text_atomic
+
+        write_text_atomic(target / "lincs_batch2_rejects.csv", wells.rejects.to_csv(index=False, lineterminator="\n"))
     return CompactResult(digests, pinned, len(wells.rejects), wells.summary())
 
 

@@ -277,14 +277,11 @@ def write_compact(wells: pd.DataFrame, folder: str | Path) -> list[Path]:
     table = table.sort_values(["plate", "well"]).reset_index(drop=True)
     table["is_control"] = table["is_control"].astype(int)
     text = table.to_csv(index=False, float_format="%.6g", lineterminator="\n").encode()
-    out = []
-    for name, payload in ((COMPACT_WELLS, gzip.compress(text, compresslevel=9, mtime=0)),
-                          (COMPACT_COMPOUNDS, comp.to_csv(index=False, lineterminator="\n").encode())):
-        path, tmp = folder / name, folder / (name + ".tmp")
-        tmp.write_bytes(payload)
-        tmp.replace(path)
-        out.append(path)
-    return out
+    from molwm.atomic import write_bytes_atomic
+
+    return [write_bytes_atomic(folder / name, payload) for name, payload in (
+        (COMPACT_WELLS, gzip.compress(text, compresslevel=9, mtime=0)),
+        (COMPACT_COMPOUNDS, comp.to_csv(index=False, lineterminator="\n").encode()))]
 
 
 def read_compact(wells_path: str | Path, compounds_path: str | Path) -> pd.DataFrame:
