@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 
-LOWER = ("featurizers", "molwm.errors", "molwm.weights", "molwm.config", "molwm.tracking", "molwm.outbox",
+LOWER = ("featurizers", "molwm.errors", "molwm.atomic", "molwm.weights", "molwm.config", "molwm.tracking", "molwm.outbox",
          "molwm.mlflow_calls", "molwm.data", "molwm.encoders", "molwm.jepa", "molwm.checkpoints")
 """Layers that never import the higher ones below."""
 HIGHER = ("molwm.train", "molwm.world", "molwm.query", "molwm.query_files", "molwm.serving", "molwm.api",
@@ -127,7 +127,8 @@ def test_plugins_and_model_kinds_never_import_the_driver_or_the_front_ends():
 def test_tracking_is_a_leaf():
     # molwm.outbox keeps what an unreachable store could not take; it is a leaf too
     assert import_graph()["molwm.tracking"] <= {"molwm.errors", "molwm.outbox", "molwm.mlflow_calls"}
-    assert import_graph()["molwm.outbox"] <= {"molwm.errors"}
+    assert import_graph()["molwm.outbox"] <= {"molwm.errors", "molwm.atomic"}
+    assert import_graph()["molwm.atomic"] <= {"molwm.errors"}  # atomic writes: every layer may use them
     assert import_graph()["molwm.mlflow_calls"] <= {"molwm.errors"}
 
 
