@@ -42,14 +42,14 @@ def build_compact(raw: str, out: str | Path | None = None, data_dir: str | Path 
     """
     import tempfile
 
-    from molwm.world.data import CourseError
-    from molwm.world.lincs import read_lincs_wells, write_compact
+    from molwm.data.formats.common import FormatError as CourseError
+    from molwm.data.formats.lincs import read_lincs_wells, write_compact
 
     if raw not in COMPACT_OF:
         raise DatasetError(f"no compact copy of '{raw}' is shipped; known: {', '.join(COMPACT_OF)}")
     card, compact = get_card(raw), get_card(COMPACT_OF[raw])
     pinned = {Path(f.path).name: (f.sha256 or "") for f in compact.source.files}
-    from molwm.world.lincs import card_files
+    from molwm.data.formats.lincs import card_files
 
     try:
         wells = read_lincs_wells(card_files(card, data_dir), progress)

@@ -23,6 +23,9 @@ class WorldDataConfig:
             the default) or ``lincs_cellpainting_batch2`` (the raw files, from a mirror folder).
         data_dir: ``source: lincs``: a local mirror folder holding the raw files (also ``$MOLWM_DATA_MIRROR``).
         holdout_contexts: Cell lines (contexts) whose conditions are all held out (a new cell line).
+        calibration_fraction: Share of the training drugs (by scaffold) kept out of training to calibrate
+            the forecast intervals on (0: no calibration; forecasts then carry the raw ensemble spread).
+        calibration: ``conformal`` (split conformal on |residual| / ensemble std) or ``zscale``.
         compound: Compound features: ``morgan+rdkit2d``, ``morgan``, ``rdkit2d``, ``none`` or ``graph:<model>``.
         split: Held-out drugs: ``scaffold`` (lab default), ``folds`` (leave drugs out), ``names``, ``none``.
         test_fraction: Held-out share for ``scaffold``.
@@ -39,6 +42,8 @@ class WorldDataConfig:
     dataset: str = "lincs_cellpainting_batch2_compact"
     data_dir: str | None = None
     holdout_contexts: list[str] = field(default_factory=list)
+    calibration_fraction: float = 0.0
+    calibration: Literal["conformal", "zscale"] = "conformal"
     compound: str = "morgan+rdkit2d"
     split: Literal["scaffold", "folds", "names", "none"] = "scaffold"
     test_fraction: float = 0.2
@@ -89,6 +94,8 @@ class WorldConfig(RunConfig):
             raise ConfigError("max_steps: a world-model run needs a number of steps")
         if self.rollout_steps <= 0:
             raise ConfigError(f"rollout_steps must be positive, got {self.rollout_steps}")
+        if not 0.0 <= self.data.calibration_fraction < 1.0:
+            raise ConfigError(f"data.calibration_fraction must be in [0, 1), got {self.data.calibration_fraction}")
         if self.data.source == "lab" and not self.data.lab:
             raise ConfigError("data.lab: a synthetic lab folder is required for source: lab "
                               "(make one with `molwm sim generate --times 0,8,16,24,48 ...`)")

@@ -246,3 +246,31 @@ def save_calibrated(checkpoint: str | Path, cal: Calibrator, names: Sequence[str
     _, state = checkpoints.read(checkpoint)
     state["calibration"] = {**cal.to_dict(), "readouts": list(names), "fitted_on": fitted_on}
     return save_checkpoint(state, out)
+
+
+def calibration_on(fc: WorldForecaster, data: WorldData, method: str = "conformal", coverage: float = 0.9) -> dict:
+    """A stored calibration (the checkpoint's ``calibration`` entry) fitted on validation courses ``data``:
+    each course is forecast from its state at the latest first-observation time to every later observed
+    time, as a new compound (no identity), and ``method`` is fitted on those residuals.
+
+    Raises:
+        ValueError: If the validation courses give fewer than 2 forecasts per read-out.
+    """
+    mask, times = data.mask.numpy(), data.times.numpy()
+    first = np.where(mask.any(1), times[np.arange(data.n), mask.argmax(1)], np.nan)
+    cutoff = float(np.nanmax(first))
+    preds, ys = [], []
+    for s in range(mask.shape[1]):
+        target = np.where(mask[:, s] & (times[:, s] > cutoff + 1e-6), times[:, s], np.nan)
+        if not np.isfinite(target).any():
+            continue
+        p = members_from_cutoff(fc, data, cutoff, target)
+        ok = np.isfinite(target)
+        preds.append(p[:, ok])
+        ys.append(data.courses.obs[ok, s])
+    if not preds:
+        raise ValueError("the validation courses have nothing observed after their start state")
+    cal = fit_calibrator(method, "regression", np.concatenate(preds, 1), np.concatenate(ys, 0), coverage)
+    n = sum(len(y) for y in ys)
+    return {**cal.to_dict(), "readouts": list(fc.obs_names),
+            "fitted_on": f"{n} forecasts of {data.n} validation courses (drugs kept out of training)"}

@@ -6,8 +6,10 @@ embedding (lower is better), plus ``spread_weight`` times the ensemble spread
 (prefer forecasts the members agree on). Doses are scored exhaustively from a
 list, or searched per compound with the cross-entropy method over log dose.
 
-The target can be an embedding (``.npy``), or a reference: ``SMILES@DOSE``
-(that compound's forecast end state at that dose, e.g. a known drug's effect).
+The target can be an embedding (``.npy``), a reference: ``SMILES@DOSE``
+(that compound's forecast end state at that dose, e.g. a known drug's effect), or a
+read-out value, ``NAME=VALUE`` (e.g. ``rel_count=0.5``: half as many cells as the
+vehicle); the distance is then ``|decoded read-out - VALUE|`` at the horizon.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class PlanResult:
     Attributes:
         table: One row per candidate (its best dose): rank, compound, dose_uM, distance,
             spread, score, and the decoded read-outs at the horizon.
-        target: ``[K*D]`` target embedding.
+        target: ``[K*D]`` target embedding (NaN for a read-out target, ``NAME=VALUE``).
         times: Forecast times (hours) of the trajectories.
         trajectories: Candidate -> ``[H]`` distance to the target along its best-dose forecast.
         readouts: Candidate -> read-out name -> ``[H]`` decoded values along that forecast.
@@ -72,14 +74,40 @@ def resolve_target(fc: WorldForecaster, target: str | np.ndarray, time_h: float,
     return vec
 
 
-def _score(fc: WorldForecaster, compounds: list[str], doses: np.ndarray, times: np.ndarray, target: np.ndarray,
+def readout_target(fc: WorldForecaster, target) -> tuple[str, float] | None:
+    """``(name, value)`` for a read-out target ``NAME=VALUE`` (a read-out this model decodes), else None.
+
+    Raises:
+        ForecastError: If ``NAME`` is not one of the model's read-outs or ``VALUE`` is not a number.
+    """
+    if not isinstance(target, str) or "=" not in target or target.endswith(".npy"):
+        return None
+    name, _, value = target.partition("=")
+    known = list(fc.obs_names) + ["true_" + t for t in fc.truth_names]
+    if name.strip() not in known:
+        raise ForecastError(f"target {target!r}: {name.strip()!r} is not a read-out of this model ({', '.join(known)})")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ForecastError(f"target {target!r}: expected NAME=VALUE with a number") from None
+    if not np.isfinite(number):
+        raise ForecastError(f"target {target!r}: the value must be finite")
+    return name.strip(), number
+
+
+def _score(fc: WorldForecaster, compounds: list[str], doses: np.ndarray, times: np.ndarray, target,
            context, spread_weight: float):
-    """Forecast each (compound, dose) pair (aligned lists): distances ``[n, H]``, spreads ``[n]``, forecast."""
+    """Forecast each (compound, dose) pair (aligned lists): distances ``[n, H]``, spreads ``[n]``, forecast.
+
+    ``target`` is an embedding ``[K*D]`` or a read-out target ``(name, value)``."""
     feats, ident, rejects = fc.compounds(compounds)
     tokens, t0, ctx = fc.start_state(len(compounds), context)
     act = fc.action(feats, ident, np.asarray(doses, np.float64), ctx)
     latent = fc.roll(tokens, t0, act, times)  # [E, n, H, KD]
-    dist = np.linalg.norm(latent.mean(0) - target, axis=-1)  # [n, H]
+    if isinstance(target, tuple):
+        dist = np.abs(fc.decode(latent)[target[0]][0] - target[1])  # [n, H]: the ensemble mean's read-out
+    else:
+        dist = np.linalg.norm(latent.mean(0) - target, axis=-1)  # [n, H]
     spread = np.linalg.norm(latent[:, :, -1] - latent[:, :, -1].mean(0), axis=-1).mean(0)  # [n]
     return dist, spread, latent, rejects
 
@@ -92,7 +120,7 @@ def plan(fc: WorldForecaster, target: str | np.ndarray, candidates: Sequence[str
 
     Args:
         fc: A loaded world model.
-        target: See :func:`resolve_target`.
+        target: See :func:`resolve_target`, or a read-out value ``NAME=VALUE`` (:func:`readout_target`).
         candidates: SMILES (or names of drugs the model was trained on).
         time_h: Planning horizon (hours after dosing).
         doses: Doses (uM) scored exhaustively (``method="exhaustive"``).
@@ -104,7 +132,8 @@ def plan(fc: WorldForecaster, target: str | np.ndarray, candidates: Sequence[str
     candidates = [str(c) for c in candidates]
     if not candidates:
         raise ForecastError("no candidates to plan over")
-    vec = resolve_target(fc, target, time_h, context)
+    wanted = readout_target(fc, target)
+    vec = wanted if wanted is not None else resolve_target(fc, target, time_h, context)
     start = fc.start_state(1, context)[1].item()
     times = np.linspace(start, time_h, n_points + 1)[1:]
     n = len(candidates)
@@ -150,7 +179,8 @@ def plan(fc: WorldForecaster, target: str | np.ndarray, candidates: Sequence[str
     dec_traj = fc.decode(latent[:, pick])
     readouts = {c: {k: v[0][i] for k, v in dec_traj.items()} for i, c in enumerate(candidates)}
     cand_rejects = [(i, candidates[i], "not a valid SMILES nor a drug this model knows") for i in sorted(bad)]
-    return PlanResult(table, vec, times, trajectories, readouts, cand_rejects)
+    target_vec = np.full(fc.dim, np.nan) if wanted is not None else vec
+    return PlanResult(table, target_vec, times, trajectories, readouts, cand_rejects)
 
 
 def plot_plan(result: PlanResult, path: str | Path, top: int = 5, readout: str | None = None) -> Path:
@@ -171,7 +201,7 @@ def plot_plan(result: PlanResult, path: str | Path, top: int = 5, readout: str |
         axes[0, 0].plot(result.times, result.trajectories[name], "o-", ms=3, label=label)
         if readout:
             axes[0, 1].plot(result.times, result.readouts[name][readout], "o-", ms=3, label=label)
-    axes[0, 0].set(xlabel="hours after dosing", ylabel="distance to target state", title="forecast trajectories")
+    axes[0, 0].set(xlabel="hours after dosing", ylabel="distance to target", title="forecast trajectories")
     if readout:
         axes[0, 1].set(xlabel="hours after dosing", ylabel=readout, title="decoded read-out")
     axes[0, 0].legend(fontsize=7)

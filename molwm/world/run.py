@@ -69,6 +69,7 @@ class WorldTask:
         self.run_name = f"world-{config.data.source}-{config.objective}"
         self.build: WorldBuild | None = None
         self.probes: dict = {}
+        self.calibration: dict | None = None
 
     def prepare(self, ctx, progress: bool) -> None:
         self.build = build_world_data(self.config, self.courses)
@@ -106,7 +107,8 @@ class WorldTask:
                 "obs_names": list(c.obs_names), "truth_names": list(c.truth_names),
                 "known_drugs": build.train_drugs.tolist(), "drug_features": build.drug_features.tolist(),
                 "initial": initial_states(build), "synthetic": bool(c.synthetic), "probes": self.probes,
-                "window_dim": int(build.train.windows.shape[-1])}
+                "window_dim": int(build.train.windows.shape[-1]),
+                **({"calibration": self.calibration} if self.calibration else {})}
 
     def tags(self) -> dict[str, str]:
         c = self.config
@@ -129,6 +131,14 @@ class WorldTask:
     def finish(self, model, tracker: Tracker, history, checkpoint: Path, save) -> str | None:
         self.probes = fit_probes(model, self.build.train, self.config)
         save()
+        if self.build.val is not None and self.build.val.n:  # intervals calibrated on drugs kept out of training
+            from molwm.world.evaluate import calibration_on
+            from molwm.world.forecast import WorldForecaster
+
+            fc = WorldForecaster.load(checkpoint)
+            self.calibration = calibration_on(fc, self.build.val, self.config.data.calibration)
+            tracker.log_dict(self.calibration, "calibration.json")
+            save()
         return _log_outputs(tracker, history, checkpoint, self.config, self.build, model)
 
 

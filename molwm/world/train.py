@@ -35,6 +35,8 @@ class WorldBuild:
     test: WorldData
     train_rows: np.ndarray
     test_rows: np.ndarray
+    val: WorldData | None = None
+    val_rows: np.ndarray | None = None
 
 
 def load_courses(config: WorldDataConfig) -> TimeCourses:
@@ -62,7 +64,15 @@ def build_world_data(config: WorldConfig, courses: TimeCourses | None = None) ->
     if unknown:
         raise CourseError(f"data.holdout_contexts: {unknown} not in the data (contexts: {courses.contexts})")
     test_rows = np.flatnonzero((treated & test_drugs[np.clip(courses.drug, 0, None)]) | held_ctx)
-    train_rows = np.setdiff1d(np.arange(courses.n), test_rows)
+    val_rows = None
+    if d.calibration_fraction > 0:  # drugs kept out of training to calibrate the intervals on
+        val_drugs = _calibration_drugs(courses, train_drugs, d.calibration_fraction, d.seed)
+        train_drugs = train_drugs & ~val_drugs
+        val_rows = np.setdiff1d(np.flatnonzero(treated & val_drugs[np.clip(courses.drug, 0, None)]), test_rows)
+        test_rows_all = np.union1d(test_rows, val_rows)
+    else:
+        test_rows_all = test_rows
+    train_rows = np.setdiff1d(np.arange(courses.n), test_rows_all)
     train_c = courses.subset(train_rows)
     if d.max_time_h is not None:
         train_c = train_c.until(d.max_time_h)
@@ -71,10 +81,25 @@ def build_world_data(config: WorldConfig, courses: TimeCourses | None = None) ->
     drug_features = comp_norm(raw)
     obs_norm = Normaliser.fit(train_c.obs[train_c.mask])
     h = config.model.history
+    val = None if val_rows is None else make_world_data(courses.subset(val_rows), obs_norm, drug_features, h,
+                                                        train_drugs)
     return WorldBuild(courses, train_drugs, test_drugs, obs_norm, comp_norm, drug_features,
                       make_world_data(train_c, obs_norm, drug_features, h, train_drugs),
                       make_world_data(courses.subset(test_rows), obs_norm, drug_features, h, train_drugs),
-                      train_rows, test_rows)
+                      train_rows, test_rows, val, val_rows)
+
+
+def _calibration_drugs(courses: TimeCourses, train_drugs: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A scaffold-grouped ``fraction`` of the training drugs (with structure), kept for calibration."""
+    from molwm.data.splits import scaffold_split
+
+    pool = [i for i in np.flatnonzero(train_drugs) if courses.smiles[i]]
+    out = np.zeros(len(courses.drugs), bool)
+    if len(pool) < 4:
+        return out
+    _, _, held = scaffold_split([courses.smiles[i] for i in pool], (1 - fraction, 0.0, fraction), seed + 7919)
+    out[np.asarray(pool, np.int64)[np.asarray(held, np.int64)]] = True
+    return out
 
 
 @dataclass

@@ -50,12 +50,13 @@ def test_world_model_end_to_end(tmp_path, capsys, repo_root, tiny_world_lab):
     assert "forecast 2 compounds x 2 doses x 2 times" in capsys.readouterr().out
     frame = pd.read_csv(tmp_path / "out.csv")
     assert len(frame) == 8
-    assert list(frame.columns[:4]) == ["compound", "dose_uM", "time_h", "latent_spread"]
+    assert list(frame.columns[:5]) == ["compound", "dose_uM", "time_h", "cell_line", "latent_spread"]
+    assert set(frame["cell_line"]) == {"sim"}  # the synthetic lab's one context, named in every row
     assert sorted(set(zip(frame["compound"], frame["dose_uM"], frame["time_h"]))) == sorted(
         (c, d, t) for c in ("CCO", "c1ccccc1O") for d in (1.0, 10.0) for t in (8.0, 24.0))
     assert "Cells_Count" in frame.columns and "Cells_Count_std" in frame.columns
     assert "true_log_count" in frame.columns  # the hidden-state probe of the synthetic lab
-    assert np.isfinite(frame.drop(columns="compound").to_numpy(float)).all()
+    assert np.isfinite(frame.drop(columns=["compound", "cell_line"]).to_numpy(float)).all()
     assert (tmp_path / "out.png").stat().st_size > 0
 
     # plan: the reference compound itself, at the reference dose, is at distance 0

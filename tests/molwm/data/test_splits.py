@@ -102,7 +102,7 @@ def test_bad_split_files(tmp_path):
     with pytest.raises(SplitError, match="entry 0: a row index appears twice"):
         load_splits(path)
     path.write_text('[{"train": [0, 1], "val": [2], "test": [9]}]')
-    with pytest.raises(SplitError, match="out of range for 5 rows"):
+    with pytest.raises(SplitError, match="out of range for the dataset \\(5 rows\\)"):
         load_splits(path, n_rows=5)
     path.write_text('[{"train": [0]}]')
     with pytest.raises(SplitError, match="must have 'train', 'val' and 'test'"):
