@@ -7,6 +7,7 @@ Wire it into the main parser with ``add_parsers(subparsers)``; the library is im
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from molwm.cli_common import quiet_flags
 
@@ -21,9 +22,10 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
 
 
 def cmd_data_list(args) -> int:
-    from molwm.data.info import list_datasets
+    from molwm.data.info import dataset_listing
 
-    statuses = list_datasets(args.cards, args.cache_dir)
+    listing = dataset_listing(args.cards, args.cache_dir)
+    statuses = listing.statuses
     rows = []
     for s in statuses:
         c = s.card
@@ -36,15 +38,20 @@ def cmd_data_list(args) -> int:
             str(len(s.prepared)),
             c.license,
         ])
+    # a card file that cannot be read is a row of its own (named by its file), not the end of the listing
+    rows += [[Path(b.path).stem, "?", "?", "?", "broken", "?", "?"] for b in listing.broken]
     _print_table(rows, ["name", "task", "size", "source", "available", "prepared", "license"])
     missing = [s for s in statuses if not s.available]
     for s in missing:
         print(f"  {s.card.name}: {s.detail}")
+    for b in listing.broken:
+        print(f"  {Path(b.path).stem}: broken card: {b.error}")
     return 0
 
 
 def cmd_data_show(args) -> int:
     from molwm.data.info import show_dataset
+    from molwm.data.registry import DatasetError
 
     s = show_dataset(args.name, args.cards, args.cache_dir)
     c = s.card
@@ -75,6 +82,8 @@ def cmd_data_show(args) -> int:
             print(f"    - limit {limit}: {m['n_ok']:,} graphs, {m['n_rejected']:,} rejected -> {m['path']}")
     else:
         print(f"  prepared caches: none (run: molwm data prepare {c.name})")
+    if s.error:  # the data is there but is not what the card describes: the card is shown, the exit code says so
+        raise DatasetError(s.error)
     return 0
 
 

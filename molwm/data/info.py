@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from molwm.data.paths import cache_root
-from molwm.data.registry import DatasetCard, DatasetError, get_card, list_cards
+from molwm.data.registry import BrokenCard, DatasetCard, DatasetError, get_card, scan_cards
 from molwm.data.sources import load_table, resolve_files
 
 
@@ -24,6 +24,8 @@ class DatasetStatus:
         detail: Version of the source package, the local path, or why it is missing.
         prepared: Manifests of complete caches under the cache root.
         preview: First rows of the table (only from :func:`show_dataset`).
+        error: Why data that is present cannot be used (a checksum mismatch, an unreadable file; only
+            from :func:`show_dataset`); ``molwm data show`` prints the card, then this line, and exits 2.
     """
 
     card: DatasetCard
@@ -32,6 +34,21 @@ class DatasetStatus:
     prepared: list[dict] = field(default_factory=list)
     preview: pd.DataFrame | None = None
     n_rows: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class DatasetListing:
+    """What ``molwm data list`` shows.
+
+    Attributes:
+        statuses: One per readable card, sorted by name.
+        broken: Card files that cannot be read (:class:`molwm.data.registry.BrokenCard`); they do not hide
+            the others.
+    """
+
+    statuses: list[DatasetStatus]
+    broken: list[BrokenCard]
 
 
 def _availability(card: DatasetCard) -> tuple[bool, str]:
@@ -71,12 +88,19 @@ def prepared_caches(name: str, cache_dir: str | Path | None = None) -> list[dict
 
 
 def list_datasets(extra_dirs=(), cache_dir: str | Path | None = None) -> list[DatasetStatus]:
-    """Every known card with its availability and prepared caches."""
-    out = []
-    for card in list_cards(extra_dirs):
+    """Every readable card with its availability and prepared caches (:func:`dataset_listing` also names
+    the unreadable ones)."""
+    return dataset_listing(extra_dirs, cache_dir).statuses
+
+
+def dataset_listing(extra_dirs=(), cache_dir: str | Path | None = None) -> DatasetListing:
+    """Every readable card with its availability and prepared caches, and every card file that cannot be read."""
+    found = scan_cards(extra_dirs)
+    statuses = []
+    for card in found.cards:
         ok, detail = _availability(card)
-        out.append(DatasetStatus(card, ok, detail, prepared_caches(card.name, cache_dir)))
-    return out
+        statuses.append(DatasetStatus(card, ok, detail, prepared_caches(card.name, cache_dir)))
+    return DatasetListing(statuses=statuses, broken=found.broken)
 
 
 def show_dataset(name: str, extra_dirs=(), cache_dir: str | Path | None = None, preview_rows: int = 5) -> DatasetStatus:
@@ -93,7 +117,7 @@ def show_dataset(name: str, extra_dirs=(), cache_dir: str | Path | None = None, 
         try:
             resolve_files(card)
         except DatasetError as err:
-            status.available, status.detail = False, str(err)
+            status.available, status.error = False, str(err)
             return status
         status.detail = f"{detail}; checksums verified; {card.format}, read with {card.reader}"
         return status
@@ -101,8 +125,8 @@ def show_dataset(name: str, extra_dirs=(), cache_dir: str | Path | None = None, 
         big = (card.size or 0) > 100_000
         try:
             table = load_table(card, limit=preview_rows if big else None)
-        except DatasetError as err:
-            status.available, status.detail = False, str(err)
+        except DatasetError as err:  # present but not what the card describes, or unreadable
+            status.available, status.error = False, str(err)
             return status
         status.preview = table.frame.head(preview_rows)
         status.n_rows = None if big else len(table.frame)

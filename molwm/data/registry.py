@@ -21,7 +21,7 @@ SourceKind = Literal["package", "local", "deepchem_molnet", "mirror"]
 TableFormat = Literal["csv", "tsv", "sdf", "parquet", "smi", "hdf5", "bundle"]
 TaskType = Literal[
     "regression", "classification", "multitask_regression", "multitask_classification", "unlabelled",
-    "time_course",
+    "time_course", "profiles",
 ]
 # formats that are not molecule tables: molwm locates and checksums them, and `reader` reads them
 # (``bundle``: several files in their own layouts, e.g. plate maps and per-plate counts)
@@ -224,16 +224,50 @@ def load_card(path: str | Path) -> DatasetCard:
     return card
 
 
-def list_cards(extra_dirs: Sequence[str | Path] = ()) -> list[DatasetCard]:
-    """Every card found, one per name (the first folder wins), sorted by name."""
+@dataclass
+class BrokenCard:
+    """A card file that cannot be read: its path and the one-line reason."""
+
+    path: str
+    error: str
+
+
+@dataclass
+class CardScan:
+    """Every card file in the card folders: the readable cards (one per name, the first folder wins, sorted
+    by name) and the files that cannot be read, so that one bad card does not hide the others."""
+
+    cards: list[DatasetCard]
+    broken: list[BrokenCard]
+
+
+def scan_cards(extra_dirs: Sequence[str | Path] = ()) -> CardScan:
+    """Read every card file in :func:`card_dirs`; unreadable ones are listed, not raised."""
     found: dict[str, DatasetCard] = {}
+    broken = []
     for d in card_dirs(extra_dirs):
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
-            card = load_card(path)
+            try:
+                card = load_card(path)
+            except (MolwmError, OSError) as err:  # a DatasetError, not valid YAML (ConfigError), unreadable
+                broken.append(BrokenCard(path=str(path), error=" ".join(str(err).split())))
+                continue
             found.setdefault(card.name, card)
-    return [found[k] for k in sorted(found)]
+    return CardScan(cards=[found[k] for k in sorted(found)], broken=broken)
+
+
+def list_cards(extra_dirs: Sequence[str | Path] = ()) -> list[DatasetCard]:
+    """Every card found, one per name (the first folder wins), sorted by name.
+
+    Raises:
+        DatasetError: The first card file that cannot be read (:func:`scan_cards` lists them instead).
+    """
+    found = scan_cards(extra_dirs)
+    if found.broken:
+        raise DatasetError(found.broken[0].error)
+    return found.cards
 
 
 def get_card(name_or_path: str | Path, extra_dirs: Sequence[str | Path] = ()) -> DatasetCard:
@@ -252,9 +286,12 @@ def get_card(name_or_path: str | Path, extra_dirs: Sequence[str | Path] = ()) ->
                 card = load_card(path)
                 if card.name == text:
                     return card
-    cards = list_cards(extra_dirs)
-    for card in cards:
+    found = scan_cards(extra_dirs)  # a card whose file is named otherwise; a broken card hides no other
+    for card in found.cards:
         if card.name == text:
             return card
-    known = ", ".join(c.name for c in cards) or "none"
-    raise DatasetError(f"unknown dataset '{text}'. Known datasets: {known}. Add one with a card (see README).")
+    known = ", ".join(c.name for c in found.cards) or "none"
+    unread = (f" ({len(found.broken)} card file(s) could not be read, such as {found.broken[0].path}; "
+              "molwm data list says why)") if found.broken else ""
+    raise DatasetError(f"unknown dataset '{text}'. Known datasets: {known}{unread}. Add one with a card "
+                       "(see README).")

@@ -66,6 +66,35 @@ def test_errors_are_messages_not_tracebacks(capsys):
     assert "limit must be positive" in capsys.readouterr().err
 
 
+def test_data_show_of_a_file_that_fails_its_checksum_exits_2_in_one_line(local_csv_card, capsys):
+    """Issue 26: the card was shown and the exit code was 0, the mismatch spread over five lines."""
+    (local_csv_card.parent.parent / "mini.csv").write_text("smiles,activity,name\nCCO,9.9,changed\n")
+    assert main(["data", "show", "mini", "--cards", str(local_csv_card.parent)]) == 2
+    captured = capsys.readouterr()
+    assert "mini.yaml" in captured.out and "checksum mismatch" not in captured.out  # the card, then the error
+    (line,) = captured.err.splitlines()
+    assert line.startswith("molwm: error: dataset 'mini': checksum mismatch for ") and "expected sha256" in line
+
+
+def test_one_broken_card_does_not_hide_the_others(local_csv_card, tmp_path, monkeypatch, capsys):
+    """Issue 26: one unreadable card in MOLWM_DATASETS ended `data list` (and lookups by name) for every card."""
+    broken = tmp_path / "more"
+    broken.mkdir()
+    (broken / "zz_broken.yaml").write_text("name: zz_broken\nsource: [1\n")  # not valid YAML
+    (broken / "renamed.yaml").write_text(local_csv_card.read_text().replace("../mini.csv", str(tmp_path / "mini.csv")))
+    monkeypatch.setenv("MOLWM_DATASETS", str(broken))
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "freesolv" in out and "mini" in out  # 'mini' is in renamed.yaml: found by reading every card
+    row = next(line for line in out.splitlines() if line.startswith("zz_broken "))
+    assert row.split()[1:5] == ["?", "?", "?", "broken"]
+    (reason,) = [line for line in out.splitlines() if line.strip().startswith("zz_broken: broken card:")]
+    assert "zz_broken.yaml: not valid YAML" in reason
+    assert main(["data", "show", "mini"]) == 0  # looked up by name past the broken file
+    assert main(["data", "show", "zz_broken"]) == 2  # the broken card itself is still an error
+    assert "not valid YAML" in capsys.readouterr().err
+
+
 def test_console_script_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "molwm", "data", "list"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
