@@ -58,17 +58,19 @@ demo: setup
 	$(MOLWM) query --model $$(sed -n 's/^model_uri: //p' .cache/demo-multimodal.txt) --input docs/examples/candidates.smi \
 	  --output .cache/demo-assays.csv --what predict --no-progress
 	cut -d, -f2,4-6,37-38 .cache/demo-assays.csv
-	@echo "== world model: a lab followed over time (0-48 h), then latent dynamics of its profiles (configs/world/lab_small.yaml)"
-	$(MOLWM) sim generate --molecules 500 --source moses --doses 1,10 --times 0,8,16,24,48 \
-	  --out .cache/molwm-demo/lab-world --overwrite --no-progress
-	$(MOLWM) pretrain --config configs/world/lab_small.yaml data.lab=.cache/molwm-demo/lab-world --no-progress \
-	  > .cache/demo-world.txt && cat .cache/demo-world.txt
-	@echo "== forecast the candidates at 1 and 10 uM over 48 h (read-outs ± ensemble spread; plot logged to MLflow)"
-	$(MOLWM) forecast --model $$(sed -n 's/^model_uri: //p' .cache/demo-world.txt) --input docs/examples/candidates.smi \
-	  --doses 1,10 --times 8,24,48 --output .cache/demo-forecast.csv --plot
-	@echo "== plan: which candidate and dose ends closest, at 48 h, to the effect of paracetamol at 10 uM?"
+	@echo "== world model on REAL cells: LINCS Cell Painting batch 2, relative cell counts of 328 compounds x 3 lines x 3 doses x 3 times"
+	@echo "   (the compact copy inside molwm, rebuilt from the public files by molwm data compact; docs/real_cells.md)"
+	$(MOLWM) pretrain --config configs/world/lincs_small.yaml --no-progress > .cache/demo-world.txt && cat .cache/demo-world.txt
+	@echo "== forecast the candidates at 0.1, 1 and 10 uM, 6, 24 and 48 h, in each cell line (calibrated 90% intervals)"
+	for line in A549 MCF7 U2OS; do \
+	  $(MOLWM) forecast --model $$(sed -n 's/^model_uri: //p' .cache/demo-world.txt) --input docs/examples/candidates.smi \
+	    --doses 0.1,1,10 --times 6,24,48 --cell-line $$line --output .cache/demo-forecast-$$line.csv --plot || exit 1; done
+	@echo "== a plate map forecast as it is: each row its own compound, dose, time and cell line (HeLa is refused: not trained)"
+	$(MOLWM) forecast --model $$(sed -n 's/^model_uri: //p' .cache/demo-world.txt) --input docs/examples/plate_map.csv \
+	  --output .cache/demo-plate.csv
+	@echo "== plan: which candidate and dose halves MCF7's cell count (relative to DMSO) at 48 h?"
 	$(MOLWM) plan --model $$(sed -n 's/^model_uri: //p' .cache/demo-world.txt) --candidates docs/examples/candidates.smi \
-	  --target "CC(=O)Nc1ccc(O)cc1@10" --doses 0.1,1,10 --time 48 --output .cache/demo-plan.csv --top 5
+	  --target rel_count=0.5 --doses 0.1,1,10 --time 48 --cell-line MCF7 --output .cache/demo-plan.csv --top 5
 	@echo "== serve it over REST (not run here; it blocks): $(BIN)/molwm serve --model models:/molwm-solubility@champion --port 5000"
 	@echo "== done; browse the runs: $(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}"
 

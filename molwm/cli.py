@@ -43,9 +43,11 @@ def cmd_pretrain(args) -> int:
         return 0
     if kind == "world":
         s = result.build.courses.summary()
-        print(f"data: {s['conditions']:,} conditions ({len(result.build.train_rows):,} train, "
+        val = result.build.val_rows
+        cal = f"{len(val):,} calibration, " if val is not None else ""
+        print(f"data: {s['conditions']:,} conditions ({len(result.build.train_rows):,} train, {cal}"
               f"{len(result.build.test_rows):,} held out), {s['drugs']} drugs, {s['observations']:,} observations"
-              + (" (synthetic)" if s["synthetic"] else ""))
+              + (" (synthetic)" if s["synthetic"] else " (real)"))
     elif kind == "multimodal":
         counts = result.build.train.counts()
         print(f"data: {counts['samples']:,} samples ({counts['with_graph']:,} graphs, {counts['with_assays']:,} "

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MOLWM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MOLWM_DATASETS", raising=False)
+    # the raw public files of the mirror cards (real cells): ../shared/data beside the checkout when it exists
+    mirror = REPO_ROOT.parent / "shared" / "data"
+    if not os.environ.get("MOLWM_DATA_MIRROR") and mirror.is_dir():
+        monkeypatch.setenv("MOLWM_DATA_MIRROR", str(mirror))
     monkeypatch.chdir(tmp_path)
 
 

@@ -23,6 +23,8 @@ class WorldDataConfig:
             the default) or ``lincs_cellpainting_batch2`` (the raw files, from a mirror folder).
         data_dir: ``source: lincs``: a local mirror folder holding the raw files (also ``$MOLWM_DATA_MIRROR``).
         holdout_contexts: Cell lines (contexts) whose conditions are all held out (a new cell line).
+        drugs_limit: Use only the conditions of the first N drugs (in the data's order) and the controls
+            (tiny runs: tests, the demo); None: every drug.
         calibration_fraction: Share of the training drugs (by scaffold) kept out of training to calibrate
             the forecast intervals on (0: no calibration; forecasts then carry the raw ensemble spread).
         calibration: ``conformal`` (split conformal on |residual| / ensemble std) or ``zscale``.
@@ -42,6 +44,7 @@ class WorldDataConfig:
     dataset: str = "lincs_cellpainting_batch2_compact"
     data_dir: str | None = None
     holdout_contexts: list[str] = field(default_factory=list)
+    drugs_limit: int | None = None
     calibration_fraction: float = 0.0
     calibration: Literal["conformal", "zscale"] = "conformal"
     compound: str = "morgan+rdkit2d"
@@ -94,6 +97,8 @@ class WorldConfig(RunConfig):
             raise ConfigError("max_steps: a world-model run needs a number of steps")
         if self.rollout_steps <= 0:
             raise ConfigError(f"rollout_steps must be positive, got {self.rollout_steps}")
+        if self.data.drugs_limit is not None and self.data.drugs_limit < 1:
+            raise ConfigError(f"data.drugs_limit must be at least 1 (or null for every drug), got {self.data.drugs_limit}")
         if not 0.0 <= self.data.calibration_fraction < 1.0:
             raise ConfigError(f"data.calibration_fraction must be in [0, 1), got {self.data.calibration_fraction}")
         if self.data.source == "lab" and not self.data.lab:

@@ -108,8 +108,9 @@ class TimeCourses:
 
     def summary(self) -> dict:
         m = self.mask
-        return {"conditions": self.n, "observations": int(m.sum()), "drugs": len(self.drugs),
-                "drugs_with_structure": sum(s is not None for s in self.smiles),
+        used = sorted(set(self.drug[self.drug >= 0].tolist()))  # drugs with a condition here (subsets drop some)
+        return {"conditions": self.n, "observations": int(m.sum()), "drugs": len(used),
+                "drugs_with_structure": sum(self.smiles[d] is not None for d in used),
                 "contexts": len(self.contexts), "controls": int((self.drug < 0).sum()),
                 "max_time_h": float(np.nanmax(self.times)) if m.any() else float("nan"),
                 "features": len(self.obs_names), "synthetic": self.synthetic}

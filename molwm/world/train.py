@@ -40,7 +40,14 @@ class WorldBuild:
 
 
 def load_courses(config: WorldDataConfig) -> TimeCourses:
-    """The configured time courses."""
+    """The configured time courses (the first ``drugs_limit`` drugs' conditions and the controls)."""
+    courses = _read_courses(config)
+    if config.drugs_limit is not None:
+        courses = courses.subset(np.flatnonzero(courses.drug < config.drugs_limit))
+    return courses
+
+
+def _read_courses(config: WorldDataConfig) -> TimeCourses:
     if config.source == "thunor":
         from molwm.world.thunor import load_thunor
 
