@@ -245,7 +245,9 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         log_model: Log the checkpoint as an MLflow model (a search's trials do not).
         resume: Continue each network member from its rolling checkpoint under ``out_dir/members``
             where there is one (a finished member only redoes its outputs; exact, as the driver
-            resumes every task); members without one start afresh.
+            resumes every task); members without one start afresh. The fine-tune's tracked run is
+            continued too (its id is kept in ``out_dir/members/run_id.txt``), so a killed run does not
+            stay ``RUNNING`` beside a new one.
     """
     tracker = tracker or NullTracker()
     if config.threads:
@@ -266,10 +268,18 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
     tags = {"molwm.stage": "finetune", "dataset": card.name, "mode": config.mode}
     members, per_seed, scalers, models = [], [], [], []
     out_dir = Path(config.out_dir)
-    with tracker.run(config.run_name or f"finetune-{card.name}-{config.mode}", tags=tags, nested=nested) as run_id:
-        tracker.log_config(config)
-        tracker.log_params({"task": task, "n_molecules": len(graphs), "encoder_used.dim": enc_cfg.dim,
-                            "encoder_used.layers": enc_cfg.layers})
+    # a resumed fine-tune continues its run (as its members continue theirs), not a new one beside it
+    run_file = out_dir / "members" / "run_id.txt"
+    reopened = run_file.read_text().strip() if resume and run_file.is_file() else None
+    with tracker.run(config.run_name or f"finetune-{card.name}-{config.mode}", tags=tags, nested=nested,
+                     run_id=reopened or None) as run_id:
+        if run_id and not reopened:
+            run_file.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(run_file, run_id + "\n")
+        if not reopened:  # params are logged once (MLflow refuses a changed value)
+            tracker.log_config(config)
+            tracker.log_params({"task": task, "n_molecules": len(graphs), "encoder_used.dim": enc_cfg.dim,
+                                "encoder_used.layers": enc_cfg.layers})
         for seed, split in zip(config.seeds, splits):
             if config.mode == "tabular":
                 with tracker.run(f"seed-{seed}", tags={**tags, "seed": str(seed)}, nested=True):

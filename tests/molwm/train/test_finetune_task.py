@@ -86,22 +86,37 @@ def test_seed_is_not_a_fine_tuning_key(repo_root):
 
 
 def test_a_fine_tune_resumes_its_members(repo_root, tmp_path, capsys):
+    """...and continues its MLflow run (issue 26: the killed run stayed RUNNING beside a new one)."""
+    import os
     import shutil
 
+    from mlflow.tracking import MlflowClient
+
+    from molwm.tracking import make_tracker
     from molwm.train.finetune import run_finetune
 
     cfg = load_config(FinetuneConfig, repo_root / "configs/finetune/tiny.yaml",
                       [f"cache_dir={tmp_path / 'c'}", f"out_dir={tmp_path / 'ft'}", "checkpoint_every=2", "device=cpu"])
-    first = run_finetune(cfg, progress=False)
+    tracker = make_tracker(True, experiment="resume")  # the test's own SQLite store
+    first = run_finetune(cfg, tracker, progress=False, log_model=False)
     a = load_checkpoint(first.checkpoint)["members"]  # before the resumed run rewrites model.pt
     members = tmp_path / "ft" / "members"
     assert load_resume_checkpoint(members / "seed-0" / "last.pt")["resume"]["task"]["done"]
-    # seed 1 as if killed after its last training step, before its outputs
+    # seed 1 as if killed after its last training step, before its outputs (and its runs left RUNNING)
     shutil.copy(members / "seed-1" / "prev.pt", members / "seed-1" / "last.pt")
     assert not load_resume_checkpoint(members / "seed-1" / "last.pt")["resume"]["task"]["done"]
-    again = run_finetune(cfg, progress=False, resume=True)
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    seed_1 = load_resume_checkpoint(members / "seed-1" / "last.pt")["resume"]["run_id"]
+    for run_id in (first.run_id, seed_1):
+        client.update_run(run_id, "RUNNING")
+    again = run_finetune(cfg, tracker, progress=False, resume=True, log_model=False)
     assert capsys.readouterr().out.count("resuming from") == 2
     assert again.per_seed == first.per_seed
+    assert again.run_id == first.run_id
+    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    assert sorted((r.info.run_name, r.info.status, r.data.tags.get("mlflow.parentRunId")) for r in runs) == [
+        (f"finetune-{cfg.dataset}-{cfg.mode}", "FINISHED", None), ("seed-0", "FINISHED", first.run_id),
+        ("seed-1", "FINISHED", first.run_id)]
     b = load_checkpoint(again.checkpoint)["members"]
     for ma, mb in zip(a, b):
         assert all(torch.equal(ma[k], mb[k]) for k in ma if isinstance(ma[k], torch.Tensor))
