@@ -9,7 +9,11 @@ Two distances per query, both to the training molecules stored with the model:
 
 ``in_domain`` is ``embedding_distance <= threshold``, the threshold fitted on validation rows
 (:func:`fit_threshold`): the smallest validation distance quantile beyond which the mean absolute
-error is at least ``factor`` times the error within it.
+error is at least ``factor`` times the error within it; and the query's heavy-atom count within the
+training molecules' range. Both distances can miss a molecule unlike any seen: a 500-carbon chain
+sets the same few Morgan bits as octane (``max_tanimoto`` 1.0) and its embedding distance fell within
+the fitted threshold, so size is checked on its own. (Checkpoints written before the range was stored
+have no size check.)
 
 The training molecules are stored compactly in the checkpoint: fingerprints bit-packed (256 bytes a
 molecule) and unit embeddings as float16; nothing is recomputed at load time.
@@ -75,6 +79,8 @@ class Domain:
         threshold: ``embedding_distance`` at or below which a molecule is in the domain.
         factor: The validation error ratio the threshold was fitted for.
         info: How it was fitted (validation rows, ratio, whether the factor was reached).
+        heavy_atoms: ``(fewest, most)`` heavy atoms of a training molecule; a query outside is out of
+            the domain (None: not checked, a checkpoint written before it was stored).
     """
 
     fingerprints: np.ndarray
@@ -83,6 +89,7 @@ class Domain:
     threshold: float
     factor: float
     info: dict = field(default_factory=dict)
+    heavy_atoms: tuple[int, int] | None = None
     _bits: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
@@ -90,7 +97,11 @@ class Domain:
         """From the training molecules; the threshold is set by :meth:`fit` (infinite until then)."""
         centre = np.asarray(train_emb, np.float32).mean(0)
         fps = np.packbits(morgan_fingerprints(list(train_smiles), RADIUS, BITS), axis=1)
-        return cls(fps, _unit(train_emb, centre).astype(np.float16), centre, float("inf"), factor)
+        atoms = heavy_atom_counts(train_smiles)
+        atoms = atoms[atoms > 0]
+        size = (int(atoms.min()), int(atoms.max())) if len(atoms) else None
+        return cls(fps, _unit(train_emb, centre).astype(np.float16), centre, float("inf"), factor,
+                   heavy_atoms=size)
 
     def fit(self, val_emb: np.ndarray, val_abs_error: np.ndarray) -> "Domain":
         """Set the threshold from validation embeddings and absolute errors (:func:`fit_threshold`)."""
@@ -134,7 +145,11 @@ class Domain:
             tan[ok] = self.max_tanimoto([smiles[i] for i in np.flatnonzero(ok)])
         dist = self.embedding_distance(emb) if emb is not None else np.full(len(smiles), np.nan)
         dist[~ok] = np.nan
-        flag = pd.array([bool(d <= self.threshold) if np.isfinite(d) else pd.NA for d in dist], dtype="boolean")
+        inside = dist <= self.threshold
+        if self.heavy_atoms is not None:
+            atoms = heavy_atom_counts(smiles)
+            inside &= (atoms >= self.heavy_atoms[0]) & (atoms <= self.heavy_atoms[1])
+        flag = pd.array([bool(i) if np.isfinite(d) else pd.NA for i, d in zip(inside, dist)], dtype="boolean")
         return pd.DataFrame({"max_tanimoto": tan, "embedding_distance": dist, "in_domain": flag})
 
     def to_state(self) -> dict:
@@ -143,15 +158,31 @@ class Domain:
                 "unit": torch.from_numpy(np.ascontiguousarray(self.unit.astype(np.float16))),
                 "centre": torch.from_numpy(np.asarray(self.centre, np.float32)),
                 "threshold": float(self.threshold), "factor": float(self.factor), "info": dict(self.info),
-                "radius": RADIUS, "bits": BITS}
+                "radius": RADIUS, "bits": BITS,
+                "heavy_atoms": None if self.heavy_atoms is None else [int(v) for v in self.heavy_atoms]}
 
     @classmethod
     def from_state(cls, state: dict | None) -> "Domain | None":
         """The stored domain, or None for checkpoints written without one."""
         if not state:
             return None
+        size = state.get("heavy_atoms")
         return cls(np.asarray(state["fingerprints"]), np.asarray(state["unit"]), np.asarray(state["centre"]),
-                   float(state["threshold"]), float(state["factor"]), dict(state.get("info", {})))
+                   float(state["threshold"]), float(state["factor"]), dict(state.get("info", {})),
+                   heavy_atoms=None if size is None else (int(size[0]), int(size[1])))
+
+
+def heavy_atom_counts(smiles: Sequence[str]) -> np.ndarray:
+    """``[N]`` heavy atoms of each molecule (0 for an unparsable SMILES). Read without sanitising (6 times
+    faster, the same count): the molecules were parsed and checked for their fingerprints already."""
+    from rdkit import Chem, rdBase
+
+    out = np.zeros(len(smiles), dtype=np.int64)
+    with rdBase.BlockLogs():
+        for i, s in enumerate(smiles):
+            mol = Chem.MolFromSmiles(s, sanitize=False) if isinstance(s, str) else None
+            out[i] = mol.GetNumHeavyAtoms() if mol is not None else 0
+    return out
 
 
 def binned_error(distance: np.ndarray, abs_error: np.ndarray, bins: int = 5) -> dict[str, np.ndarray]:

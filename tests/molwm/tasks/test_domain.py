@@ -41,3 +41,21 @@ def test_distances_to_training_molecules():
 def test_binned_error():
     out = binned_error(np.arange(10.0), np.arange(10.0), bins=2)
     assert out["n"].tolist() == [5, 5] and out["mae"] == pytest.approx([2.0, 7.0])
+
+
+def test_a_molecule_outside_the_training_sizes_is_out_of_the_domain():
+    """Issue 26: a 500-carbon chain was in the domain with max_tanimoto 1.0 (its Morgan bits are octane's)."""
+    train = ["CCO", "c1ccccc1O", "CCCCCCCC", "CC(=O)Oc1ccccc1C(=O)O"]
+    emb = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, -1.0]])
+    dom = Domain.build(train, emb, factor=1.3)
+    assert dom.heavy_atoms == (3, 13)
+    dom.threshold = 0.1
+    chain = "C" * 500
+    frame = dom.frame(["CCCCCCCC", chain, "C"], np.array([[1.0, 1.0]] * 3), ["ok"] * 3)  # all at octane's embedding
+    assert frame.max_tanimoto[1] == 1.0 and frame.embedding_distance[1] == pytest.approx(0, abs=1e-3)
+    assert frame.in_domain.tolist() == [True, False, False]  # 500 and 1 heavy atoms: outside 3..13
+    again = Domain.from_state(dom.to_state())
+    assert again.heavy_atoms == (3, 13)
+    old = dom.to_state()
+    del old["heavy_atoms"]  # a checkpoint written before the range was stored: no size check
+    assert Domain.from_state(old).frame([chain], np.array([[1.0, 1.0]]), ["ok"]).in_domain.tolist() == [True]
