@@ -216,7 +216,9 @@ class MoleculeModel:
         return (emb, status) if with_status else emb
 
     def predict(self, smiles: Sequence[str]) -> pd.DataFrame:
-        """Every property with its value, ``<name>_std``, ``<name>_lo`` / ``<name>_hi``, plus ``status``.
+        """Every property with its value, ``<name>_std``, ``<name>_lo`` / ``<name>_hi``, plus ``status``
+        (a multimodal model's assay read-outs carry ``<name>_probe_rmse`` instead of ``_std``: the probe's
+        residual std per assay, the same for every molecule).
 
         The value is the ensemble mean (a probability of the positive class for
         classification, calibrated when the model is); ``<name>_std`` is the
@@ -237,9 +239,12 @@ class MoleculeModel:
             for j, name in enumerate(self.targets):
                 mean = preds[0, :, j]
                 std = np.where(np.isnan(mean), np.nan, spread[j])
-                columns[name], columns[f"{name}_std"] = mean, std
+                # one number per assay, the same for every molecule: named for what it is, not a per-row std
+                columns[name], columns[f"{name}_probe_rmse"] = mean, std
                 columns[f"{name}_lo"], columns[f"{name}_hi"] = mean - z * std, mean + z * std
-            columns["uncertainty"] = "linear probe on the joint embedding: residual std on its training cells (90%)"
+            columns["uncertainty"] = ("linear probe on the joint embedding: <assay>_probe_rmse is its residual std "
+                                      "on its training cells, one value per assay (not per molecule); "
+                                      "_lo/_hi = value ± 1.645 x that (90%, uncalibrated)")
             frame = pd.DataFrame(columns)
         else:
             cal = self.calibrator or Calibrator.from_dict(None, self.task, len(self.targets))

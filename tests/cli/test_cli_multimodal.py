@@ -41,7 +41,9 @@ def test_sim_then_multimodal_pretrain_then_query(capsys, tmp_path, repo_root):
     model = WorldModel.load(uri)
     frame = model.predict(["CC(=O)Nc1ccc(O)cc1", "C1CC("])
     assert frame["status"].tolist()[0] == "ok" and frame["status"].tolist()[1] != "ok"
-    assert {"SIM_A00", "CHEMBL1862_Ki", "SIM_A00_std"} <= set(frame.columns)
+    assert {"SIM_A00", "CHEMBL1862_Ki", "SIM_A00_probe_rmse"} <= set(frame.columns)
+    assert "SIM_A00_std" not in frame.columns  # a per-assay constant is not named as a per-molecule spread
+    assert frame["SIM_A00_probe_rmse"].dropna().nunique() == 1
     assert np.isfinite(frame.loc[0, "SIM_A00"]) and np.isnan(frame.loc[1, "SIM_A00"])
     assert model.embed(["CCO"]).shape == (1, 64)
 
