@@ -1,13 +1,15 @@
 """molwm's request guard: ASGI middleware in front of MLflow's scoring app (see :mod:`molwm.serving`).
 
-It bounds and checks a request before MLflow parses it (body size, content type, UTF-8, JSON depth, the
-``smiles`` cells) and turns every error answer into one line of JSON without a traceback.
+It bounds and checks a request before MLflow parses it (header size, framing, path and method, body
+size, content type, UTF-8, JSON depth, the ``smiles`` cells) and turns every error answer into one line
+of JSON without a traceback.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import NamedTuple
 
 MAX_JSON_DEPTH = 32
 """Deepest JSON nesting a request may have (a request needs 3 levels: the object, ``inputs``, the list)."""
@@ -15,6 +17,15 @@ MAX_MESSAGE = 500
 """Longest error message sent back (characters)."""
 INPUT_KEYS = ("inputs", "dataframe_split", "dataframe_records", "instances")
 """MLflow's JSON request layouts: a request has exactly one of these keys."""
+ROUTES = {"/invocations": ("POST",), "/ping": ("GET", "HEAD"), "/health": ("GET", "HEAD")}
+"""What is served; anything else (FastAPI's ``/docs``, ``/redoc``, ``/openapi.json``, MLflow's ``/version``)
+is answered 404 without reaching the app, so a server says nothing about its software."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Largest request line plus headers accepted (bytes); larger ones are answered 431. The server reads up to
+:data:`MAX_INCOMPLETE_BYTES`, so the answer reaches the client instead of a reset."""
+MAX_INCOMPLETE_BYTES = 1 << 20
+"""What uvicorn buffers of an incomplete request head (``--h11-max-incomplete-event-size``; its default,
+16 KB, closed the connection on a client still sending a larger header: a reset, not an answer)."""
 
 _log = logging.getLogger(__name__)
 
@@ -23,7 +34,10 @@ class RequestGuard:
     """ASGI middleware in front of MLflow's scoring app: bounds and checks a request before MLflow parses
     it, and turns every error answer into one line of JSON without a traceback.
 
-    Before parsing: a body over ``max_body_bytes`` is refused with HTTP 413 (by its ``Content-Length``
+    First (:func:`check_head`): a request head over :data:`MAX_HEADER_BYTES` gets 431, one with both
+    ``Transfer-Encoding`` and ``Content-Length`` 400 (RFC 9112 section 6.1: a smuggling vector), a path not
+    in :data:`ROUTES` 404 and a method the path does not take 405. Then, for ``/invocations``, before
+    MLflow parses it: a body over ``max_body_bytes`` is refused with HTTP 413 (by its ``Content-Length``
     header before a byte is read, or while it streams in); a request without a content type gets 415; a
     JSON body that is not UTF-8, not JSON, not an object or nested more than ``max_depth`` levels gets 400.
     After: error answers keep their status, lose MLflow's ``stack_trace`` and echo of the input, and their
@@ -39,32 +53,45 @@ class RequestGuard:
         self.app, self.max_body_bytes, self.max_depth = app, max_body_bytes, max_depth
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("path") != "/invocations" or scope.get("method") != "POST":
+        if scope["type"] != "http":  # the lifespan events
             await self.app(scope, receive, send)
             return
+        refusal = check_head(scope.get("method", ""), scope.get("path", ""), scope.get("headers", []))
+        if refusal is not None:
+            await _answer(send, refusal.status, refusal.message, refusal.headers)
+            return
+        if scope["path"] == "/invocations":
+            receive = await self._checked_body(scope, receive, send)
+            if receive is None:
+                return
+        await self._one_line_errors(scope, receive, send)
+
+    async def _checked_body(self, scope, receive, send):
+        """Read and check the body of a POST to ``/invocations``; a ``receive`` that replays it, or None
+        when the request was answered (refused, or the client went away)."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         limit_mb = self.max_body_bytes / 2**20
         length = headers.get("content-length", "").strip()
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
             await _answer(send, 413, f"request body of {length} bytes is over the limit of {limit_mb:g} MB "
                                      f"(molwm serve --max-body-mb)")
-            return
+            return None
         body = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             body += message.get("body", b"")
             if len(body) > self.max_body_bytes:
                 await _answer(send, 413, f"request body is over the limit of {limit_mb:g} MB "
                                          f"(molwm serve --max-body-mb)")
-                return
+                return None
             if not message.get("more_body", False):
                 break
         problem = check_body(bytes(body), headers.get("content-type", ""), self.max_depth)
         if problem:
             await _answer(send, 415 if problem.startswith("content type") else 400, problem)
-            return
+            return None
         replayed = []
 
         async def replay():
@@ -73,6 +100,11 @@ class RequestGuard:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()
 
+        return replay
+
+    async def _one_line_errors(self, scope, receive, send):
+        """Run the app; its error answers (MLflow's, FastAPI's, the 504 of MLflow's timeout in plain text)
+        become one line of JSON."""
         started, held = {}, bytearray()
 
         async def one_line_errors(message):
@@ -89,11 +121,39 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self.app(scope, replay, one_line_errors)
+            await self.app(scope, receive, one_line_errors)
         except Exception:  # the app answered 500 already (Starlette), or never answered: log, one line
             _log.exception("molwm serve: unexpected error answering a request")
             if not started:
                 await _answer(send, 500, "molwm could not answer this request (the server log has the error)")
+
+
+class Refusal(NamedTuple):
+    """A request answered by the guard: HTTP status, one-line message, extra response headers."""
+
+    status: int
+    message: str
+    headers: list[tuple[bytes, bytes]]
+
+
+def check_head(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Refusal | None:
+    """What is wrong with a request line and headers (ASGI ``[(name, value)]`` pairs); ``None`` when nothing is."""
+    size = len(method) + len(path) + sum(len(k) + len(v) + 4 for k, v in headers)
+    if size > MAX_HEADER_BYTES:
+        return Refusal(431, f"request headers of {size:,} bytes are over the limit of {MAX_HEADER_BYTES // 1024} KB",
+                       [])
+    names = {k.decode("latin-1").lower() for k, _ in headers}
+    if {"transfer-encoding", "content-length"} <= names:
+        return Refusal(400, "request has both Transfer-Encoding and Content-Length: send one (RFC 9112 section "
+                            "6.1; the pair is how requests are smuggled past proxies)", [])
+    if path not in ROUTES:
+        return Refusal(404, f"no such path: {path[:100]}; molwm serve answers POST /invocations, GET /ping and "
+                            "GET /health", [])
+    if method not in ROUTES[path]:
+        allowed = ROUTES[path]
+        return Refusal(405, f"{path} takes {' or '.join(allowed)}, not {method[:20]}",
+                       [(b"allow", ", ".join(allowed).encode())])
+    return None
 
 
 def check_body(body: bytes, content_type: str, max_depth: int = MAX_JSON_DEPTH) -> str | None:
@@ -191,10 +251,12 @@ def _error_text(body: bytes) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
-async def _answer(send, status: int, message: str) -> None:
-    code = {400: "BAD_REQUEST", 413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(
+async def _answer(send, status: int, message: str, headers: list | None = None) -> None:
+    code = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE",
+            415: "UNSUPPORTED_MEDIA_TYPE", 431: "REQUEST_HEADERS_TOO_LARGE"}.get(
         status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
     body = json.dumps({"error_code": code, "message": " ".join(message.split())}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})

@@ -43,6 +43,7 @@ from molwm.api import load_model
 from molwm.checkpoints import checked_model_folder
 # re-exported: the guard lived here before molwm.request_guard
 from molwm.request_guard import MAX_JSON_DEPTH, RequestGuard, check_body, json_depth  # noqa: F401
+from molwm.request_guard import MAX_INCOMPLETE_BYTES
 from molwm.tracking import default_tracking_uri, download_model
 from molwm.world.forecast import WorldForecaster
 
@@ -198,9 +199,12 @@ def serve_command(host: str = "127.0.0.1", port: int = 5000, workers: int | None
 
     No access log unless ``access_log``: a line per request on the server's output stalls the server once
     a pipe nobody reads is full (64 KB, about 1,000 requests), which is how a served model froze under
-    load (docs/reliability.md)."""
+    load (docs/reliability.md). A request head up to 1 MB is read whole (``--h11-max-incomplete-event-size``),
+    so the guard answers an oversized one with 431 rather than uvicorn closing the connection on it; answers
+    carry no ``server`` header (like the hidden ``/version``, it would name the software to attackers)."""
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "molwm.serving:create_app", "--host", host,
-           "--port", str(port), "--workers", str(workers or 1), "--timeout-keep-alive", "5"]
+           "--port", str(port), "--workers", str(workers or 1), "--timeout-keep-alive", "5",
+           "--h11-max-incomplete-event-size", str(MAX_INCOMPLETE_BYTES), "--no-server-header"]
     return cmd if access_log else cmd + ["--no-access-log"]
 
 

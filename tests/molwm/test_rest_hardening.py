@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from molwm.request_guard import MAX_HEADER_BYTES, RequestGuard, check_head
 from molwm.serving import check_body, json_depth
 
 J = json.dumps
@@ -179,3 +180,64 @@ def test_check_body_names_what_is_wrong():
     assert "nested 5 levels deep (at most 4)" in check_body(b'{"inputs": {"smiles": [[["C"]]]}}',
                                                             "application/json", max_depth=4)
     assert json_depth(0) == 0 and json_depth([]) == 1 and json_depth({"a": [{"b": []}]}) == 4
+
+
+def _raw(port: int, head: bytes, body: bytes = b"") -> tuple[int, dict]:
+    """Send a hand-written request; the status and the JSON body of the answer (which names no server)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(head + b"Connection: close\r\n\r\n" + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, content = rest.partition(b"\r\n\r\n")
+    assert b"\nserver:" not in b"\n" + headers.lower()
+    return int(status_line.split()[1]), json.loads(content)
+
+
+@pytest.mark.cli
+def test_headers_framing_and_paths_get_one_line_of_json(server):
+    """Issue 26: a 200 KB header got a connection reset, chunked plus Content-Length was accepted, and
+    /docs, /openapi.json and /version answered (404s and 405s as FastAPI's {"detail": ...})."""
+    body = J({"inputs": {"smiles": ["CCO"]}}).encode()
+    post = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    code, answer = _raw(server, post + b"X-Big: " + b"a" * 200_000 + b"\r\nContent-Length: %d\r\n" % len(body), body)
+    assert code == 431 and "over the limit of 64 KB" in answer["message"]
+    chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    code, answer = _raw(server, post + b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n" % len(body), chunked)
+    assert code == 400 and "both Transfer-Encoding and Content-Length" in answer["message"]
+    for path in ("/docs", "/redoc", "/openapi.json", "/version", "/nope"):
+        code, answer = _raw(server, b"GET %s HTTP/1.1\r\nHost: x\r\n" % path.encode())
+        assert (code, answer["error_code"]) == (404, "NOT_FOUND") and "no such path" in answer["message"], path
+    code, answer = _raw(server, b"GET /invocations HTTP/1.1\r\nHost: x\r\n")
+    assert code == 405 and answer["message"] == "/invocations takes POST, not GET"
+    code, _ = _raw(server, post + b"Transfer-Encoding: chunked\r\n", chunked)  # chunked alone is fine
+    assert code == 200
+
+
+@pytest.mark.unit
+def test_the_guard_answers_every_path_in_one_line_of_json():
+    """An error of the app on any path (here MLflow's 504 timeout in plain text on /ping) becomes JSON."""
+    import asyncio
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 504, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"Request processing time exceeded limit"})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/ping", "headers": []}
+    asyncio.run(RequestGuard(app, max_body_bytes=1000)(scope, receive, send))
+    assert sent[0]["status"] == 504
+    assert json.loads(sent[1]["body"]) == {"error_code": "INTERNAL_ERROR",
+                                           "message": "Request processing time exceeded limit"}
+    assert check_head("GET", "/ping", [(b"x", b"a" * MAX_HEADER_BYTES)]).status == 431
+    assert check_head("POST", "/invocations", [(b"Transfer-Encoding", b"chunked"), (b"content-length", b"3")]
+                      ).status == 400
+    assert check_head("HEAD", "/health", []) is None and check_head("POST", "/ping", []).status == 405
