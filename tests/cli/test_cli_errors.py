@@ -93,7 +93,13 @@ def test_data_bad_input(capsys, argv, expected):
 def test_data_bad_cards(capsys, cards, command):
     for name, expected in (("bad_key", "unknown config key 'nope'"), ("bad_type", "'size': expected int")):
         argv = ["data", command] + ([name] if command == "show" else []) + ["--cards", cards[name]]
-        _assert_one_line_error(capsys, argv, expected)
+        if command == "show":
+            _assert_one_line_error(capsys, argv, expected)
+            continue
+        assert _run([str(a) for a in argv]) == 0  # listed as broken, beside the others (issue 26)
+        out = capsys.readouterr().out
+        (reason,) = [line for line in out.splitlines() if line.strip().startswith(f"{name}: broken card: ")]
+        assert expected in reason and "freesolv" in out
 
 
 PRETRAIN_CONFIGS = {"graph": "pretrain/tiny.yaml", "multimodal": "pretrain/multimodal_tiny.yaml",
