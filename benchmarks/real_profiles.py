@@ -30,13 +30,14 @@ Tasks:
   with at least ``--min-class`` compounds (3 on cell injury: 10 of the 14 treated classes, 98 compounds;
   2 on SQ00015054: 5 MoAs of 2 compounds, indicative only), macro-F1 of the out-of-fold predictions pooled
   over the 5 folds, per seed: ``rf_morgan`` (random forest, 500 trees, balanced class weights), beside the
-  ceiling from the compound's profile (``rf_profile``, ``logistic_profile``) and ``chance`` (labels
+  "ceiling" from the compound's profile (``rf_profile``, ``logistic_profile``: its median over every
+  treated well; ``*_strongest``: its strongest condition, the largest L2 norm) and ``chance`` (labels
   permuted).
 * ``map``: copairs-style mAP of the raw features (molwm.tasks.map_metrics, checked against copairs in
   tests/molwm/tasks/test_map_metrics.py): phenotypic activity (each treated well retrieves the other wells
   of its condition, or of its compound at the same time, against all DMSO wells; FDR-corrected share
   retrieved at 0.05) and consistency (each compound's profile retrieves the compounds of its class against
-  the others). No seeds: it does not depend on a split.
+  the others; the median profile, and the strongest condition's). No seeds: it does not depend on a split.
 
 A JSON (every fold's numbers and the summary) and a Markdown table go to ``--out``.
 """
@@ -200,25 +201,36 @@ def retrieval(cond, y, comp_feats: dict, bits: dict, fold_of: dict, seed: int) -
 # ---------------------------------------------------------------- classes and mAP
 
 
-def compound_table(wells: pd.DataFrame, x: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-    """One row per treated compound (SMILES, label) and its median profile over every treated well."""
+def compound_table(wells: pd.DataFrame, x: np.ndarray, cond: pd.DataFrame, y: np.ndarray):
+    """One row per treated compound (SMILES, label), its median profile over every treated well, and its
+    strongest condition's profile (the largest L2 norm: usually the top dose, where the phenotype shows).
+
+    Returns:
+        ``(table, median [K, F], strongest [K, F])``.
+    """
     treated = wells[~wells["is_control"]]
     ids, prof = consensus(x[~wells["is_control"].to_numpy()], treated["compound_id"].to_numpy())
     first = treated.drop_duplicates("compound_id").set_index("compound_id").loc[list(ids)]
+    norm = np.linalg.norm(y, axis=1)
+    strongest = np.stack([y[np.flatnonzero(cond["compound_id"].to_numpy() == c)[np.argmax(
+        norm[cond["compound_id"].to_numpy() == c])]] for c in ids])
     return pd.DataFrame({"compound_id": ids, "smiles": first["smiles"].to_numpy(),
-                         "label": first["label"].to_numpy()}), prof
+                         "label": first["label"].to_numpy()}), prof, strongest
 
 
-def classes(comp: pd.DataFrame, prof: np.ndarray, bits: dict, min_class: int, n_folds: int, seed: int) -> list[dict]:
+def classes(comp: pd.DataFrame, prof: np.ndarray, bits: dict, min_class: int, n_folds: int, seed: int,
+            strongest: np.ndarray | None = None) -> list[dict]:
     counts = comp["label"].value_counts()
     keep = comp["label"].isin(counts[(counts >= min_class)].index) & (comp["label"] != "")
     c, p = comp[keep].reset_index(drop=True), prof[keep.to_numpy()]
+    ps = (strongest if strongest is not None else prof)[keep.to_numpy()]
     y = c["label"].to_numpy()
     if len(set(y)) < 2 or len(c) < n_folds:  # a quick run on a few compounds may leave nothing to classify
         return []
     fold = scaffold_folds(c["smiles"].tolist(), n_folds, seed)
     fp = np.stack([bits[i] for i in c["compound_id"]])
-    preds = {m: np.empty(len(c), dtype=object) for m in ("rf_morgan", "rf_profile", "logistic_profile")}
+    preds = {m: np.empty(len(c), dtype=object) for m in ("rf_morgan", "rf_profile", "logistic_profile",
+                                                         "rf_profile_strongest", "logistic_profile_strongest")}
     for k in range(n_folds):
         te, tr = fold == k, fold != k
         if not te.any():
@@ -230,16 +242,19 @@ def classes(comp: pd.DataFrame, prof: np.ndarray, bits: dict, min_class: int, n_
         rf = dict(n_estimators=500, class_weight="balanced", n_jobs=1, random_state=seed)
         preds["rf_morgan"][te] = RandomForestClassifier(**rf).fit(fp[tr], y[tr]).predict(fp[te])
         preds["rf_profile"][te] = RandomForestClassifier(**rf).fit(p[tr], y[tr]).predict(p[te])
-        scaler = StandardScaler().fit(p[tr])
-        lr = LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced")
-        preds["logistic_profile"][te] = lr.fit(scaler.transform(p[tr]), y[tr]).predict(scaler.transform(p[te]))
+        preds["rf_profile_strongest"][te] = RandomForestClassifier(**rf).fit(ps[tr], y[tr]).predict(ps[te])
+        for name, q in (("logistic_profile", p), ("logistic_profile_strongest", ps)):
+            scaler = StandardScaler().fit(q[tr])
+            lr = LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced")
+            preds[name][te] = lr.fit(scaler.transform(q[tr]), y[tr]).predict(scaler.transform(q[te]))
     preds["chance"] = np.random.default_rng(seed).permutation(y)
     base = {"task": "classes", "seed": seed, "n_compounds": len(c), "n_classes": int(len(set(y)))}
     return [{**base, "method": m, "macro_f1": float(f1_score(y, pr.astype(str), average="macro", zero_division=0))}
             for m, pr in preds.items()]
 
 
-def map_rows(wells: pd.DataFrame, x: np.ndarray, comp: pd.DataFrame, prof: np.ndarray, null_size: int) -> list[dict]:
+def map_rows(wells: pd.DataFrame, x: np.ndarray, comp: pd.DataFrame, prof: np.ndarray, strongest: np.ndarray,
+             null_size: int) -> list[dict]:
     ctl = wells["is_control"].to_numpy()
     dose = [f"{d:.3g}" for d in wells["dose_uM"]]
     rows = []
@@ -249,9 +264,9 @@ def map_rows(wells: pd.DataFrame, x: np.ndarray, comp: pd.DataFrame, prof: np.nd
         rows.append({"task": "map", "method": f"activity_{name}", "map": s.map, "retrieved": s.retrieved,
                      "n_groups": s.n_groups})
     labelled = (comp["label"] != "").to_numpy()
-    s = phenotypic_consistency(prof[labelled], comp["label"].to_numpy()[labelled], null_size=null_size)
-    rows.append({"task": "map", "method": "consistency_class", "map": s.map, "retrieved": s.retrieved,
-                 "n_groups": s.n_groups})
+    for name, p in (("consistency_class", prof), ("consistency_class_strongest", strongest)):
+        s = phenotypic_consistency(p[labelled], comp["label"].to_numpy()[labelled], null_size=null_size)
+        rows.append({"task": "map", "method": name, "map": s.map, "retrieved": s.retrieved, "n_groups": s.n_groups})
     return rows
 
 
@@ -267,7 +282,7 @@ def run_set(name: str, args) -> list[dict]:
         m = (wells["is_control"] | wells["compound_id"].isin(keep_ids)).to_numpy()
         wells, x = wells[m].reset_index(drop=True), x[m]
     cond, y = conditions(wells, x)
-    comp, prof = compound_table(wells, x)
+    comp, prof, strongest = compound_table(wells, x, cond, y)
     smiles = dict(zip(comp["compound_id"], comp["smiles"]))
     ids = list(comp["compound_id"])
     fp = morgan_fingerprints([smiles[c] for c in ids])
@@ -281,9 +296,9 @@ def run_set(name: str, args) -> list[dict]:
         t0 = time.time()
         fold_of = dict(zip(ids, scaffold_folds([smiles[c] for c in ids], args.folds, seed)))
         rows += retrieval(cond, y, feats, bits, fold_of, seed)
-        rows += classes(comp, prof, bits, min_class, args.folds, seed)
+        rows += classes(comp, prof, bits, min_class, args.folds, seed, strongest)
         print(f"[{name}] seed {seed}: {time.time() - t0:.0f} s", flush=True)
-    rows += map_rows(wells, x, comp, prof, args.null_size)
+    rows += map_rows(wells, x, comp, prof, strongest, args.null_size)
     for r in rows:
         r.update(set=name, n_wells=len(wells), n_conditions=len(cond))
     return rows

@@ -64,7 +64,8 @@ def test_classes_from_profiles_beat_chance_when_profiles_carry_the_class():
     prof = np.tile(np.eye(3), (4, 1)) + 0.01 * np.random.default_rng(0).normal(size=(12, 3))
     bits = dict(zip(comp["compound_id"], np.random.default_rng(1).integers(0, 2, size=(12, 64))))
     rows = {r["method"]: r for r in real_profiles.classes(comp, prof, bits, min_class=3, n_folds=2, seed=0)}
-    assert set(rows) == {"rf_morgan", "rf_profile", "logistic_profile", "chance"}
+    assert set(rows) == {"rf_morgan", "rf_profile", "logistic_profile", "rf_profile_strongest",
+                         "logistic_profile_strongest", "chance"}
     assert rows["logistic_profile"]["macro_f1"] == 1.0 and rows["rf_morgan"]["n_classes"] == 3
 
 
