@@ -40,6 +40,8 @@ from molwm.tracking import StoreError, default_tracking_uri, download_model
 from molwm.weights import is_shipped_uri, shipped_path
 
 CHECKPOINT_FORMAT = 1
+LEGACY_MULTIMODAL_LAYOUT = ("graph", "assay", "image")
+"""The modalities every multimodal model had before its config recorded them (``model.modalities``)."""
 """Version of the layout above; a checkpoint of another version is refused with a clear error."""
 
 
@@ -157,6 +159,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: {first})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a molwm checkpoint (format {CHECKPOINT_FORMAT})")
+    return with_recorded_layout(state)
+
+
+def with_recorded_layout(state: dict[str, Any]) -> dict[str, Any]:
+    """A multimodal run's checkpoint written before its model config named its modalities was built with
+    graph, assay and image: say so, so that its model is rebuilt with those parts (and resumes) whatever
+    has been registered since. Returns ``state``, changed in place."""
+    config = state.get("config")
+    model = config.get("model") if isinstance(config, dict) and config.get("kind") == "multimodal" else None
+    if isinstance(model, dict) and model.get("modalities") is None:
+        model["modalities"] = list(LEGACY_MULTIMODAL_LAYOUT)
     return state
 
 

@@ -51,7 +51,9 @@ def cmd_pretrain(args) -> int:
     elif kind == "multimodal":
         counts = result.build.train.counts()
         print(f"data: {counts['samples']:,} samples ({counts['with_graph']:,} graphs, {counts['with_assays']:,} "
-              f"with assays, {counts['with_image']:,} images), {len(result.build.rejects)} rejected")
+              f"with assays, {counts['with_image']:,} images"
+              + (f", {counts['with_profile']:,} well profiles" if "with_profile" in counts else "")
+              + f"), {len(result.build.rejects)} rejected")
     print(f"pretrained {result.steps} steps, final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
     print_chain(result.run_id, result.model_uri)
     return 0

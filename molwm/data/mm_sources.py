@@ -12,6 +12,9 @@ Sources, any combination:
 * ``moleculeace``: MoleculeACE's 30-target ChEMBL panel, training cells only
   (MoleculeACE's own test cells are never seen in pretraining).
 * ``graphs``: graph-only molecules from a dataset card (e.g. MOSES).
+* ``profiles``: a real well-profile card (CellProfiler features per well, with dose and time):
+  one sample per well, its compound's scaffold decides whether it is pretrained on or held out
+  (:mod:`molwm.data.mm_profiles`).
 
 Assay values are standardised per assay with statistics of the pretraining
 rows only. Inputs that cannot be used (unparsable SMILES, unreadable images)
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from featurizers.assay import AssayNormalizer
 from featurizers.image import CHANNELS, ChannelStats, featurize_sites
 from featurizers.molecule import featurize_arrays
+from molwm.data.mm_profiles import ProfileSource, load_profile_source
 from molwm.data.multimodal import AssayStore, GraphStore, ImageStore, MultimodalData
 
 
@@ -48,6 +53,10 @@ class MultimodalDataConfig:
         max_sites: Use at most this many lab sites (None: all).
         images: Read the lab's images (false: its sites become image-less samples,
             e.g. for a run that shows only assays; nothing is read from ``images/``).
+        profiles: A well-profile card (e.g. ``cell_injury_profiles_compact``; None: none).
+        profile_split: Scaffold split fractions of its compounds (pretraining uses the first part).
+        profile_seed: Seed of that split.
+        profile_controls: Pretrain on its DMSO wells too (profile-only samples).
     """
 
     lab: str | None = None
@@ -60,12 +69,16 @@ class MultimodalDataConfig:
     image_size: int = 96
     max_sites: int | None = None
     images: bool = True
+    profiles: str | None = None
+    profile_split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    profile_seed: int = 0
+    profile_controls: bool = True
 
     def validate(self) -> None:
         from molwm.config import ConfigError
 
-        if self.lab is None and not self.moleculeace and self.graphs is None:
-            raise ConfigError("no multimodal source: set data.lab, data.moleculeace or data.graphs")
+        if self.lab is None and not self.moleculeace and self.graphs is None and self.profiles is None:
+            raise ConfigError("no multimodal source: set data.lab, data.moleculeace, data.graphs or data.profiles")
 
 
 @dataclass
@@ -80,6 +93,7 @@ class MultimodalBuild:
         rejects: One dict per unusable input: source, row, input, reason.
         synthetic: True if any source is marked synthetic.
         image_stats: Per-channel intensity scaling fitted on the training sites (None without images).
+        profiles: The profile wells, split and standardised (None without ``data.profiles``).
     """
 
     train: MultimodalData
@@ -89,6 +103,7 @@ class MultimodalBuild:
     rejects: list[dict]
     synthetic: bool
     image_stats: ChannelStats | None = None
+    profiles: ProfileSource | None = None
 
 
 @dataclass
@@ -99,9 +114,11 @@ class _Rows:
     source: list = field(default_factory=list)
     compound: list = field(default_factory=list)
     site: list = field(default_factory=list)  # per row: load_data.csv row or -1
+    profile: list = field(default_factory=list)  # per row: well row in the profile source or -1
 
-    def add(self, smiles, assays, image, source, compound, site=-1):
+    def add(self, smiles, assays, image, source, compound, site=-1, profile=-1):
         self.site.append(site)
+        self.profile.append(profile)
         self.smiles.append(smiles)
         self.assays.append(assays)
         self.image.append(image)
@@ -154,12 +171,25 @@ def _lab_rows(config: MultimodalDataConfig, rejects: list[dict], progress: bool)
     return train, held, np.array(held_part), sites, assay_names, index.synthetic
 
 
-def build_multimodal_data(config: MultimodalDataConfig, progress: bool = True) -> MultimodalBuild:
-    """Read every configured source into one :class:`MultimodalData` (plus held-out lab samples)."""
+def build_multimodal_data(config: MultimodalDataConfig, progress: bool = True,
+                          profile_parts: Mapping[str, str] | None = None) -> MultimodalBuild:
+    """Read every configured source into one :class:`MultimodalData` (plus held-out lab and profile samples).
+
+    Args:
+        profile_parts: Compound id -> ``train``/``val``/``test`` for ``data.profiles``, replacing its scaffold
+            split (e.g. cross-validation folds).
+    """
     rejects: list[dict] = []
     train, held, held_part, sites, assay_names, synthetic = _Rows(), _Rows(), np.array([]), None, [], False
     if config.lab is not None:
         train, held, held_part, sites, assay_names, synthetic = _lab_rows(config, rejects, progress)
+    profiles = None
+    if config.profiles is not None:  # before the panels, so their held-out compounds are never pretrained on
+        profiles = load_profile_source(config.profiles, config.profile_split, config.profile_seed,
+                                       config.profile_controls, rejects, profile_parts)
+        held_part = np.concatenate([held_part.astype(str), profiles.part[profiles.part != "train"]])
+        for i, (smi, cid, part) in enumerate(zip(profiles.smiles, profiles.compound, profiles.part)):
+            (train if part == "train" else held).add(smi, {}, -1, config.profiles, cid, profile=i)
     if config.moleculeace:
         _add_moleculeace(config, train, held, assay_names, rejects)
     if config.graphs is not None:
@@ -172,10 +202,11 @@ def build_multimodal_data(config: MultimodalDataConfig, progress: bool = True) -
         stats = ChannelStats.fit(sites.images[train_sites], sites.present[train_sites])
         images, present = stats.apply(sites.images, sites.present, dtype=np.float16), sites.present
     raw = _panel(train, assay_names)
-    normalizer = AssayNormalizer(columns=list(assay_names)).fit(raw) if assay_names else AssayNormalizer(columns=[])
-    train_data = _data(train, assay_names, normalizer, images, present, rejects, "train")
-    held_data = _data(held, assay_names, normalizer, images, present, rejects, "heldout") if held.smiles else None
-    return MultimodalBuild(train_data, held_data, held_part, normalizer, rejects, synthetic, stats)
+    normalizer = AssayNormalizer(columns=list(assay_names)).fit(raw)  # no assays: fitted on no columns
+    train_data = _data(train, assay_names, normalizer, images, present, rejects, "train", profiles)
+    held_data = (_data(held, assay_names, normalizer, images, present, rejects, "heldout", profiles)
+                 if held.smiles else None)
+    return MultimodalBuild(train_data, held_data, held_part, normalizer, rejects, synthetic, stats, profiles)
 
 
 def _add_moleculeace(config, train: _Rows, held: _Rows, assay_names: list[str], rejects: list[dict]) -> None:
@@ -211,7 +242,8 @@ def _panel(rows: _Rows, assay_names: list[str]) -> np.ndarray:
     return values
 
 
-def _data(rows: _Rows, assay_names, normalizer, images, present, rejects, what: str) -> MultimodalData:
+def _data(rows: _Rows, assay_names, normalizer, images, present, rejects, what: str,
+          profiles: ProfileSource | None = None) -> MultimodalData:
     has = [i for i, s in enumerate(rows.smiles) if isinstance(s, str) and s]
     arrays, bad = featurize_arrays([rows.smiles[i] for i in has])
     graph_of = np.full(len(rows.smiles), -1, dtype=np.int64)
@@ -224,6 +256,8 @@ def _data(rows: _Rows, assay_names, normalizer, images, present, rejects, what: 
         values = normalizer.transform(values).astype(np.float32)
     stores = {"graph": GraphStore(arrays, graph_of), "assay": AssayStore(values, list(assay_names)),
               "image": ImageStore(images, present, np.asarray(rows.image, dtype=np.int64))}
+    if profiles is not None:
+        stores["profile"] = profiles.store(np.asarray(rows.profile, dtype=np.int64))
     return MultimodalData(stores, list(rows.smiles), list(rows.source), list(rows.compound),
                           np.asarray(rows.site, dtype=np.int64))
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from featurizers.graphs import GraphArrays
 from molwm.data.batch import GraphBatch
 
-MODALITIES = ("graph", "assay", "image")
+MODALITIES = ("graph", "assay", "image", "profile")
 """The built-in modalities, in their registry order (:func:`molwm.jepa.modalities.modality_names` has
 the registered ones, these first)."""
 

@@ -28,7 +28,7 @@ from molwm.encoders.graph import GraphEncoderConfig
 from molwm.encoders.image import ImageEncoderConfig
 from molwm.jepa.losses import prediction_loss, vicreg_regulariser
 from molwm.jepa.mm_masking import MultimodalMasks, unseen_parameters
-from molwm.jepa.modalities import HiddenQuery, modality_index, place, units
+from molwm.jepa.modalities import HiddenQuery, ModalityUnit, modality_index, modality_names, place, units
 from molwm.jepa.model import PredictorConfig
 
 
@@ -51,6 +51,10 @@ class MultimodalJEPAConfig:
         ema_end: EMA momentum at the last step.
         modality_settings: Encoder settings of modalities beyond the built-ins, by name
             (read by their unit, :mod:`molwm.jepa.modalities`).
+        modalities: The modalities the model has parts for (encoders, fusion and predictor rows): the
+            first ones of the registry, in its order (None: every registered one). Multimodal runs
+            record it in their checkpoints; one written before it existed reads as graph, assay,
+            image (:func:`molwm.checkpoints.load_checkpoint`).
     """
 
     dim: int = 128
@@ -65,14 +69,25 @@ class MultimodalJEPAConfig:
     ema_start: float = 0.996
     ema_end: float = 1.0
     modality_settings: dict[str, dict] = field(default_factory=dict)
+    modalities: list[str] | None = None
 
     def validate(self) -> None:
         from molwm.config import ConfigError
 
+        names = list(modality_names())
+        if self.modalities is not None and (not self.modalities or self.modalities != names[:len(self.modalities)]):
+            raise ConfigError(f"model.modalities {self.modalities} must be the first modalities of the registry "
+                              f"{names}, in its order")
         for name in ("graph", "assay", "image"):
             if getattr(self, name).dim != self.dim:
                 raise ConfigError(f"{name}.dim ({getattr(self, name).dim}) must equal dim ({self.dim}): "
                                   "every modality meets in one joint width")
+
+
+def model_units(config: MultimodalJEPAConfig) -> tuple[ModalityUnit, ...]:
+    """The units a model built from ``config`` has parts for (a prefix of the registry)."""
+    every = units()
+    return every if config.modalities is None else every[:len(config.modalities)]
 
 
 @dataclass
@@ -161,13 +176,14 @@ class MultimodalJEPA(nn.Module):
                  with_targets: bool = True):
         super().__init__()
         self.config = config = config or MultimodalJEPAConfig()
-        self.encoders = nn.ModuleDict({u.name: u.encoder(spec, n_assays, config) for u in units()})
+        self.units = model_units(config)
+        self.encoders = nn.ModuleDict({u.name: u.encoder(spec, n_assays, config) for u in self.units})
         if with_targets:  # objectives without a target encoder (molwm.objectives.multimodal) skip it
             self.targets = copy.deepcopy(self.encoders)
             for p in self.targets.parameters():
                 p.requires_grad_(False)
-        self.fusion = Fusion(config.dim, len(units()), config.fusion)
-        pos_dims = [u.pos_dim(n_assays, config) for u in units()]
+        self.fusion = Fusion(config.dim, len(self.units), config.fusion)
+        pos_dims = [u.pos_dim(n_assays, config) for u in self.units]
         self.predictor = MultimodalPredictor(config.dim, pos_dims, config.predictor)
 
     @property
@@ -179,13 +195,13 @@ class MultimodalJEPA(nn.Module):
     # ---- encoders -------------------------------------------------------------------------------
     def _encode(self, encoders: nn.ModuleDict, batch: MultimodalBatch, modality: str, keep: Tensor | None):
         """Tokens of one modality for the rows that keep any, as ``(tokens, rows)`` (``(None, rows)`` if no row)."""
-        u = units()[modality_index(modality)]
+        u = self.units[modality_index(modality)]
         return u.encode(encoders[modality], batch.part(modality), batch.rows(modality), keep)
 
     def context(self, batch: MultimodalBatch, masks: MultimodalMasks | None = None) -> FusedTokens:
         """Fused context tokens; without masks every present token is visible."""
         parts = []
-        for j, u in enumerate(units()):
+        for j, u in enumerate(self.units):
             if batch.part(u.name) is None:
                 continue
             mask = masks.part(u.name) if masks is not None else None
@@ -218,7 +234,7 @@ class MultimodalJEPA(nn.Module):
         :mod:`molwm.objectives.multimodal`) asks the predictor the same questions.
         """
         out = []
-        for j, u in enumerate(units()):
+        for j, u in enumerate(self.units):
             if batch.part(u.name) is None or masks.part(u.name) is None:
                 continue
             q = u.query(j, self.encoders[u.name], batch.part(u.name), masks.part(u.name), batch.rows(u.name),
@@ -232,7 +248,7 @@ class MultimodalJEPA(nn.Module):
         d, b = self.config.dim, batch.size
         pooled_t = torch.zeros(b, d, device=batch.index.device)
         tokens = {}
-        for j, u in enumerate(units()):
+        for j, u in enumerate(self.units):
             if batch.part(u.name) is None:
                 continue
             tx, tpad = self.target_tokens(batch, u.name)  # [Bm, T, D]
@@ -241,14 +257,14 @@ class MultimodalJEPA(nn.Module):
             mean = (tx * real).sum(1) / real.sum(1).clamp(min=1.0)  # [Bm, D]
             pooled_t[batch.rows(u.name)] = F.layer_norm(mean, (d,))
         queries = self.hidden_queries(batch, masks)
-        targets = [units()[q.modality].hidden_targets(*tokens[q.modality], q.select) for q in queries]
+        targets = [self.units[q.modality].hidden_targets(*tokens[q.modality], q.select) for q in queries]
         context = self.context(batch, masks)
         preds, pooled_p = self.predictor(context, [(q.modality, q.pos, q.pad) for q in queries], masks.hidden)
         per_modality = {}
         flat_pred = []
         for q, pred, tgt in zip(queries, preds, targets):
             p = pred[~q.pad]  # row-major: rows ascending, tokens in position order, like the targets
-            per_modality[units()[q.modality].name] = prediction_loss(p, tgt, self.config.loss)
+            per_modality[self.units[q.modality].name] = prediction_loss(p, tgt, self.config.loss)
             flat_pred.append(p)
         zero = context.joint.sum() * 0.0
         pred_loss = torch.stack(list(per_modality.values())).mean() if per_modality else zero

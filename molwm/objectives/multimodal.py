@@ -64,7 +64,7 @@ class MultimodalGenerative(_NoTargets):
         super().__init__(spec, n_assays, config)
         # one head per modality, named by its unit (``atom_heads``, ``value_head``, ``pixel_head``);
         # built last unit first, the order the first three were written in, so seeded runs repeat
-        for u in reversed(units()):
+        for u in reversed(self.units):
             setattr(self, u.head_name, u.raw_head(spec, self.config))
 
     def untrained_parameters(self, batch: MultimodalBatch, masks: MultimodalMasks) -> tuple[str, ...]:
@@ -79,7 +79,7 @@ class MultimodalGenerative(_NoTargets):
         Graph: ``[Nt, Ca]`` atom categories; assay: ``[Nt]`` values; image:
         ``[Nt, C, p*p]`` normalised pixels with ``[Nt, C]`` present-channel weights.
         """
-        u = units()[modality]
+        u = self.units[modality]
         return u.raw_target(batch.part(u.name), select, self.config)
 
     def forward(self, batch: MultimodalBatch, masks: MultimodalMasks) -> MultimodalOutput:
@@ -91,7 +91,7 @@ class MultimodalGenerative(_NoTargets):
         preds, _ = self.predictor(context, [(q.modality, q.pos, q.pad) for q in queries], none)
         per_modality = {}
         for q, pred, (tgt, weight) in zip(queries, preds, targets):
-            u = units()[q.modality]
+            u = self.units[q.modality]
             per_modality[u.name] = u.raw_loss(getattr(self, u.head_name), pred[~q.pad], tgt, weight)  # [Nt, D]
         zero = context.joint.sum() * 0.0
         pred_loss = torch.stack(list(per_modality.values())).mean() if per_modality else zero

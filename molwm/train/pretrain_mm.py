@@ -10,7 +10,7 @@ assay values for a new molecule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,6 +126,37 @@ class MultimodalSteps:
         grid = self.config.model.image.grid
         masks = sample_multimodal_masks(b, self.config.mask, grid, np.random.default_rng([self.config.seed, 1, step]))
         return b, masks
+
+
+def resolved_model(config: MultimodalPretrainConfig, data: MultimodalData) -> MultimodalPretrainConfig:
+    """``config`` with what its model takes from the data and the registry written down, so the checkpoint
+    rebuilds the same model: the modalities it has parts for (every registered one unless given) and the
+    width of each store that declares one (``features``, e.g. the profile's). A unit reads its settings
+    from the model and the mask configs: the model's are copied into the mask's (masks are drawn over
+    the model's tokens), and the two may not disagree."""
+    model = config.model
+    settings = {k: dict(v) for k, v in model.modality_settings.items()}
+    for name, store in data.stores.items():
+        width = getattr(store, "features", None)
+        if width is None or name not in config.modalities:
+            continue
+        given = settings.setdefault(name, {}).get("features", 0)
+        if given and given != width:
+            raise ConfigError(f"model.modality_settings.{name}.features is {given} but the data have {width}")
+        settings[name]["features"] = width
+    names = model.modalities if model.modalities is not None else list(modality_names())
+    missing = [m for m in config.modalities if m not in names]
+    if missing:
+        raise ConfigError(f"modalities {missing} are not among the model's (model.modalities: {names})")
+    masks = {k: dict(v) for k, v in config.mask.modality_settings.items()}
+    for name, given in settings.items():
+        clash = [k for k in given if k in masks.get(name, {}) and masks[name][k] != given[k]]
+        if clash:
+            raise ConfigError(f"mask.modality_settings.{name}.{clash[0]} differs from model.modality_settings."
+                              f"{name}.{clash[0]}: set it once, in the model")
+        masks[name] = {**given, **masks.get(name, {})}
+    return replace(config, model=replace(model, modalities=list(names), modality_settings=settings),
+                   mask=replace(config.mask, modality_settings=masks))
 
 
 def build_objective_model(config: MultimodalPretrainConfig, n_assays: int) -> torch.nn.Module:
@@ -246,6 +277,7 @@ class MultimodalTask:
     def prepare(self, ctx, progress: bool) -> None:
         if self.build is None:
             self.build = build_multimodal_data(self.config.data, progress=progress)
+        self.config = resolved_model(self.config, self.build.train)
         self.steps = MultimodalSteps(self.build.train, self.config)
 
     def total_steps(self, world_size: int) -> int:
@@ -280,6 +312,7 @@ class MultimodalTask:
                 "spec": GRAPH_SPEC.to_dict(), "assay_names": list(build.train.assay_names),
                 "normalizer": build.normalizer.to_dict(), "synthetic": bool(build.synthetic),
                 "image_stats": build.image_stats.to_dict() if build.image_stats is not None else None,
+                "profile_stats": build.profiles.stats() if build.profiles is not None else None,
                 "probe": probe.to_dict() if probe is not None else None}
 
     def tags(self) -> dict[str, str]:
@@ -307,7 +340,7 @@ class MultimodalTask:
             self.probe_fit = fit_assay_probe(model, self.build.train)
         save()
         log_training_plots(tracker, history, f"multimodal {c.objective} pretraining",
-                           ["loss", "loss.graph", "loss.assay", "loss.image", "pooled_loss"])
+                           ["loss", "loss.graph", "loss.assay", "loss.image", "loss.profile", "pooled_loss"])
         return tracker.log_model(checkpoint, package_for(mm_kind_for(c.objective)), name="encoder",
                                  registered_name=c.register_name)
 

@@ -14,6 +14,7 @@ from molwm.jepa.modalities.assay import AssayUnit
 from molwm.jepa.modalities.base import HiddenQuery, ModalityUnit, TokenMask, place
 from molwm.jepa.modalities.graph import GraphUnit
 from molwm.jepa.modalities.image import ImageUnit
+from molwm.jepa.modalities.profile import ProfileUnit
 
 _UNITS: dict[str, ModalityUnit] = {}
 
@@ -57,6 +58,7 @@ def unit(name: str) -> ModalityUnit:
 register_modality(GraphUnit())
 register_modality(AssayUnit())
 register_modality(ImageUnit())
+register_modality(ProfileUnit())
 
 __all__ = ["HiddenQuery", "ModalityUnit", "TokenMask", "modality_index", "modality_names", "place",
            "register_modality", "unit", "units", "unregister_modality"]

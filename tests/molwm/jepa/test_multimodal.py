@@ -9,7 +9,7 @@ import torch
 from featurizers.molecule import GRAPH_SPEC
 from molwm.data.multimodal import MODALITIES
 from molwm.jepa.contrastive import ContrastiveMolImage
-from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, image_block_masks, sample_multimodal_masks
+from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, image_block_masks, sample_multimodal_masks, unseen_parameters
 from molwm.jepa.multimodal import MultimodalJEPA
 
 
@@ -28,7 +28,7 @@ def test_batch_keeps_each_modality_only_where_present(mm_data):
     assert b.image.pixels.shape[0] == 12 and b.image_rows.tolist() == list(range(0, 24, 2))
     assert b.image.present.sum().item() == 12 * 5 - 1 and not b.image.present[0, 3]  # sample 0 lacks AGP
     present = b.present()
-    assert present.shape == (24, 3) and present.sum().item() == 22 + len(b.assay_rows) + 12
+    assert present.shape == (24, 4) and present.sum().item() == 22 + len(b.assay_rows) + 12
 
 
 @pytest.mark.unit
@@ -90,7 +90,10 @@ def test_missing_modality_batches_train_and_loss_falls(mm_data, mm_config):
         opt.zero_grad()
         out.loss.backward()
         if step == 0:
-            missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            unseen = unseen_parameters(b, m)  # the profile's parts: these samples have no well profile
+            assert "encoders.profile." in unseen and not any(u.startswith("encoders.g") for u in unseen)
+            missing = [n for n, p in model.named_parameters()
+                       if p.requires_grad and p.grad is None and not n.startswith(unseen)]
             assert not missing, missing
         opt.step()
         model.ema_update(0.99)
