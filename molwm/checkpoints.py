@@ -40,9 +40,9 @@ from molwm.tracking import StoreError, default_tracking_uri, download_model
 from molwm.weights import is_shipped_uri, shipped_path
 
 CHECKPOINT_FORMAT = 1
+"""Version of the layout above; a checkpoint of another version is refused with a clear error."""
 LEGACY_MULTIMODAL_LAYOUT = ("graph", "assay", "image")
 """The modalities every multimodal model had before its config recorded them (``model.modalities``)."""
-"""Version of the layout above; a checkpoint of another version is refused with a clear error."""
 
 
 RESUME_KEYS = ("step", "optimizer", "run_id", "history", "pending", "elapsed", "world_size")
