@@ -211,7 +211,9 @@ class WorldForecaster:
         """What ``<name>_std`` / ``_lo`` / ``_hi`` of forecasts are."""
         if self.calibrator is None:
             return f"ensemble_std (uncalibrated; {len(self.net.members)} members; Gaussian 90% intervals)"
-        return f"{self.calibrator.description}; {len(self.net.members)} members"
+        flat = bool(self.calibrator.params) and not self.calibrator.params[0].get("use_std", True)
+        width = "; one interval width for every row (the ensemble's spread did not narrow them)" if flat else ""
+        return f"{self.calibrator.description}{width}; {len(self.net.members)} members"
 
     def intervals(self, readouts: dict[str, tuple[np.ndarray, np.ndarray]]
                   ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
