@@ -14,8 +14,8 @@ non-finite features) is a reject with its row and reason, as are the wells the c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

@@ -3,8 +3,8 @@
 A profile of ``F`` features is cut into ``C = ceil(F / chunk)`` consecutive chunks (the last one padded
 with zeros that never count); each chunk is projected by its own linear map (its bias is the chunk's
 embedding), refined by a shared residual MLP, and the visible chunks attend to each other. ``chunk: 1`` is
-a token per feature; ``chunk >= F`` is one token, i.e. an MLP over the whole vector (then only the whole
-profile can be hidden). The tokens do not see the well's dose or time: the target embedding describes
+a token per feature; ``chunk: 0`` (or ``>= F``) is one token, i.e. an MLP over the whole vector (then only
+the whole profile can be hidden: the molecule must predict it). The tokens do not see the well's dose or time: the target embedding describes
 the phenotype alone, and the dose and time reach the predictor through the positional code
 (:meth:`ProfileEncoder.positions`), as the action that produced it.
 """
@@ -34,14 +34,15 @@ class ProfileSettings:
 
     Attributes:
         features: Features per profile ``F`` (0: taken from the data by the pretraining task).
-        chunk: Features per token (1: one token per feature; ``>= F``: one token, an MLP).
+        chunk: Features per token (1: one token per feature; 0 or ``>= F``: one token, an MLP; the default,
+            measured best on the cell-injury screen, see :mod:`molwm.jepa.modalities.profile`).
         layers: Attention layers over the profile's tokens.
         heads: Attention heads.
         hidden_fraction: Masks: fraction of a profile's tokens hidden (at least one hidden, one seen).
     """
 
     features: int = 0
-    chunk: int = 16
+    chunk: int = 0
     layers: int = 1
     heads: int = 4
     hidden_fraction: float = 0.5
@@ -49,16 +50,16 @@ class ProfileSettings:
     def validate(self) -> None:
         from molwm.config import ConfigError
 
-        if self.features < 0 or self.chunk < 1 or self.layers < 0 or self.heads < 1:
-            raise ConfigError("profile: features >= 0, chunk >= 1, layers >= 0 and heads >= 1 are required")
+        if self.features < 0 or self.chunk < 0 or self.layers < 0 or self.heads < 1:
+            raise ConfigError("profile: features >= 0, chunk >= 0, layers >= 0 and heads >= 1 are required")
         if not 0.0 < self.hidden_fraction < 1.0:
             raise ConfigError(f"profile.hidden_fraction must be in (0, 1), got {self.hidden_fraction}")
 
 
 def token_layout(features: int, chunk: int) -> tuple[int, int]:
-    """``(tokens C, features per token k)`` of a profile of ``features`` cut into chunks of ``chunk``."""
+    """``(tokens C, features per token k)`` of a profile of ``features`` cut into chunks of ``chunk`` (0: one)."""
     f = max(1, features)
-    k = min(chunk, f)
+    k = f if chunk == 0 else min(chunk, f)
     return math.ceil(f / k), k
 
 

@@ -27,7 +27,7 @@ from molwm.jepa.modalities import modality_names, units
 from molwm.jepa.multimodal import MultimodalJEPAConfig
 from molwm.models import load_encoder
 from molwm.models.multimodal import kind_for as mm_kind_for
-from molwm.objectives import ObjectiveInputs, build_objective, objective_settings
+from molwm.objectives import ObjectiveInputs, build_objective, objective_settings, objective_spec
 from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
 from molwm.packaging import package_for
 from molwm.run_config import RunConfig
@@ -77,6 +77,10 @@ class MultimodalPretrainConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         objective_settings("multimodal", self.objective, self.objective_settings)  # known objective and keys
+        needs = [m for m in objective_spec("multimodal", self.objective).needs if m not in self.modalities]
+        if needs:
+            raise ConfigError(f"objective {self.objective} needs the modalities {needs}, which modalities "
+                              f"{self.modalities} leaves out")
         bad = [m for m in self.modalities if m not in modality_names()]
         if bad or not self.modalities:
             raise ConfigError(f"modalities: unknown {bad} (known: {list(modality_names())})")

@@ -31,3 +31,10 @@ def test_pretrain_graph_and_profile_on_the_lincs_plate(capsys, tmp_path, repo_ro
     assert state["config"]["model"]["modality_settings"]["profile"]["features"] == 454
     assert state["profile_stats"]["card"] == "lincs_sq00015054_profiles_compact"
     assert WorldModel.load(uri).embed(["CCO"]).shape == (1, 32)
+
+
+def test_the_molecule_image_objective_refuses_a_run_without_images(capsys, tmp_path, repo_root):
+    tiny = str(repo_root / "configs/pretrain/profiles_tiny.yaml")
+    assert main(["pretrain", "--config", tiny, "objective=contrastive", f"out_dir={tmp_path}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "objective contrastive needs the modalities ['image']" in err and len(err.strip().splitlines()) == 1

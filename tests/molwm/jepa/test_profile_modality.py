@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,6 +15,8 @@ from featurizers.molecule import GRAPH_SPEC
 from molwm.api import load_model
 from molwm.checkpoints import load_checkpoint, save_checkpoint
 from molwm.config import from_dict
+from molwm.data.formats.profile_sets import ProfileWells
+from molwm.data.mm_profiles import plain_smiles, usable_wells
 from molwm.data.mm_sources import MultimodalBuild, MultimodalDataConfig, build_multimodal_data
 from molwm.data.profile_store import ProfileBatch, dose_code
 from molwm.encoders.profile import ProfileEncoder, ProfileSettings
@@ -89,6 +92,7 @@ def test_queries_carry_the_chunk_dose_and_time_and_hidden_chunks_never_leak():
     assert values.shape == (2, 4) and weight.sum() == 4 + 4
     single = ProfileEncoder(16, ProfileSettings(features=10, chunk=64, heads=2))  # one token: an MLP
     assert single.n_tokens == 1 and single.tokens(part).x.shape == (5, 1, 16)
+    assert ProfileEncoder(16, ProfileSettings(features=10, heads=2)).n_tokens == 1  # the default, chunk 0
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +195,18 @@ def test_a_run_from_before_the_profile_modality_resumes(mm_data, mm_config, tmp_
     done = run_multimodal_pretrain(config, progress=False, data=build, resume=part)
     assert done.steps == 4 and np.isfinite(done.final_loss)
     assert load_checkpoint(done.checkpoint)["config"]["model"]["modalities"] == ["graph", "assay", "image"]
+
+
+@pytest.mark.unit
+def test_unusable_wells_are_rejects_with_their_reason():
+    wells = pd.DataFrame({"smiles": ["CCO", "", "CCN", "CCC", "CS(C)=O", "CCCl"],
+                          "dose_uM": [1.0, 1.0, 0.0, 1.0, 0.0, 1.0], "time_h": [24.0, 24.0, 24.0, 24.0, 24.0, np.nan],
+                          "is_control": [False, False, False, False, True, False]})
+    x = np.zeros((6, 3), np.float32)
+    x[3, 1] = np.nan
+    keep, bad = usable_wells(ProfileWells(wells, x, ["a", "b", "c"]), controls=True)
+    assert keep.tolist() == [0, 4]
+    assert bad == [(1, "no structure"), (2, "no dose"), (3, "non-finite feature values"), (5, "no time")]
+    keep, bad = usable_wells(ProfileWells(wells, x, ["a", "b", "c"]), controls=False)
+    assert keep.tolist() == [0] and len(bad) == 4  # DMSO wells left out on purpose are not rejects
+    assert plain_smiles("C[C@H](N)O |&1:1,r|") == "C[C@H](N)O" and plain_smiles("CCO") == "CCO"
