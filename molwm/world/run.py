@@ -124,6 +124,14 @@ class WorldTask:
         unmapped = {d: why for d, why in c.mapping.items() if why.startswith("unmapped")}
         tracker.log_dict({"mapping": c.mapping, "unmapped": sorted(unmapped),
                           "held_out_drugs": [d for d, t in zip(c.drugs, build.test_drugs) if t]}, "drugs.json")
+        if self.config.data.source == "lincs":  # wells that did not join a structure: counted, listed
+            from molwm.data.formats.lincs import load_lincs_wells
+
+            rejects = load_lincs_wells(self.config.data.dataset, self.config.data.data_dir).rejects
+            tracker.log_metrics({"data.rejected_wells": float(len(rejects))})
+            tracker.log_dict({"rejected_wells": len(rejects),
+                              "reasons": rejects["reason"].value_counts().to_dict() if len(rejects) else {}},
+                             "rejects.json")
 
     def probe(self, model):
         return None

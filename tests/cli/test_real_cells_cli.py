@@ -28,6 +28,10 @@ def lincs_model(tmp_path, capsys, repo_root) -> str:
 def test_real_cell_forecasts_by_line_and_plate_map_with_calibrated_intervals_and_a_plan(lincs_model, tmp_path,
                                                                                       capsys, repo_root):
     """One trained model (training is most of the time) for every command."""
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("molwm-world").experiment_id])[0]
+    assert run.data.metrics["data.rejected_wells"] == 264  # wells with no structure: counted, never silent
     out = tmp_path / "by_line.csv"
     assert main(["forecast", "--model", lincs_model, "--smiles", "CC(=O)Nc1ccc(O)cc1", "--doses", "0.1,1,10",
                  "--times", "6,24,48", "--cell-line", "MCF7", "--output", str(out)]) == 0

@@ -54,6 +54,7 @@ COMPOUND_COLUMNS = ("compound_id", "smiles", "smiles_source", "moa")
 """Columns of the compact set's compound table (the rest are the well table's, less ``rel_count``)."""
 COMPACT_WELLS = "lincs_batch2_wells.csv.gz"
 COMPACT_COMPOUNDS = "lincs_batch2_compounds.csv"
+COMPACT_REJECTS = "lincs_batch2_rejects.csv"
 
 
 @dataclass
@@ -299,4 +300,6 @@ def load_lincs_wells(dataset: str = "lincs_cellpainting_batch2_compact", data_di
     if COMPACT_WELLS not in by_name or COMPACT_COMPOUNDS not in by_name:
         raise FormatError(f"dataset '{card.name}': expected files {COMPACT_WELLS} and {COMPACT_COMPOUNDS}")
     wells = read_compact(by_name[COMPACT_WELLS], by_name[COMPACT_COMPOUNDS])
-    return LincsWells(wells, pd.DataFrame(columns=["plate", "well", "file", "reason"]), files)
+    rejects = (_read_text(by_name[COMPACT_REJECTS], COMPACT_REJECTS) if COMPACT_REJECTS in by_name
+               else pd.DataFrame(columns=["plate", "well", "file", "reason"]))  # the build's report, pinned too
+    return LincsWells(wells, rejects, files)
