@@ -37,6 +37,15 @@ def select_rows(keep: Tensor | None, n: int, device) -> Tensor:
     return torch.arange(n, device=device) if keep is None else torch.nonzero(keep.any(1)).squeeze(1)
 
 
+def encode_kept_rows(encoder, part, rows: Tensor, keep: Tensor | None):
+    """:meth:`ModalityUnit.encode` of a padded-token modality whose encoder has ``tokens(part, keep)`` and
+    whose part has ``select(rows)``: the rows that keep any token, and their batch rows."""
+    sel = select_rows(keep, len(rows), rows.device)
+    if len(sel) == 0:
+        return None, rows
+    return encoder.tokens(part.select(sel), None if keep is None else keep[sel]), rows[sel]
+
+
 class AssayUnit(ModalityUnit):
     """Assay panels (:class:`~molwm.data.multimodal.AssayBatch`), masked by a random subset of the
     observed measurements; raw content: the normalised values."""
@@ -52,10 +61,7 @@ class AssayUnit(ModalityUnit):
         return n_assays
 
     def encode(self, encoder, part: AssayBatch, rows: Tensor, keep: Tensor | None):
-        sel = select_rows(keep, len(rows), rows.device)
-        if len(sel) == 0:
-            return None, rows
-        return encoder.tokens(part.select(sel), None if keep is None else keep[sel]), rows[sel]
+        return encode_kept_rows(encoder, part, rows, keep)
 
     def sample_mask(self, part: AssayBatch, config, grid: int, rng: np.random.Generator, whole: np.ndarray,
                     gone: np.ndarray) -> TokenMask:

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from molwm.data.profile_store import ProfileBatch
 from molwm.encoders.image import gather_tokens
 from molwm.encoders.profile import CONDITION_DIM, ProfileEncoder, ProfileSettings, token_layout
-from molwm.jepa.modalities.assay import select_rows
+from molwm.jepa.modalities.assay import encode_kept_rows
 from molwm.jepa.modalities.base import HiddenQuery, ModalityUnit, TokenMask, place
 
 
@@ -76,10 +76,7 @@ class ProfileUnit(ModalityUnit):
         return token_layout(s.features, s.chunk)[0] + CONDITION_DIM
 
     def encode(self, encoder: ProfileEncoder, part: ProfileBatch, rows: Tensor, keep: Tensor | None):
-        sel = select_rows(keep, len(rows), rows.device)
-        if len(sel) == 0:
-            return None, rows
-        return encoder.tokens(part.select(sel), None if keep is None else keep[sel]), rows[sel]
+        return encode_kept_rows(encoder, part, rows, keep)
 
     def sample_mask(self, part: ProfileBatch, config, grid: int, rng: np.random.Generator, whole: np.ndarray,
                     gone: np.ndarray) -> TokenMask:
