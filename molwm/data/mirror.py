@@ -11,7 +11,7 @@ A file is found, in order:
 3. downloaded from ``upstream`` into the cache when the machine is online.
 
 Every file is checked against its SHA-256 wherever it was found; a download that does not match is
-deleted. Standard library only, like :mod:`molwm.data.paths`.
+deleted. Standard library and :mod:`molwm.atomic` only, like :mod:`molwm.data.paths`.
 """
 
 from __future__ import annotations
@@ -102,20 +102,18 @@ def locate_mirror_file(card: "DatasetCard", ref: "FileRef", data_dir: str | Path
 
 
 def _download(url: str, dest: Path, sha256: str | None) -> Path:
-    """Fetch ``url`` to ``dest`` through a temporary file, checking ``sha256`` before the rename."""
+    """Fetch ``url`` to ``dest`` atomically (:func:`molwm.atomic.atomic_path`), checking ``sha256`` before the
+    rename: a download that does not match is never kept."""
     import hashlib
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.part")
+    from molwm.atomic import atomic_path
+
     h = hashlib.sha256()
-    try:
+    with atomic_path(dest) as tmp:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(tmp, "wb") as out:
             while block := resp.read(1 << 20):
                 h.update(block)
                 out.write(block)
         if sha256 and h.hexdigest() != sha256.lower():
             raise ValueError(f"the download's sha256 {h.hexdigest()} is not the card's {sha256}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest

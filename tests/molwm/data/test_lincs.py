@@ -183,3 +183,22 @@ def test_the_compact_copy_is_rebuilt_byte_for_byte_from_the_raw_files():
     result = build_compact("lincs_cellpainting_batch2", check=True, progress=False)
     assert result.matches, (result.files, result.pinned)
     assert result.summary["wells"] == 51183 and result.rejects == 264
+
+
+@pytest.mark.unit
+def test_a_download_is_kept_only_when_it_matches_the_cards_checksum(raw, tmp_path, monkeypatch):
+    import io
+
+    import molwm.data.mirror as mirror
+
+    monkeypatch.delenv("MOLWM_DATA_MIRROR", raising=False)
+    card, rel = _mirror_card(tmp_path, raw, upstream="https://example.org/repo/abc")
+    ref = card.source.files[0]
+    good = raw[rel].read_bytes()
+    monkeypatch.setattr(mirror.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"tampered " + good))
+    with pytest.raises(DatasetError, match="is not the card's"):
+        mirror.locate_mirror_file(card, ref)
+    cached = mirror.cached_path(card, ref)
+    assert not cached.exists() and not list(cached.parent.glob("*partial*"))  # nothing half-written kept
+    monkeypatch.setattr(mirror.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(good))
+    assert mirror.locate_mirror_file(card, ref) == cached and cached.read_bytes() == good
