@@ -1,24 +1,42 @@
-"""molwm's graph + profile model on real profiles: retrieval from structure through the predictor (issue 27).
+"""molwm's graph + profile models on real profiles, every objective, beside the baselines (issue 27 part 5).
 
-    python benchmarks/real_profiles_molwm.py [--set cell_injury] [--seeds 0] [--folds 5] [--fold-list 0]
-        [--steps 3000] [--chunks 0] [--objective jepa] [--map] [--out outputs/bench/real_profiles_molwm]
+    python benchmarks/real_profiles_molwm.py [--set cell_injury] [--seeds 0,1,2] [--folds 5] [--fold-list all]
+        [--objectives jepa,generative,contrastive_profile] [--steps 1500] [--curve-every 300]
+        [--null-size 1000] [--out outputs/bench/real_profiles_molwm]
 
-Reuses the baselines' units, folds and metric (``benchmarks/real_profiles.py``: conditions = median profile
+Reuses the baselines' units, folds and metrics (``benchmarks/real_profiles.py``: conditions = median profile
 per compound, dose and time; 5-fold Bemis-Murcko scaffold folds per seed; cosine rank of the true profile
-among the held-out conditions: top-1, top-5%, MRR). For each (seed, fold, chunk size): pretrain a graph +
-profile model (``configs/pretrain/profiles_cell_injury.yaml``, ``--steps`` steps, one thread) on the wells of
-the training compounds (DMSO wells included), then for each held-out condition
+among the held-out conditions: top-1, top-5%, MRR). **The data are small** (112 and 58 compounds): read
+differences of a few points as noise. For each (seed, fold, objective), a graph + profile model
+(``configs/pretrain/profiles_cell_injury.yaml``: dims 64, one profile token, ``--steps`` steps of 32 wells,
+one thread) is pretrained on the wells of the training compounds (DMSO wells included), and judged on the
+held-out compounds only:
 
-* query: the predictor's forecast of every profile token from the compound's graph alone, asked with the
-  condition's dose and time, mean-pooled and layer-normed (the same pooling as the target embedding);
-* keys: the target encoder's pooled embedding (64 dims, the config's model.dim) of each held-out
-  condition's median profile, standardised with the training wells' statistics;
+* ``retrieval`` from structure, dose and time alone, each objective the way it predicts a profile:
+  ``molwm_jepa`` (the predictor's forecast of the profile's target embedding, asked with the condition's
+  dose and time from the graph alone; keys: the target encoder's embedding of each held-out condition's
+  median profile), ``molwm_generative`` (the same predictor query through the raw-feature head: predicted
+  standardised features; keys: the standardised features, as the ridge), ``molwm_contrastive_profile``
+  (CLOOME-style: the projected molecule embedding at the dose and time; keys: the projected profile
+  embedding). Beside them on the same fold: ``ridge_morgan``, ``nn_tanimoto``, ``chance`` (the baselines'
+  functions) and ``ridge_on_embedding`` (a ridge from Morgan + dose + time to the JEPA's target embeddings).
+* ``curve``: the same retrieval scores every ``--curve-every`` steps against the run's cumulative training
+  wall time (training resumed exactly from its checkpoint between points; evaluation time left out): the
+  seed's question at equal compute, JEPA vs generative vs contrastive.
+* ``classes``: the compound's class (injury type / MoA, classes with at least the baselines' count) from
+  structure, out-of-fold over the same 5 folds, macro-F1 per seed: a logistic regression (C = 0.1, balanced,
+  as the baselines' ``logistic_profile``) on the molecule embedding each run gives (``*_graph``: the graph
+  encoder a user embeds with; ``*_forecast``: the predicted profile, averaged over the compound's
+  conditions), beside ``rf_morgan`` on the same folds.
+* ``map``: copairs-style mAP (molwm.tasks.map_metrics) of the held-out compounds' wells, fold by fold:
+  phenotypic activity (each treated well retrieves its condition's other wells against every DMSO well)
+  and consistency (each held-out compound's median-over-wells profile retrieves the held-out compounds of
+  its class), the raw standardised features beside each objective's profile embedding and the untrained
+  encoder's (the JEPA's target encoder at initialisation).
 
-and ranks the keys by cosine. Beside it on the same fold: ``ridge_morgan``, ``nn_tanimoto`` and ``chance``
-from the baselines' own functions, and ``ridge_on_embedding`` (the same ridge from Morgan + dose + time, to
-the target embeddings: how much of the embedding structure alone predicts). With ``--map``: the phenotypic
-activity mAP of the held-out compounds' wells against all DMSO wells (``molwm.tasks.map_metrics``), the raw
-standardised features beside the target embedding.
+Resumable: each (seed, fold, objective) writes ``parts/<set>-s<seed>-f<fold>-<objective>.json`` and is
+skipped when present, so the grid can run in several pieces. ``results.md``, ``results.json`` and
+``curves.png`` summarise every part found.
 """
 
 from __future__ import annotations
@@ -26,12 +44,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import real_profiles as rp  # the baselines' units, folds and metric
+import pandas as pd
+import real_profiles as rp  # the baselines' units, folds and metrics
 import torch
 import torch.nn.functional as F
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.preprocessing import StandardScaler
 
 from featurizers.molecule import featurize_arrays
 from molwm.atomic import write_text_atomic
@@ -47,14 +71,12 @@ from molwm.data.profile_store import ProfileBatch, dose_code
 from molwm.jepa.mm_masking import MultimodalMasks, add_pe
 from molwm.jepa.modalities import TokenMask, modality_index
 from molwm.pretraining import load_pretrain_config
-from molwm.tasks.map_metrics import phenotypic_activity
-from molwm.train.pretrain_mm import (
-    MultimodalPretrainConfig,
-    build_objective_model,
-    run_multimodal_pretrain,
-)
+from molwm.query import MoleculeModel
+from molwm.tasks.map_metrics import consensus, phenotypic_activity, phenotypic_consistency
+from molwm.train.pretrain_mm import MultimodalPretrainConfig, build_objective_model, run_multimodal_pretrain
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs/pretrain/profiles_cell_injury.yaml"
+OBJECTIVES = ("jepa", "generative", "contrastive_profile")
 
 
 def _profiles(stats: dict, y: np.ndarray, dose_uM: np.ndarray, time_h: np.ndarray) -> ProfileBatch:
@@ -64,115 +86,294 @@ def _profiles(stats: dict, y: np.ndarray, dose_uM: np.ndarray, time_h: np.ndarra
                         torch.tensor(time_h, dtype=torch.float32), torch.zeros(n, dtype=torch.bool))
 
 
-@torch.no_grad()
-def embeddings(model, stats: dict, cond, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(predicted [n, D] from graph + dose + time, target [n, D] of the profile)`` per condition."""
-    model.eval()
+def _batches(stats: dict, cond: pd.DataFrame, y: np.ndarray) -> tuple[MultimodalBatch, MultimodalBatch, ProfileBatch]:
+    """``(graphs + profiles, profiles alone, the profile part)`` of the conditions, row-aligned."""
     arrays, bad = featurize_arrays([plain_smiles(s) for s in cond["smiles"]])
     assert not bad and len(arrays) == len(cond)
     n = len(cond)
     part = _profiles(stats, y, cond["dose"].to_numpy(float), cond["time_h"].to_numpy(float))
     rows = torch.arange(n)
     keys = MultimodalBatch(size=n, index=rows).put("profile", part, rows)
-    target, _ = model.modality_embedding(keys, "profile")
-    batch = MultimodalBatch(size=n, index=rows).put("graph", GraphBatch.from_arrays(arrays, np.arange(n)), rows)
-    batch.put("profile", part, rows)
-    add_pe(batch, model.config, torch.Generator().manual_seed(0))
+    both = MultimodalBatch(size=n, index=rows).put("graph", GraphBatch.from_arrays(arrays, np.arange(n)), rows)
+    both.put("profile", part, rows)
+    return both, keys, part
+
+
+def _forecast_tokens(model, batch: MultimodalBatch) -> torch.Tensor:
+    """The predictor's answer for every profile token from the graph alone (the condition's dose and time
+    in the queries): ``[n, C, D]``."""
+    n = batch.size
     tokens = model.encoders["profile"].n_tokens
     j = modality_index("profile")
     hidden = TokenMask(keep=torch.zeros(n, tokens, dtype=torch.bool), target=torch.ones(n, tokens, dtype=torch.bool))
     masks = MultimodalMasks(hidden=torch.full((n,), j), dropped=torch.full((n,), -1), parts={"profile": hidden})
     (q,) = model.hidden_queries(batch, masks)
-    context = model.context(batch, masks)  # the graph alone: every profile token is hidden
-    (pred,), _ = model.predictor(context, [(q.modality, q.pos, q.pad)], masks.hidden)  # [n, C, D]
-    pred = F.layer_norm(pred.mean(1), (model.config.dim,))
-    return pred.numpy(), target.numpy()
+    context = model.context(batch, masks)  # every profile token hidden: the molecule and the action only
+    (pred,), _ = model.predictor(context, [(q.modality, q.pos, q.pad)], masks.hidden)
+    return pred
 
 
 @torch.no_grad()
-def activity(model, stats: dict, wells, fold_of: dict, k: int, null_size: int) -> list[dict]:
-    """Phenotypic activity mAP (each treated well retrieves its condition's other wells against every DMSO
-    well) of the held-out compounds' wells: raw standardised features vs the target embedding."""
+def query_and_keys(model, objective: str, stats: dict, cond: pd.DataFrame, y: np.ndarray):
+    """Per condition, the prediction from structure + dose + time and the key it is ranked against."""
+    model.eval()
+    both, keys, part = _batches(stats, cond, y)
+    add_pe(both, model.config, torch.Generator().manual_seed(0))
+    if objective == "contrastive_profile":
+        q, k = model.retrieval_pair(both, keys)
+        return q.numpy(), k.numpy()
+    pred = _forecast_tokens(model, both)  # [n, C, D]
+    if objective == "generative":
+        f = part.values.shape[1]
+        return model.profile_head(pred).reshape(len(cond), -1)[:, :f].numpy(), part.values.numpy()
+    target, _ = model.modality_embedding(keys, "profile")
+    return F.layer_norm(pred.mean(1), (model.config.dim,)).numpy(), target.numpy()
+
+
+@torch.no_grad()
+def profile_embedding(model, objective: str, part: ProfileBatch) -> np.ndarray:
+    """Each objective's embedding of whole profiles (what a user would store): ``[n, D]``."""
+    model.eval()
+    n = len(part.values)
+    batch = MultimodalBatch(size=n, index=torch.arange(n)).put("profile", part, torch.arange(n))
+    if objective == "contrastive_profile":
+        return model.partner_embedding(batch).numpy()
+    return model.modality_embedding(batch, "profile")[0].numpy()
+
+
+def map_rows(embed: dict, stats: dict, wells, fold_of: dict, k: int, labels: set, null_size: int) -> list[dict]:
+    """Activity and consistency mAP of the held-out compounds' wells, raw features beside each embedding."""
     w = wells.wells
     ctl = w["is_control"].to_numpy(bool)
-    rows = np.flatnonzero(ctl | (w["compound_id"].map(fold_of).to_numpy() == k))
+    held = w["compound_id"].map(fold_of).to_numpy() == k
+    rows = np.flatnonzero(ctl | held)
     part = _profiles(stats, wells.features[rows], w["dose_uM"].to_numpy(float)[rows], w["time_h"].to_numpy(float)[rows])
-    n = len(rows)
-    z, _ = model.modality_embedding(MultimodalBatch(size=n, index=torch.arange(n)).put("profile", part,
-                                                                                      torch.arange(n)), "profile")
-    group = (w["compound_id"] + "|" + [f"{d:.3g}" for d in w["dose_uM"]] + "|" + w["time_h"].astype(str)).to_numpy()
+    group = (w["compound_id"] + "|" + [f"{d:.3g}" for d in w["dose_uM"]] + "|" + w["time_h"].astype(str)).to_numpy()[rows]
+    treated = ~ctl[rows]
     out = []
-    for name, x in (("raw_features", part.values.numpy()), ("target_embedding", z.numpy())):
-        s = phenotypic_activity(x, group[rows], ctl[rows], null_size=null_size)
-        out.append({"task": "map_activity_heldout", "method": name, "dim": int(x.shape[1]), "map": s.map,
+    for name, fn in embed.items():
+        x = fn(part)
+        s = phenotypic_activity(x, group, ctl[rows], null_size=null_size)
+        out.append({"task": "map", "method": f"activity_{name}", "dim": int(x.shape[1]), "map": s.map,
                     "retrieved": s.retrieved, "n_groups": s.n_groups})
+        ids, prof = consensus(x[treated], w["compound_id"].to_numpy()[rows][treated])
+        lab = w.drop_duplicates("compound_id").set_index("compound_id").loc[list(ids), "label"].to_numpy()
+        keep = np.isin(lab, list(labels))
+        if keep.sum() >= 2 and len(set(lab[keep])) < keep.sum():
+            s = phenotypic_consistency(prof[keep], lab[keep], null_size=null_size)
+            out.append({"task": "map", "method": f"consistency_{name}", "dim": int(x.shape[1]), "map": s.map,
+                        "retrieved": s.retrieved, "n_groups": s.n_groups})
     return out
 
 
-def run_fold(args, wells, cond, y, fold_of, seed: int, k: int, chunk: int) -> list[dict]:
+def train_with_curve(config, build, objective: str, cond, y, te, every: int) -> tuple[object, dict, list[dict]]:
+    """Pretrain in segments of ``every`` steps (exact resume between them), scoring retrieval at each."""
+    curve, seconds, ckpt, done = [], 0.0, None, 0
+    while done < config.max_steps:
+        stop = min(done + every, config.max_steps)
+        start = time.perf_counter()
+        result = run_multimodal_pretrain(config, progress=False, data=build, resume=ckpt,
+                                         stop_after=stop if stop < config.max_steps else None)
+        seconds += time.perf_counter() - start
+        ckpt, done = result.checkpoint, stop
+        state = load_checkpoint(ckpt)
+        model = build_objective_model(from_dict(MultimodalPretrainConfig, state["config"]), 1)
+        model.load_state_dict(state["model"])
+        q, k = query_and_keys(model, objective, state["profile_stats"], cond[te].reset_index(drop=True), y[te])
+        curve.append({"task": "curve", "method": f"molwm_{objective}", "step": done,
+                      "train_seconds": round(seconds, 1), **rp.rank_scores(q, k)})
+    return model, state, curve
+
+
+def molecule_features(checkpoint: Path, model, objective: str, stats: dict, cond, y, comp_ids) -> dict:
+    """Per compound: the graph encoder's embedding and the mean predicted profile over its conditions."""
+    graph = MoleculeModel.load(checkpoint)
+    smiles = cond.drop_duplicates("compound_id").set_index("compound_id").loc[comp_ids, "smiles"]
+    g = graph.embed([plain_smiles(s) for s in smiles])
+    q, _ = query_and_keys(model, objective, stats, cond, y)
+    ids = cond["compound_id"].to_numpy()
+    f = np.stack([q[ids == c].mean(0) for c in comp_ids])
+    return {"graph": dict(zip(comp_ids, g)), "forecast": dict(zip(comp_ids, f))}
+
+
+def run_part(args, wells, cond, y, fold_of: dict, seed: int, k: int, objective: str, labels: set) -> dict:
+    """One (seed, fold, objective): its rows and the held-out compounds' molecule features."""
     parts = {c: ("test" if f == k else "train") for c, f in fold_of.items()}
     te = cond["compound_id"].map(fold_of).to_numpy() == k
-    config = load_pretrain_config(CONFIG, [f"max_steps={args.steps}", f"objective={args.objective}",
-                                           f"model.modality_settings.profile.chunk={chunk}", f"seed={seed}",
-                                           f"out_dir={args.out}/runs/s{seed}-f{k}-c{chunk}", "log_every=50",
+    config = load_pretrain_config(CONFIG, [f"max_steps={args.steps}", f"objective={objective}", f"seed={seed}",
+                                           f"checkpoint_every={args.curve_every}", "log_every=50",
+                                           f"out_dir={args.out}/runs/{args.set}-s{seed}-f{k}-{objective}",
                                            f"data.profiles={rp.SETS[args.set][0]}"])
     build = build_multimodal_data(config.data, progress=False, profile_parts=parts)
-    start = time.perf_counter()
-    result = run_multimodal_pretrain(config, progress=False, data=build)
-    seconds = time.perf_counter() - start
-    state = load_checkpoint(result.checkpoint)
-    cfg = from_dict(MultimodalPretrainConfig, state["config"])
-    model = build_objective_model(cfg, 1)
-    model.load_state_dict(state["model"])
-    pred, target = embeddings(model, state["profile_stats"], cond[te].reset_index(drop=True), y[te])
-    base = {"task": "retrieval", "seed": seed, "fold": k, "chunk": chunk, "steps": args.steps,
-            "train_seconds": round(seconds, 1), "dim": int(target.shape[1])}
-    rows = [{**base, "method": f"molwm_{args.objective}", **rp.rank_scores(pred, target)}]
-    tr = ~te
-    bits = {c: b for c, b in zip(cond["compound_id"], morgan_fingerprints(list(cond["smiles"])))}
-    x = rp.design(np.stack([bits[c] for c in cond["compound_id"]]), cond)
-    _, t_all = embeddings(model, state["profile_stats"], cond, y)
-    alpha = rp.choose_alpha(x[tr], y[tr], cond[tr].reset_index(drop=True), seed)
-    rows.append({**base, "method": "ridge_morgan", **rp.rank_scores(rp.fit_ridge(x[tr], y[tr], alpha)(x[te]), y[te])})
-    rows.append({**base, "method": "ridge_on_embedding",
-                 **rp.rank_scores(rp.fit_ridge(x[tr], t_all[tr], alpha)(x[te]), target)})
-    rows.append({**base, "method": "nn_tanimoto", **rp.rank_scores(rp.nn_profiles(cond, y, bits, tr, te), y[te])})
-    rows.append({**base, "method": "chance", **rp.chance_scores(int(te.sum()))})
-    if args.map:
-        rows += [{**base, **r} for r in activity(model, state["profile_stats"], wells, fold_of, k, 1000)]
-    return rows
+    model, state, curve = train_with_curve(config, build, objective, cond, y, te, args.curve_every)
+    stats = state["profile_stats"]
+    base = {"set": args.set, "seed": seed, "fold": k, "steps": args.steps}
+    last = curve[-1]
+    rows = [{**base, **c} for c in curve]
+    rows.append({**base, "task": "retrieval", "method": f"molwm_{objective}", "train_seconds": last["train_seconds"],
+                 **{m: last[m] for m in ("top1", "top5pct", "mrr", "n")}})
+    embed = {objective: lambda p: profile_embedding(model, objective, p)}
+    if objective == "jepa":  # the baselines and the untrained encoder, once per fold
+        bits = {c: b for c, b in zip(cond["compound_id"], morgan_fingerprints(list(cond["smiles"])))}
+        x = rp.design(np.stack([bits[c] for c in cond["compound_id"]]), cond)
+        tr = ~te
+        _, t_all = query_and_keys(model, "jepa", stats, cond, y)
+        alpha = rp.choose_alpha(x[tr], y[tr], cond[tr].reset_index(drop=True), seed)
+        for name, pred, key in (("ridge_morgan", rp.fit_ridge(x[tr], y[tr], alpha)(x[te]), y[te]),
+                                ("ridge_on_embedding", rp.fit_ridge(x[tr], t_all[tr], alpha)(x[te]), t_all[te]),
+                                ("nn_tanimoto", rp.nn_profiles(cond, y, bits, tr, te), y[te])):
+            rows.append({**base, "task": "retrieval", "method": name, **rp.rank_scores(pred, key)})
+        rows.append({**base, "task": "retrieval", "method": "chance", **rp.chance_scores(int(te.sum()))})
+        torch.manual_seed(seed)
+        untrained = build_objective_model(from_dict(MultimodalPretrainConfig, state["config"]), 1)
+        embed["untrained"] = lambda p: profile_embedding(untrained, "jepa", p)
+        embed = {"raw_features": lambda p: p.values.numpy(), **embed}
+    rows += [{**base, **r} for r in map_rows(embed, stats, wells, fold_of, k, labels, args.null_size)]
+    comp_ids = sorted({c for c, f in fold_of.items() if f == k})
+    feats = molecule_features(state_path(args, seed, k, objective), model, objective, stats,
+                              cond[cond["compound_id"].isin(comp_ids)].reset_index(drop=True),
+                              y[cond["compound_id"].isin(comp_ids).to_numpy()], comp_ids)
+    train_ids = sorted({c for c, f in fold_of.items() if f != k})
+    train_feats = molecule_features(state_path(args, seed, k, objective), model, objective, stats,
+                                    cond[cond["compound_id"].isin(train_ids)].reset_index(drop=True),
+                                    y[cond["compound_id"].isin(train_ids).to_numpy()], train_ids)
+    return {"rows": rows, "features": {kind: {"train": {c: v.tolist() for c, v in train_feats[kind].items()},
+                                              "test": {c: v.tolist() for c, v in feats[kind].items()}}
+                                       for kind in feats}}
+
+
+def state_path(args, seed: int, k: int, objective: str) -> Path:
+    return Path(args.out) / "runs" / f"{args.set}-s{seed}-f{k}-{objective}" / "last.pt"
+
+
+def class_rows(parts: dict, comp: pd.DataFrame, labels: set, seed: int, n_folds: int, fold_of: dict) -> list[dict]:
+    """Out-of-fold macro-F1 per objective and molecule feature, beside RF on Morgan over the same folds."""
+    c = comp[comp["label"].isin(labels)].reset_index(drop=True)
+    y = c["label"].to_numpy()
+    fold = c["compound_id"].map(fold_of).to_numpy()
+    bits = dict(zip(c["compound_id"], morgan_fingerprints(list(c["smiles"]))))
+    preds: dict[str, np.ndarray] = {}
+    for k in range(n_folds):
+        te, tr = fold == k, fold != k
+        if not te.any():
+            continue
+        fp = np.stack([bits[i] for i in c["compound_id"]])
+        if len(set(y[tr])) < 2:  # a tiny training fold with one class: every method predicts it
+            for name in ["rf_morgan", *(f"molwm_{o}_{kind}" for o, part in parts.get(k, {}).items()
+                                        for kind in part["features"])]:
+                preds.setdefault(name, np.full(len(c), None, dtype=object))[te] = y[tr][0]
+            continue
+        rf = RandomForestClassifier(n_estimators=500, class_weight="balanced", n_jobs=1, random_state=seed)
+        preds.setdefault("rf_morgan", np.full(len(c), None, dtype=object))[te] = rf.fit(fp[tr], y[tr]).predict(fp[te])
+        for objective, part in parts.get(k, {}).items():
+            for kind, table in part["features"].items():
+                xtr = np.stack([table["train"][i] for i in c["compound_id"][tr]])
+                xte = np.stack([table["test"][i] for i in c["compound_id"][te]])
+                scaler = StandardScaler().fit(xtr)
+                lr = LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced")
+                name = f"molwm_{objective}_{kind}"
+                preds.setdefault(name, np.full(len(c), None, dtype=object))[te] = lr.fit(
+                    scaler.transform(xtr), y[tr]).predict(scaler.transform(xte))
+    out = []
+    for m, pr in preds.items():
+        if any(v is None for v in pr):  # a fold of this objective has not run yet
+            continue
+        out.append({"task": "classes", "seed": seed, "method": m, "n_compounds": len(c), "n_classes": len(set(y)),
+                    "macro_f1": float(f1_score(y, pr.astype(str), average="macro", zero_division=0))})
+    return out
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """MRR against cumulative training wall time, mean over (seed, fold) per objective."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame([r for r in rows if r["task"] == "curve"])
+    if frame.empty:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("mrr", "top5pct")):
+        for method, g in frame.groupby("method"):
+            m = g.groupby("step").agg(t=("train_seconds", "mean"), v=(metric, "mean"), s=(metric, "std")).reset_index()
+            ax.errorbar(m["t"], m["v"], yerr=m["s"].fillna(0.0), marker="o", capsize=2, label=method)
+        ax.set_xlabel("training wall time (s, one thread)")
+        ax.set_ylabel(metric)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("held-out retrieval from structure during pretraining (mean ± std over seeds and folds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--set", default="cell_injury", choices=sorted(rp.SETS))
-    p.add_argument("--seeds", default="0")
+    p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--fold-list", default="0")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--chunks", default="0")
-    p.add_argument("--objective", default="jepa")
+    p.add_argument("--fold-list", default="all")
+    p.add_argument("--objectives", default=",".join(OBJECTIVES))
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--curve-every", type=int, default=300)
+    p.add_argument("--null-size", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--map", action="store_true", help="also the held-out wells' activity mAP, raw vs embedding")
+    p.add_argument("--max-compounds", type=int, default=0, help="a quick run on the first N compounds")
     p.add_argument("--out", default="outputs/bench/real_profiles_molwm")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     wells = load_profile_set(rp.SETS[args.set][0])
+    if args.max_compounds:  # a quick run: the first compounds by id, and every DMSO well
+        w = wells.wells
+        keep_ids = sorted(set(w.loc[~w["is_control"], "compound_id"]))[:args.max_compounds]
+        m = (w["is_control"] | w["compound_id"].isin(keep_ids)).to_numpy()
+        wells = replace(wells, wells=w[m].reset_index(drop=True), features=wells.features[m])
     cond, y = rp.conditions(wells.wells, wells.features)
-    comps = cond.drop_duplicates("compound_id")
-    rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        folds = rp.scaffold_folds(list(comps["smiles"]), args.folds, seed)
-        fold_of = dict(zip(comps["compound_id"], folds))
-        for k in (int(f) for f in args.fold_list.split(",")):
-            for chunk in (int(c) for c in args.chunks.split(",")):
-                for r in run_fold(args, wells, cond, y, fold_of, seed, k, chunk):
-                    rows.append(r)
-                    print(json.dumps(r), flush=True)
+    comp, _, _ = rp.compound_table(wells.wells, wells.features, cond, y)
+    counts = comp["label"].value_counts()
+    labels = set(counts[counts >= rp.SETS[args.set][2]].index) - {""}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / f"{args.set}_{args.objective}.json", json.dumps(rows, indent=1))
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    folds = range(args.folds) if args.fold_list == "all" else [int(f) for f in args.fold_list.split(",")]
+    for seed in (int(s) for s in args.seeds.split(",")):
+        fold_of = dict(zip(comp["compound_id"], rp.scaffold_folds(list(comp["smiles"]), args.folds, seed)))
+        for k in folds:
+            for objective in args.objectives.split(","):
+                path = out / "parts" / f"{args.set}-s{seed}-f{k}-{objective}.json"
+                if path.exists():
+                    continue
+                t0 = time.time()
+                part = run_part(args, wells, cond, y, fold_of, seed, k, objective, labels)
+                write_text_atomic(path, json.dumps({**part, "fold_of": {c: int(f) for c, f in fold_of.items()}}, default=float))
+                last = [r for r in part["rows"] if r["task"] == "retrieval"][0]
+                print(f"[{args.set}] seed {seed} fold {k} {objective}: MRR {last['mrr']:.3f} "
+                      f"top-5% {last['top5pct']:.3f} ({time.time() - t0:.0f} s)", flush=True)
+    summarise(out, args.set, comp, labels, args.folds)
     return 0
+
+
+def summarise(out: Path, name: str, comp: pd.DataFrame, labels: set, n_folds: int) -> None:
+    """Collect every part of ``name`` into results.json / results.md / curves.png."""
+    rows, by_seed = [], {}
+    for path in sorted((out / "parts").glob(f"{name}-s*-f*-*.json")):
+        part = json.loads(path.read_text())
+        seed, k, objective = path.stem.split("-", 3)[1:]
+        seed, k = int(seed[1:]), int(k[1:])
+        rows += part["rows"]
+        by_seed.setdefault(seed, ({}, part["fold_of"]))[0].setdefault(k, {})[objective] = part
+    for seed, (parts, fold_of) in sorted(by_seed.items()):
+        rows += [{**r, "set": name} for r in class_rows(parts, comp, labels, seed, n_folds, fold_of)]
+    if not rows:
+        return
+    table = [r for r in rows if r["task"] != "curve"]
+    summary = rp.summarise(table)
+    counts = pd.DataFrame(table).groupby(["task", "method"]).size().rename("runs").reset_index()
+    summary = summary.merge(counts, on=["task", "method"], how="left")
+    write_text_atomic(out / f"{name}_results.json", json.dumps({"rows": rows, "summary": summary.to_dict("records")},
+                                                               indent=1, default=float))
+    write_text_atomic(out / f"{name}_results.md", rp.markdown(summary))
+    plot_curves(rows, out / f"{name}_curves.png")
+    print(rp.markdown(summary))
 
 
 if __name__ == "__main__":

@@ -105,4 +105,4 @@ MULTIMODAL_JEPA = ModelKind("multimodal_jepa", "molecule", "multimodal JEPA (gra
 MULTIMODAL_OTHERS = tuple(
     ModelKind(kind_for(objective), "molecule", f"multimodal encoders pretrained with the {objective} objective",
               multimodal_encoder, encoder_parts, stage="multimodal")
-    for objective in ("contrastive", "generative", "contrastive_views"))
+    for objective in ("contrastive", "generative", "contrastive_views", "contrastive_profile"))

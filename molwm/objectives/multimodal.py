@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from featurizers.spec import GraphSpec
 from molwm.data.multimodal import MultimodalBatch
-from molwm.jepa.contrastive import ContrastiveMolImage
+from molwm.jepa.contrastive import ContrastiveMolImage, ContrastiveMolProfile
 from molwm.jepa.mm_masking import MultimodalMasks, hidden_tokens
 from molwm.jepa.modalities import units
 from molwm.jepa.modalities.image import normalised_patches  # noqa: F401 (re-exported)
@@ -190,3 +190,9 @@ def multimodal_views(inputs: ObjectiveInputs, settings: InfoNCESettings) -> Mult
 def cloome(inputs: ObjectiveInputs, settings: CLOOMESettings) -> ContrastiveMolImage:
     """CLOOME-style: match each molecule to its own image against the batch's others (needs both)."""
     return ContrastiveMolImage(inputs.spec, inputs.model, temperature=settings.temperature)
+
+
+@register("multimodal", "contrastive_profile", settings=CLOOMESettings, needs=("graph", "profile"))
+def cloome_profile(inputs: ObjectiveInputs, settings: CLOOMESettings) -> ContrastiveMolProfile:
+    """CLOOME-style on well profiles: match each molecule (at the well's dose and time) to its own profile."""
+    return ContrastiveMolProfile(inputs.spec, inputs.model, temperature=settings.temperature)

@@ -82,3 +82,27 @@ def test_a_tiny_run_writes_every_task(tmp_path):
     chance = [r for r in result["rows"] if r["method"] == "chance" and r["task"] == "retrieval"]
     assert all(r["top1"] == pytest.approx(1 / r["n"]) for r in chance)
     assert "### sq00015054: retrieval" in (out / "results.md").read_text()
+
+
+@pytest.mark.integration
+def test_a_tiny_molwm_run_scores_every_objective_resumes_and_plots(tmp_path):
+    import real_profiles_molwm
+
+    out = tmp_path / "molwm"
+    args = ["--set", "sq00015054", "--max-compounds", "12", "--seeds", "0", "--folds", "2", "--steps", "4",
+            "--curve-every", "2", "--null-size", "50", "--objectives", "jepa,contrastive_profile", "--out", str(out)]
+    assert real_profiles_molwm.main(args) == 0
+    parts = sorted(p.name for p in (out / "parts").glob("*.json"))
+    assert parts == [f"sq00015054-s0-f{k}-{o}.json" for k in (0, 1) for o in ("contrastive_profile", "jepa")]
+    result = json.loads((out / "sq00015054_results.json").read_text())
+    rows = result["rows"]
+    curve = [r for r in rows if r["task"] == "curve" and r["method"] == "molwm_jepa" and r["fold"] == 0]
+    assert [r["step"] for r in curve] == [2, 4] and curve[0]["train_seconds"] <= curve[1]["train_seconds"]
+    methods = {(r["task"], r["method"]) for r in rows}
+    assert {("retrieval", "molwm_jepa"), ("retrieval", "molwm_contrastive_profile"), ("retrieval", "ridge_morgan"),
+            ("map", "activity_raw_features"), ("map", "activity_untrained"), ("map", "activity_jepa")} <= methods
+    assert (out / "sq00015054_curves.png").stat().st_size > 0
+    # a rerun finds every part and trains nothing: the summary is rebuilt from the parts alone
+    (out / "runs").rename(tmp_path / "gone")
+    assert real_profiles_molwm.main(args) == 0
+    assert not (out / "runs").exists()

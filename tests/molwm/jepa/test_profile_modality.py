@@ -25,6 +25,7 @@ from molwm.jepa.modalities import modality_names, unit
 from molwm.jepa.modalities.profile import chunk_masks
 from molwm.jepa.multimodal import MultimodalJEPAConfig
 from molwm.models import load_encoder
+from molwm.jepa.contrastive import paired_rows
 from molwm.objectives import ObjectiveInputs, build_objective
 from molwm.train.pretrain_mm import (
     MultimodalPretrainConfig,
@@ -120,7 +121,7 @@ def _small(build, n: int = 20):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("objective", ["jepa", "generative", "contrastive_views"])
+@pytest.mark.parametrize("objective", ["jepa", "generative", "contrastive_views", "contrastive_profile"])
 def test_every_objective_trains_on_real_wells(objective, lincs_build):
     data = _small(lincs_build)
     model_cfg = from_dict(MultimodalJEPAConfig, {
@@ -143,9 +144,25 @@ def test_every_objective_trains_on_real_wells(objective, lincs_build):
         metrics = train_step(model, optimizer, b, masks, config, step, 3, check_grads=step == 0)
         losses.append(metrics["loss"])
     assert np.isfinite(losses).all()
-    if objective != "contrastive_views":
-        out = model(b, masks)
+    out = model(b, masks)
+    if objective.startswith("contrastive"):
+        assert torch.isfinite(out.per_modality["infonce"])
+    else:
         assert "profile" in out.per_modality and torch.isfinite(out.per_modality["profile"])
+    if objective == "contrastive_profile":  # CLOOME on profiles: the molecule is asked at the well's dose and time
+        model.eval()
+        gi, ii = paired_rows(b, "profile")
+        part = b.part("profile")
+        assert len(gi) == len(b.rows("graph")) < len(part.values)  # DMSO wells have no molecule
+        q = model.paired_molecules(b, gi, ii)
+        at = torch.zeros(len(b.rows("graph")))
+        at[gi] = part.dose[ii]
+        times = torch.zeros_like(at)
+        times[gi] = part.time[ii]
+        assert torch.allclose(model.condition_embedding(b, at, times)[gi], q, atol=1e-6)
+        assert torch.allclose(q.norm(dim=1), torch.ones(len(q)), atol=1e-5)
+        assert not torch.allclose(model.condition_embedding(b, at + 1.0, times)[gi], q)  # dose reaches the molecule
+        assert model.partner_embedding(b).shape == (len(part.values), config.model.dim)
 
 
 def _lab_build(data) -> MultimodalBuild:
