@@ -66,7 +66,7 @@ def main() -> None:
     from featurizers.molecule import GRAPH_SPEC
     from molwm.data.batch import CachedGraphs
     from molwm.data.prepare import PrepareConfig, prepare_dataset
-    from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
+    from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
     from molwm.jepa.masking import MaskConfig, sample_graph_masks
     from molwm.jepa.model import GraphJEPA, JEPAConfig
 
@@ -87,8 +87,7 @@ def main() -> None:
     for step in range(args.steps + 2):
         t0 = time.perf_counter()
         b = data.batch(rng.choice(len(data), args.batch, replace=False))
-        b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, enc_cfg.rw_steps, enc_cfg.lap_k,
-                             torch.Generator().manual_seed(step))
+        enc_cfg.prepare(b, torch.Generator().manual_seed(step))
         masks = sample_graph_masks(b, MaskConfig(), rng)
         y = b.x[:, 0].float().reshape(-1)  # any per-molecule target will do for timing
         target = torch.zeros(b.num_graphs).index_add_(0, b.batch, y).unsqueeze(1) / 100

@@ -35,7 +35,7 @@ from molwm.data.batch import GraphBatch
 from molwm.data.cache import cache_root
 from molwm.data.candidates import load_reference_smiles
 from molwm.data.sources import sha256_file
-from molwm.encoders.graph import GraphEncoder, structural_pe
+from molwm.encoders.graph import GraphEncoder
 from molwm.models import MoleculeParts, parts_from_state
 from molwm.models.multimodal import JointGraphModel
 from molwm.tasks.calibration import Calibrator, z_of
@@ -157,13 +157,10 @@ class MoleculeModel:
             yield arrays
 
     def _batches(self, arrays) -> Iterable[tuple[np.ndarray, GraphBatch]]:
-        cfg = self.encoder.config
         index = np.asarray(arrays.index)
         for i in range(0, len(arrays), self.batch_size):
             rows = np.arange(i, min(i + self.batch_size, len(arrays)))
-            b = GraphBatch.from_arrays(arrays, rows)
-            b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, cfg.rw_steps, cfg.lap_k)
-            yield index[rows], b
+            yield index[rows], self.encoder.config.prepare(GraphBatch.from_arrays(arrays, rows))
 
     @torch.inference_mode()
     def compute(self, smiles: Sequence, embed: bool = True, predict: bool = False

@@ -59,6 +59,14 @@ class GraphEncoderConfig:
     def pe_dim(self) -> int:
         return self.rw_steps + self.lap_k
 
+    def prepare(self, batch, generator: torch.Generator | None = None):
+        """Fill ``batch.pe``, the positional code this encoder reads (its ``rw_steps`` and ``lap_k``);
+        ``generator`` draws the Laplacian eigenvectors' random signs (training), None keeps them
+        canonical. The one place positional codes are computed for a graph encoder; returns ``batch``."""
+        batch.pe = structural_pe(batch.edge_index, batch.batch, batch.num_graphs, self.rw_steps, self.lap_k,
+                                 generator)
+        return batch
+
 
 def structural_pe(edge_index: Tensor, batch: Tensor, num_graphs: int, rw_steps: int = 8, lap_k: int = 8,
                   generator: torch.Generator | None = None) -> Tensor:
@@ -260,6 +268,8 @@ class GraphEncoder(nn.Module):
             hide: Atoms and bonds whose attributes are replaced by mask tokens
                 (attribute masking: the structure stays, the content is hidden).
         """
+        if batch.pe is None:  # not prepared by the caller (training draws random signs): canonical codes
+            self.config.prepare(batch)
         h = self.atom_embed(batch.x)  # [N, D]
         if hide is not None:
             h = torch.where(hide.atoms[:, None], hide.atom_token.expand_as(h), h)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from molwm.data.batch import CachedGraphs
-from molwm.encoders.graph import GraphEncoder, structural_pe
+from molwm.encoders.graph import GraphEncoder
 
 
 @dataclass
@@ -80,11 +80,9 @@ class ProbeSuite:
         was_training = encoder.training
         encoder.eval()
         out = []
-        cfg = encoder.config
         device = next(encoder.parameters()).device
         for i in range(0, len(task.rows), batch_size):
-            b = task.graphs.batch(task.rows[i:i + batch_size])
-            b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, cfg.rw_steps, cfg.lap_k)
+            b = encoder.config.prepare(task.graphs.batch(task.rows[i:i + batch_size]))
             if device.type != "cpu":
                 b = b.to(device)
             out.append(encoder.embed(b).cpu().numpy())

@@ -16,7 +16,7 @@ import torch
 
 from featurizers.molecule import GRAPH_SPEC
 from molwm.data.batch import CachedGraphs, GraphBatch
-from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig, structural_pe
+from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
 from molwm.tasks.extras import ExtraInputs, FeatureScaler, extra_features
 from molwm.tasks.forest import ArrayForest
 from molwm.tasks.heads import HeadConfig, PropertyModel, TabularMember
@@ -53,9 +53,7 @@ class LabelledGraphs:
         self.extra = extra_features(smiles, extra) if extra is not None and extra.enabled else None
 
     def batch(self, rows: np.ndarray, generator: torch.Generator | None = None) -> GraphBatch:
-        b = self.graphs.batch(rows)
-        b.pe = structural_pe(b.edge_index, b.batch, b.num_graphs, self.enc.rw_steps, self.enc.lap_k, generator)
-        return b
+        return self.enc.prepare(self.graphs.batch(rows), generator)
 
 
 def predict_rows(model, data: LabelledGraphs, rows: np.ndarray, task: str, scaler,

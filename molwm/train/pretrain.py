@@ -32,7 +32,6 @@ from molwm.data.batch import CachedGraphs, GraphBatch
 from molwm.data.descriptors import DescriptorStats, prepare_descriptors
 from molwm.data.overlap import excluded_rows, write_exclusions
 from molwm.data.prepare import PrepareConfig, PrepareResult, prepare_dataset
-from molwm.encoders.graph import structural_pe
 from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import JEPAConfig
@@ -192,7 +191,7 @@ class PretrainData:
         if self.targets is not None:
             batch.targets = torch.from_numpy(self.targets(rows))  # [B, K], before slicing: ranks share one draw
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-        batch.pe = structural_pe(batch.edge_index, batch.batch, batch.num_graphs, enc.rw_steps, enc.lap_k, gen)
+        enc.prepare(batch, gen)
         masks = sample_graph_masks(batch, self.config.mask, np.random.default_rng([self.config.seed, 1, step]))
         if self.world_size > 1:
             return rank_slice(batch, masks, self.rank, self.world_size)

@@ -133,6 +133,13 @@ def test_tracking_is_a_leaf():
 
 
 def test_no_library_file_is_over_400_lines():
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "molwm").rglob("*.py")
+    long = {str(p.relative_to(ROOT)): n for folder in ("molwm", "featurizers") for p in (ROOT / folder).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
+
+
+def test_only_the_graph_encoder_computes_positional_codes():
+    """Callers ask the encoder (``GraphEncoderConfig.prepare``, or nothing: its forward fills a missing code)."""
+    callers = sorted(str(p.relative_to(ROOT)) for folder in ("molwm", "benchmarks") for p in (ROOT / folder).rglob("*.py")
+                     if "structural_pe(" in p.read_text() and p != ROOT / "molwm/encoders/graph.py")
+    assert callers == []

@@ -66,6 +66,16 @@ def _multimodal(objective: str):
     return build
 
 
+def _profile_pairing(shared, folder: Path) -> Path:
+    """The CLOOME-style molecule-profile model: ``configs/pretrain/profiles_tiny.yaml`` (the compact LINCS plate), 3 steps."""
+    from molwm.pretraining import load_pretrain_config
+    from molwm.train.pretrain_mm import run_multimodal_pretrain
+
+    cfg = load_pretrain_config(REPO_ROOT / "configs/pretrain/profiles_tiny.yaml",
+                               ["objective=contrastive_profile", "max_steps=3", f"out_dir={folder / 'run'}"])
+    return run_multimodal_pretrain(cfg, progress=False).checkpoint
+
+
 def _image_world(shared, folder: Path) -> Path:
     """An image-level world model of 2 steps on the shared time-course lab (32 px sites)."""
     from molwm.config import from_dict
@@ -88,6 +98,7 @@ BUILDERS = {
     "multimodal_generative": _multimodal("generative"),
     "multimodal_contrastive": _multimodal("contrastive"),
     "multimodal_contrastive_views": _multimodal("contrastive_views"),
+    "multimodal_contrastive_profile": _profile_pairing,
     "property_model": lambda shared, folder: shared["finetune_run"].checkpoint,
     "world_model": lambda shared, folder: shared["world_run"].checkpoint,
     "image_world_model": _image_world,

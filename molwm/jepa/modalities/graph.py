@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
 from molwm.data.batch import GraphBatch
-from molwm.encoders.graph import GraphEncoder, structural_pe
+from molwm.encoders.graph import GraphEncoder
 from molwm.jepa.masking import GraphMasks, sample_graph_masks
 from molwm.jepa.modalities.base import HiddenQuery, ModalityUnit
 
@@ -31,8 +31,7 @@ class GraphUnit(ModalityUnit):
         return config.graph.pe_dim
 
     def prepare(self, part: GraphBatch, config, generator: torch.Generator | None) -> None:
-        enc = config.graph
-        part.pe = structural_pe(part.edge_index, part.batch, part.num_graphs, enc.rw_steps, enc.lap_k, generator)
+        config.graph.prepare(part, generator)
 
     def encode(self, encoder, part: GraphBatch, rows: Tensor, keep: Tensor | None):
         return encoder.tokens(part, keep=keep), rows  # [Bg, T, D]: every molecule keeps a token row
