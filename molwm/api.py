@@ -15,9 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from molwm import checkpoints
-from molwm.data.sources import sha256_file
-from molwm.models import kind_of, parts_from_state, refuse_unserved
-from molwm.query import MoleculeModel
+from molwm.models import kind_of, loader_for, refuse_unserved
+from molwm.query import MoleculeModel  # importing each family's answering class registers its loader
 from molwm.world.forecast import WorldForecaster
 
 
@@ -34,6 +33,4 @@ def load_model(uri: str | Path, tracking_uri: str | None = None) -> MoleculeMode
     path, state = checkpoints.read(uri, tracking_uri)
     kind = kind_of(state, uri)
     refuse_unserved(kind, uri)
-    if kind.family == "world":
-        return WorldForecaster.from_state(state, str(uri))
-    return MoleculeModel.from_parts(parts_from_state(state, uri), source=str(uri), digest=sha256_file(path))
+    return loader_for(kind.family)(state, str(uri), str(path))  # the family's answering class, registered where it lives

@@ -12,3 +12,8 @@ class MolwmError(Exception):
     Each module's error subclasses this and keeps its historical base (``ValueError``,
     ``RuntimeError``), so existing ``except ValueError`` handlers keep working.
     """
+
+
+class RequestError(MolwmError, ValueError):
+    """A request a served model cannot answer as asked (a missing column, an unknown parameter):
+    the client's to fix, answered as HTTP 400 with this message."""

@@ -6,25 +6,19 @@ checkpoint as an artifact. Nothing is pickled, so loading or serving a model
 from a shared registry runs molwm's code, never code stored in the registry; the
 checkpoint itself is read with ``weights_only=True``.
 
-The request contract follows the model's family (:class:`molwm.models.ModelKind`):
-
-* ``molecule``: a ``smiles`` column and a ``what`` parameter (``auto``, ``predict``, ``embed``);
-* ``world``: ``smiles``, ``dose_uM``, ``time_h`` and an optional ``context``.
+The request contract is the model's family's (:data:`molwm.models.FAMILIES`): ``molecule``, a
+``smiles`` column and a ``what`` parameter (``auto``, ``predict``, ``embed``); ``world``, ``smiles``,
+``dose_uM``, ``time_h`` and an optional ``context``.
 """
 
 from __future__ import annotations
 
 from molwm import __version__
 from molwm.checkpoints import PYFUNC_CODE
-from molwm.models import kind_of, refuse_unserved
+from molwm.models import family_of, kind_of, refuse_unserved
 from molwm.tracking import ModelPackage
 
 __all__ = ["PYFUNC_CODE", "package_for"]
-
-MOLECULE_EXAMPLE = {"smiles": ["CCO", "c1ccccc1O"]}
-"""Logged with every molecule model: what a request looks like."""
-WORLD_EXAMPLE = {"smiles": ["CCO", "CCO"], "dose_uM": [1.0, 10.0], "time_h": [24.0, 24.0]}
-"""Logged with every world model."""
 
 
 def package_for(kind: str) -> ModelPackage:
@@ -35,12 +29,6 @@ def package_for(kind: str) -> ModelPackage:
     """
     model_kind = kind_of({"kind": kind})
     refuse_unserved(model_kind, f"kind {kind}")
-    family = model_kind.family
-    requirements = [f"molwm=={__version__}"]
-    if family == "world":
-        return ModelPackage(str(PYFUNC_CODE), [("smiles", "string", True), ("dose_uM", "double", True),
-                                               ("time_h", "double", True), ("context", "string", False)],
-                            example=WORLD_EXAMPLE, pip_requirements=requirements)
-    return ModelPackage(str(PYFUNC_CODE), [("smiles", "string", True)], params=[("what", "string", "auto")],
-                        example=MOLECULE_EXAMPLE, pip_requirements=requirements)
-
+    family = family_of(model_kind)
+    return ModelPackage(str(PYFUNC_CODE), list(family.columns), params=list(family.params), example=family.example,
+                        pip_requirements=[f"molwm=={__version__}"])

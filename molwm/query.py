@@ -31,12 +31,13 @@ from tqdm.auto import tqdm
 
 from featurizers.molecule import DEFAULT_MAX_SMILES_LENGTH, iter_featurized_chunks
 from molwm import checkpoints
+from molwm.errors import RequestError
 from molwm.data.batch import GraphBatch
 from molwm.data.cache import cache_root
 from molwm.data.candidates import load_reference_smiles
 from molwm.data.sources import sha256_file
 from molwm.encoders.graph import GraphEncoder
-from molwm.models import MoleculeParts, parts_from_state
+from molwm.models import MoleculeParts, answers, parts_from_state
 from molwm.models.multimodal import JointGraphModel
 from molwm.tasks.calibration import Calibrator, z_of
 from molwm.tasks.domain import Domain
@@ -306,6 +307,20 @@ class MoleculeModel:
         emb, _, status = self.compute(smiles, embed=True)
         return neighbour_frame(list(smiles), emb, status, ref, k)
 
+    def answer(self, frame: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Serving's entry (the one every served family has): ``params["what"]`` is ``auto``, ``predict``
+        or ``embed``; one row per molecule of ``frame["smiles"]``.
+
+        Raises:
+            RequestError: An unknown ``what``, or ``predict`` asked of an encoder without heads.
+        """
+        what = (params or {}).get("what", "auto")
+        if what not in ("auto", "predict", "embed"):
+            raise RequestError(f"parameter 'what' must be auto, predict or embed, got {what!r}")
+        if what == "predict" and not self.can_predict:
+            raise RequestError("this model is a pretrained encoder without property heads: ask for what=embed")
+        return self.predict_frame(frame, what)
+
     def predict_frame(self, frame: pd.DataFrame, what: str = "auto") -> pd.DataFrame:
         """For serving: a frame with a ``smiles`` column in; properties (``predict``) or embeddings out.
 
@@ -368,3 +383,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 WorldModel = MoleculeModel
 """The former name of :class:`MoleculeModel` (kept so existing scripts run)."""
+
+
+@answers("molecule")
+def _load_molecule_model(state: dict, source: str, path: str) -> MoleculeModel:
+    """The molecule family's loader (:func:`molwm.api.load_model`)."""
+    return MoleculeModel.from_parts(parts_from_state(state, source), source=source, digest=sha256_file(path))

@@ -41,11 +41,11 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from molwm.api import load_model
 from molwm.checkpoints import checked_model_folder
+from molwm.errors import RequestError
 # re-exported: the guard lived here before molwm.request_guard
 from molwm.request_guard import MAX_JSON_DEPTH, RequestGuard, check_body, json_depth  # noqa: F401
 from molwm.request_guard import MAX_INCOMPLETE_BYTES
 from molwm.tracking import default_tracking_uri, download_model
-from molwm.world.forecast import WorldForecaster
 
 DEFAULT_MAX_MOLECULES = 1000
 DEFAULT_MAX_SMILES_LENGTH = 1000
@@ -80,18 +80,15 @@ class MolwmPyfunc(mlflow.pyfunc.PythonModel):
     :mod:`molwm.packaging`; models logged before that, as a pickle of this class, still load)."""
 
     def load_context(self, context) -> None:
-        loaded = load_model(context.artifacts["checkpoint"])
-        if isinstance(loaded, WorldForecaster):
-            self.world, self.model = loaded, None
-        else:
-            self.world, self.model = None, loaded
+        self.model = load_model(context.artifacts["checkpoint"])  # a molecule model or a world model
         self.max_molecules = _limit("MOLWM_MAX_MOLECULES", DEFAULT_MAX_MOLECULES)
         self.max_smiles_length = _limit("MOLWM_MAX_SMILES_LENGTH", DEFAULT_MAX_SMILES_LENGTH)
-        if self.model is not None:
+        if hasattr(self.model, "max_smiles_length"):  # the molecule family checks lengths itself too
             self.model.max_smiles_length = self.max_smiles_length
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """Check the request against the limits, then answer one row per molecule."""
+        """Check the request against the limits, then let the model answer one row per request row
+        (``answer``, which every served family has; :func:`molwm.api.load_model`)."""
         frame = _as_frame(model_input)
         if len(frame) > self.max_molecules:
             raise _refuse(f"request has {len(frame)} molecules, over the limit of {self.max_molecules} per "
@@ -100,34 +97,14 @@ class MolwmPyfunc(mlflow.pyfunc.PythonModel):
             if isinstance(s, str) and len(s) > self.max_smiles_length:
                 raise _refuse(f"row {i}: SMILES has {len(s)} characters, over the limit of "
                               f"{self.max_smiles_length} (--max-smiles-length)")
-        if self.world is not None:
-            return _forecast_rows(self.world, frame)
-        what = (params or {}).get("what", "auto")
-        if what not in ("auto", "predict", "embed"):
-            raise _refuse(f"parameter 'what' must be auto, predict or embed, got {what!r}")
-        if what == "predict" and not self.model.can_predict:
-            raise _refuse("this model is a pretrained encoder without property heads: ask for what=embed")
         try:
-            out = self.model.predict_frame(frame, what)
+            out = self.model.answer(frame, params)
+        except RequestError as err:
+            raise _refuse(str(err)) from None
         except Exception as err:  # never a traceback to the client
             raise MlflowException(f"molwm could not answer this request: {type(err).__name__}: {err}") from None
         # missing values as None, so the server writes JSON null (NaN is not JSON)
         return out.astype(object).where(out.notna(), None)
-
-
-def _forecast_rows(world, frame: pd.DataFrame) -> pd.DataFrame:
-    """A world model's answer: one forecast per request row (``smiles``, ``dose_uM``, ``time_h``)."""
-    missing = [c for c in ("dose_uM", "time_h") if c not in frame.columns]
-    if missing:
-        raise _refuse(f"a world model needs columns smiles, dose_uM, time_h (missing: {', '.join(missing)})")
-    try:
-        out = world.forecast_rows(frame["smiles"].tolist(), frame["dose_uM"].tolist(), frame["time_h"].tolist(),
-                                  frame["context"].tolist() if "context" in frame.columns else None)
-    except ValueError as err:
-        raise _refuse(str(err)) from None
-    except Exception as err:  # never a traceback to the client
-        raise MlflowException(f"molwm could not answer this request: {type(err).__name__}: {err}") from None
-    return out.astype(object).where(out.notna(), None)
 
 
 def _as_frame(model_input) -> pd.DataFrame:

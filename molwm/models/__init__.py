@@ -16,14 +16,14 @@ from typing import Callable, TypeVar
 from molwm import checkpoints
 from molwm.checkpoints import CheckpointError
 from molwm.encoders.graph import GraphEncoder
-from molwm.models.base import ModelKind, MoleculeParts, State
+from molwm.models.base import FAMILIES, Family, ModelKind, MoleculeParts, State, answers, loader_for
 from molwm.models.graph import GRAPH_JEPA, GRAPH_PRETRAIN
 from molwm.models.multimodal import MULTIMODAL_JEPA, MULTIMODAL_OTHERS
 from molwm.models.property import PROPERTY_MODEL
 from molwm.models.world import IMAGE_WORLD_MODEL, WORLD_MODEL
 
-__all__ = ["KINDS", "ModelKind", "MoleculeParts", "encoder_from_state", "kind_of", "load_encoder", "parts_from_state",
-           "rebuild", "refuse_unserved", "register"]
+__all__ = ["FAMILIES", "KINDS", "Family", "ModelKind", "MoleculeParts", "answers", "encoder_from_state", "family_of",
+           "kind_of", "load_encoder", "loader_for", "parts_from_state", "rebuild", "refuse_unserved", "register"]
 
 T = TypeVar("T")
 
@@ -56,6 +56,11 @@ def kind_of(state: State, source: str | Path = "") -> ModelKind:
         raise CheckpointError(f"{where}not a molwm model (checkpoint kind {name!r}; molwm knows "
                               f"{', '.join(sorted(KINDS))})")
     return KINDS[name]
+
+
+def family_of(kind: ModelKind) -> Family:
+    """The :class:`Family` that answers queries about ``kind``: its loader, request columns and example."""
+    return FAMILIES[kind.family]
 
 
 def refuse_unserved(kind: ModelKind, source: str | Path = "") -> None:

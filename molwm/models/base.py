@@ -40,6 +40,56 @@ class ModelKind:
     served: bool = True
 
 
+@dataclass(frozen=True)
+class Family:
+    """What answers queries about a family of kinds, and what its requests look like.
+
+    Attributes:
+        name: ``molecule`` or ``world`` (:attr:`ModelKind.family`).
+        columns: Request columns as ``(name, mlflow type, required)``: the logged MLflow signature.
+        params: Request parameters as ``(name, mlflow type, default)``.
+        example: A request example logged with the model.
+        answered_by: The class whose ``answer(frame, params)`` serves it (for messages and docs).
+    """
+
+    name: str
+    columns: tuple[tuple[str, str, bool], ...]
+    params: tuple[tuple[str, str, Any], ...] = ()
+    example: dict = field(default_factory=dict, compare=False)
+    answered_by: str = ""
+
+
+FAMILIES = {f.name: f for f in (
+    Family("molecule", (("smiles", "string", True),), (("what", "string", "auto"),),
+           {"smiles": ["CCO", "c1ccccc1O"]}, "molwm.query.MoleculeModel"),
+    Family("world", (("smiles", "string", True), ("dose_uM", "double", True), ("time_h", "double", True),
+                     ("context", "string", False)), (),
+           {"smiles": ["CCO", "CCO"], "dose_uM": [1.0, 10.0], "time_h": [24.0, 24.0]},
+           "molwm.world.forecast.WorldForecaster"))}
+"""Family name -> :class:`Family`."""
+
+Loader = Callable[[State, str, str], Any]
+"""``(checkpoint dict, source, checkpoint file) -> the object that answers queries``."""
+
+_LOADERS: dict[str, Loader] = {}
+
+
+def answers(family: str) -> Callable[[Loader], Loader]:
+    """Register the loader of ``family`` (its answering class does it, where it is defined)."""
+    def put(fn: Loader) -> Loader:
+        _LOADERS[FAMILIES[family].name] = fn
+        return fn
+
+    return put
+
+
+def loader_for(family: str) -> Loader:
+    """The registered loader of ``family`` (importing :mod:`molwm.api` registers both)."""
+    if family not in _LOADERS:
+        raise LookupError(f"no loader registered for the {family} family: import {FAMILIES[family].answered_by}")
+    return _LOADERS[family]
+
+
 @dataclass
 class MoleculeParts:
     """What a molecule-family checkpoint rebuilds into, for :class:`molwm.query.MoleculeModel`.

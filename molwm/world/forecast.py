@@ -23,9 +23,9 @@ import torch
 from molwm import checkpoints
 from molwm.checkpoints import CheckpointError
 from molwm.config import from_dict
-from molwm.errors import MolwmError
-from molwm.models import kind_of, rebuild, refuse_unserved
-from molwm.models.world import WORLD_MODEL, world_network
+from molwm.errors import MolwmError, RequestError
+from molwm.models import answers, kind_of, rebuild, refuse_unserved
+from molwm.models.world import world_network
 from molwm.tasks.calibration import Calibrator, z_of
 from molwm.tasks.probes import RidgeProbe
 from molwm.world.config import WorldConfig
@@ -127,12 +127,12 @@ class WorldForecaster:
         uri = source or "checkpoint"
         kind = kind_of(state, uri)
         refuse_unserved(kind, uri)
-        if kind is not WORLD_MODEL:
+        if kind.family != "world":
             raise CheckpointError(f"{uri}: not a world model (checkpoint kind {state.get('kind')!r}); "
                                   "train one with `molwm pretrain --config configs/world/lab.yaml`")
         if not state.get("probes") and state.get("step", 0) < state.get("config", {}).get("max_steps", 0):
             raise CheckpointError(f"{uri}: an unfinished run (step {state['step']}); resume it first")
-        return rebuild(WORLD_MODEL, lambda s: cls(s, str(source)), state, uri)
+        return rebuild(kind, lambda s: cls(s, str(source)), state, uri)
 
     @property
     def dim(self) -> int:
@@ -294,6 +294,24 @@ class WorldForecaster:
         return Forecast([compounds[i] for i in pairs_c], pairs_d, times_arr, latent, readouts, rejects,
                         self.intervals(readouts), self.uncertainty)
 
+    def answer(self, frame: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Serving's entry (the one every served family has): one forecast per row of ``frame``
+        (``smiles``, ``dose_uM``, ``time_h``, optional ``context``); ``params`` are not used.
+
+        Raises:
+            RequestError: A missing column, or a request :meth:`forecast_rows` refuses as a whole.
+        """
+        missing = [c for c in ("dose_uM", "time_h") if c not in frame.columns]
+        if missing:
+            raise RequestError(f"a world model needs columns smiles, dose_uM, time_h (missing: {', '.join(missing)})")
+        try:
+            return self.forecast_rows(frame["smiles"].tolist(), frame["dose_uM"].tolist(), frame["time_h"].tolist(),
+                                      frame["context"].tolist() if "context" in frame.columns else None)
+        except RequestError:
+            raise
+        except ValueError as err:
+            raise RequestError(str(err)) from None
+
     def forecast_rows(self, compounds: Sequence[str], doses: Sequence[float], times: Sequence[float],
                       contexts: Sequence[str] | None = None) -> pd.DataFrame:
         """One forecast per row (compound, dose, time[, context]), in input order, with a ``status`` per row.
@@ -360,3 +378,9 @@ class PairForecast:
     @property
     def latent_spread(self) -> np.ndarray:
         return self.latent.std(0).mean(-1)
+
+
+@answers("world")
+def _load_world_model(state: dict, source: str, path: str) -> WorldForecaster:
+    """The world family's loader (:func:`molwm.api.load_model`)."""
+    return WorldForecaster.from_state(state, source)

@@ -40,7 +40,7 @@ def test_world_model_end_to_end(tmp_path, capsys, repo_root, tiny_world_lab):
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    from molwm.serving import _forecast_rows
+    from molwm.errors import RequestError
 
     world_uri = _train_world_model(tmp_path, capsys, repo_root, tiny_world_lab)
 
@@ -87,8 +87,10 @@ def test_world_model_end_to_end(tmp_path, capsys, repo_root, tiny_world_lab):
     no_time = pd.DataFrame({"smiles": ["CCO"], "dose_uM": [1.0]})
     with pytest.raises(MlflowException, match=r"missing inputs \['time_h'\]"):  # the logged signature
         model.predict(no_time)
+    with pytest.raises(RequestError, match=r"needs columns smiles, dose_uM, time_h \(missing: time_h\)"):
+        model.unwrap_python_model().model.answer(no_time)  # molwm's own check behind it
     with pytest.raises(MlflowException, match=r"needs columns smiles, dose_uM, time_h \(missing: time_h\)"):
-        _forecast_rows(model.unwrap_python_model().world, no_time)  # molwm's own check behind it
+        model.unwrap_python_model().predict(None, no_time)  # served as a 400 with that message
 
     # requests this model cannot answer: exit code 2, one line, no traceback
     capsys.readouterr()  # whatever MLflow said while loading

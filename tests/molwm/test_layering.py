@@ -143,3 +143,20 @@ def test_only_the_graph_encoder_computes_positional_codes():
     callers = sorted(str(p.relative_to(ROOT)) for folder in ("molwm", "benchmarks") for p in (ROOT / folder).rglob("*.py")
                      if "structural_pe(" in p.read_text() and p != ROOT / "molwm/encoders/graph.py")
     assert callers == []
+
+
+def test_front_ends_ask_the_kind_registry_and_name_no_kind():
+    """Loading, serving, packaging, the CLI and the forecaster dispatch through ``molwm.models`` (kinds,
+    families and their loaders); none of them names a checkpoint kind or imports a kind's constant."""
+    from molwm.models import KINDS
+
+    constants = ("GRAPH_JEPA", "GRAPH_PRETRAIN", "MULTIMODAL_JEPA", "MULTIMODAL_OTHERS", "PROPERTY_MODEL", "WORLD_MODEL",
+                 "IMAGE_WORLD_MODEL")
+    named = {}
+    for rel in ("molwm/api.py", "molwm/serving.py", "molwm/packaging.py", "molwm/cli.py", "molwm/world/forecast.py",
+                "molwm/query.py", "molwm/pyfunc_model.py"):
+        text = (ROOT / rel).read_text()
+        hits = [k for k in KINDS if f'"{k}"' in text or f"'{k}'" in text] + [c for c in constants if c in text]
+        if hits:
+            named[rel] = hits
+    assert named == {}
