@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from featurizers.molecule import GRAPH_SPEC
-from molwm.config import from_dict
+from molwm.config import from_dict, to_dict
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
 from molwm.models.base import ModelKind, MoleculeParts, State, strip_prefix
 from molwm.tasks.extras import ExtraInputs, FeatureScaler
@@ -26,6 +26,36 @@ def member_state(model) -> dict:
     state = dict(model.state_dict())
     if model.extra is not None:
         state["extra_scaler"] = model.extra_scaler.to_dict()
+    return state
+
+
+def property_state(*, config: dict, encoder_config: GraphEncoderConfig, head_config: HeadConfig,
+                   extra: ExtraInputs | None, member_kind: str, task: str, targets: list[str], seeds: list[int],
+                   members: list[dict], scalers: list[tuple], metrics: list[dict], uncertainty: dict | None,
+                   train_targets: np.ndarray | None = None) -> State:
+    """The one builder of a ``property_model`` checkpoint dict (the fine-tune's final ensemble and each
+    seed's resumable one-member state), read back by :func:`property_parts`.
+
+    Args:
+        config: The fine-tune's config as a dict (it rebuilds the run).
+        encoder_config, head_config: The member networks' sizes.
+        extra: Extra molecule inputs, when enabled (None otherwise).
+        member_kind: ``network`` or ``tabular``.
+        task, targets, seeds: ``regression`` / ``classification``, target names, one seed per member.
+        members: :func:`member_state` of each member.
+        scalers: Per member ``(mean, std)`` of the training targets.
+        metrics: Per-seed metrics (empty while training).
+        uncertainty: Stored calibration and domain, or None.
+        train_targets: The training rows' labels (drawn behind predicted-property histograms), if kept.
+    """
+    state = {"kind": PROPERTY_MODEL.name, "config": config, "spec": GRAPH_SPEC.to_dict(),
+             "encoder_config": to_dict(encoder_config), "head_config": to_dict(head_config),
+             "extra": to_dict(extra) if extra is not None and extra.enabled else None, "member_kind": member_kind,
+             "task": task, "targets": list(targets), "seeds": list(seeds), "members": members,
+             "scalers": [[np.asarray(m, np.float64).tolist(), np.asarray(s, np.float64).tolist()] for m, s in scalers],
+             "metrics": metrics, "uncertainty": uncertainty}
+    if train_targets is not None:
+        state["train_targets"] = np.asarray(train_targets, np.float64).tolist()
     return state
 
 

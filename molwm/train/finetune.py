@@ -22,7 +22,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from featurizers.molecule import GRAPH_SPEC
 from molwm.atomic import write_text_atomic
 from molwm.checkpoints import load_resume_checkpoint, save_checkpoint
 from molwm.config import ConfigError, check_ranges, to_dict
@@ -31,7 +30,7 @@ from molwm.data.prepare import PrepareConfig, prepare_dataset
 from molwm.data.splits import dataset_record, load_splits, make_split, save_splits
 from molwm.encoders.graph import GraphEncoderConfig
 from molwm.models import load_encoder
-from molwm.models.property import PROPERTY_MODEL, member_state
+from molwm.models.property import member_state, property_state
 from molwm.packaging import package_for
 from molwm.tasks.extras import ExtraInputs
 from molwm.tasks.heads import HeadConfig
@@ -316,28 +315,16 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
             for plot in unc.plots:
                 tracker.log_artifact(plot, "plots")
         print("\n".join(unc.lines))
-        state = {
-            "kind": PROPERTY_MODEL.name,
-            "config": to_dict(config),
-            "spec": GRAPH_SPEC.to_dict(),
-            "encoder_config": to_dict(enc_cfg),
-            "head_config": to_dict(head_config(config.mode, config.head)),
-            "extra": to_dict(config.extra_used()) if config.extra_used().enabled else None,
-            "member_kind": "tabular" if config.mode == "tabular" else "network",
-            "task": task,
-            "targets": names,
-            "seeds": list(config.seeds),
-            "members": members,
-            "scalers": [[np.asarray(m, np.float64).tolist(), np.asarray(s, np.float64).tolist()] for m, s in scalers],
-            "metrics": per_seed,
-            "uncertainty": unc.state,
-            # the training rows' labels (first seed), drawn behind predicted-property histograms
-            "train_targets": np.asarray(data.y[splits[0][0]], np.float64).tolist(),
-        }
+        state = property_state(config=to_dict(config), encoder_config=enc_cfg,
+                               head_config=head_config(config.mode, config.head), extra=config.extra_used(),
+                               member_kind="tabular" if config.mode == "tabular" else "network", task=task,
+                               targets=names, seeds=list(config.seeds), members=members, scalers=scalers,
+                               metrics=per_seed, uncertainty=unc.state,
+                               train_targets=data.y[splits[0][0]])  # the first seed's training labels
         ckpt = save_checkpoint(state, out_dir / "model.pt")
         results = {"per_seed": per_seed, "summary": summary, "uncertainty": unc.metrics}
         write_text_atomic(out_dir / "results.json", json.dumps(results, indent=1))
         tracker.log_artifact(out_dir / "results.json")
-        model_uri = tracker.log_model(ckpt, package_for(PROPERTY_MODEL.name), name="model",
+        model_uri = tracker.log_model(ckpt, package_for(state["kind"]), name="model",
                                       registered_name=config.register_name, alias=config.alias) if log_model else None
     return FinetuneResult(run_id, model_uri, ckpt, task, per_seed, summary, split_file, unc.metrics)

@@ -31,7 +31,7 @@ from molwm.config import ConfigError, to_dict
 from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import GraphEncoder
 from molwm.jepa.health import embedding_health
-from molwm.models.property import PROPERTY_MODEL, member_state
+from molwm.models.property import member_state, property_state
 from molwm.tasks.extras import FeatureScaler
 from molwm.tasks.heads import PropertyModel
 from molwm.tasks.metrics import masked_loss, primary_metric, task_metrics
@@ -236,12 +236,11 @@ class FinetuneMemberTask:
             member = copy.deepcopy(model)
             fold_standardisation(member.head, self.feat_mean, self.feat_std)
         cfg = self.config
-        return {"kind": PROPERTY_MODEL.name, "config": to_dict(cfg), "spec": GRAPH_SPEC.to_dict(),
-                "encoder_config": to_dict(model.encoder.config), "head_config": to_dict(head_config(cfg.mode, cfg.head)),
-                "extra": to_dict(cfg.extra) if cfg.extra.enabled else None, "member_kind": "network",
-                "task": self.task, "targets": list(self.names), "seeds": [self.seed], "members": [member_state(member)],
-                "scalers": [[np.asarray(self.mean, np.float64).tolist(), np.asarray(self.std, np.float64).tolist()]],
-                "metrics": [], "uncertainty": None}
+        return property_state(config=to_dict(cfg), encoder_config=model.encoder.config,
+                              head_config=head_config(cfg.mode, cfg.head), extra=cfg.extra, member_kind="network",
+                              task=self.task, targets=list(self.names), seeds=[self.seed],
+                              members=[member_state(member)], scalers=[(self.mean, self.std)], metrics=[],
+                              uncertainty=None)
 
     def loop_state(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "order": None if self.order is None else torch.from_numpy(self.order.copy()),
