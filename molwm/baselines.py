@@ -6,22 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from featurizers.fingerprints import morgan_fingerprints  # noqa: F401 (the forests' inputs, re-exported)
 from molwm.tasks.metrics import task_metrics
-
-
-def morgan_fingerprints(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048) -> np.ndarray:
-    """``[N, n_bits]`` uint8 Morgan (ECFP-like) bit vectors; all-zero rows for unparsable SMILES."""
-    from rdkit import Chem, DataStructs, rdBase
-    from rdkit.Chem import rdFingerprintGenerator
-
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
-    out = np.zeros((len(smiles), n_bits), dtype=np.uint8)
-    with rdBase.BlockLogs():
-        for i, s in enumerate(smiles):
-            mol = Chem.MolFromSmiles(s)
-            if mol is not None:
-                DataStructs.ConvertToNumpyArray(gen.GetFingerprint(mol), out[i])
-    return out
 
 
 def rdkit_descriptors(smiles: Sequence[str]) -> np.ndarray:

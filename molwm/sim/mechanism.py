@@ -20,9 +20,10 @@ from typing import Sequence
 
 import numpy as np
 from rdkit import Chem, rdBase
-from rdkit.Chem import Descriptors, rdFingerprintGenerator
+from rdkit.Chem import Descriptors
 
 from featurizers import Reject, featurize_arrays
+from featurizers.fingerprints import morgan_bits_of
 
 DESCRIPTORS: tuple[tuple[str, float, float], ...] = (
     # name, centre, scale: typical median and spread of drug-like molecules (fixed, not fitted)
@@ -162,7 +163,6 @@ def describe(smiles: Sequence) -> tuple[Molecules, np.ndarray]:
     """
     _, rejects = featurize_arrays(list(smiles))
     bad = {r.index for r in rejects}
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=MORGAN_RADIUS, fpSize=MORGAN_BITS)
     fns = [getattr(Descriptors, name) for name, _, _ in DESCRIPTORS]
     index, canon, keys, desc, fps = [], [], [], [], []
     with rdBase.BlockLogs():
@@ -181,7 +181,7 @@ def describe(smiles: Sequence) -> tuple[Molecules, np.ndarray]:
                 keys.append("")
             parent = _largest_fragment(mol)  # a salt acts through its parent, so HBr does not change m
             desc.append([float(f(parent)) for f in fns])
-            fps.append(gen.GetFingerprintAsNumPy(parent))
+            fps.append(morgan_bits_of(parent, MORGAN_RADIUS, MORGAN_BITS))
     d = len(DESCRIPTORS)
     return Molecules(
         index=np.asarray(index, np.int64),

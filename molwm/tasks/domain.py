@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from molwm.baselines import morgan_fingerprints
+from featurizers.fingerprints import morgan_fingerprints
 
 RADIUS, BITS = 2, 2048
 QUANTILES = np.round(np.arange(0.5, 0.951, 0.05), 2)

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from featurizers.descriptors import compute_descriptors, descriptor_spec
+from featurizers.fingerprints import morgan_counts
 
 
 @dataclass
@@ -38,21 +39,6 @@ class ExtraInputs:
     def width(self) -> int:
         """Number of extra features."""
         return (descriptor_spec().size if self.descriptors else 0) + (self.morgan_bits if self.morgan_counts else 0)
-
-
-def morgan_counts(smiles: Sequence[str], n_bits: int = 1024, radius: int = 2) -> np.ndarray:
-    """``[N, n_bits]`` float32 ``log1p`` Morgan counts; zero rows for unparsable SMILES."""
-    from rdkit import Chem, rdBase
-    from rdkit.Chem import rdFingerprintGenerator
-
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
-    out = np.zeros((len(smiles), n_bits), dtype=np.float32)
-    with rdBase.BlockLogs():
-        for i, s in enumerate(smiles):
-            mol = Chem.MolFromSmiles(s) if isinstance(s, str) and s.strip() else None
-            if mol is not None:
-                out[i] = gen.GetCountFingerprintAsNumPy(mol)
-    return np.log1p(out)
 
 
 def extra_features(smiles: Sequence[str], config: ExtraInputs) -> np.ndarray:

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from molwm.baselines import morgan_fingerprints, rdkit_descriptors
+from featurizers.fingerprints import morgan_fingerprints
+from molwm.baselines import rdkit_descriptors
 from molwm.query import MoleculeModel
 from molwm.world.data import CourseError, TimeCourses
 from molwm.world.model import Action, window_features

@@ -160,3 +160,11 @@ def test_front_ends_ask_the_kind_registry_and_name_no_kind():
         if hits:
             named[rel] = hits
     assert named == {}
+
+
+def test_morgan_fingerprints_are_computed_in_featurizers_only():
+    """Forests, the domain, extra inputs, the world model and the lab all read ``featurizers.fingerprints``."""
+    places = sorted(str(p.relative_to(ROOT)) for folder in ("molwm", "featurizers", "benchmarks")
+                    for p in (ROOT / folder).rglob("*.py")
+                    if "GetMorganGenerator" in p.read_text() or "GetMorganFingerprint" in p.read_text())
+    assert places == ["featurizers/fingerprints.py"]
