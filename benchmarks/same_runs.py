@@ -62,7 +62,7 @@ def train(out: Path, lab: str, world_lab: str, finetunes: bool = True) -> None:
     if lab is None:
         runs = []  # fine-tunes only
     runs += [] if lab is None else [(f"mm-{o}", run_multimodal_pretrain, MultimodalPretrainConfig, "configs/pretrain/multimodal_tiny.yaml",
-              [f"objective={o}", f"data.lab={lab}"]) for o in ("jepa", "generative", "contrastive")]
+              [f"objective={o}", f"data.lab={lab}"]) for o in ("jepa", "generative")]
     runs += [] if world_lab is None else [("world", run_world, WorldConfig, "configs/world/lab_tiny.yaml",
                                            [f"data.lab={world_lab}"])]
     losses = {}
