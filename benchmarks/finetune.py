@@ -49,7 +49,7 @@ def _gnn(dataset, mode, seeds, pretrained, split_file, out_dir, tracker, overrid
 
 
 def _chemprop(binary, smiles, y, names, task, splits_pos, workdir: Path) -> tuple[list[dict], float]:
-    from molwm.tasks.metrics import task_metrics
+    from molwm.evaluation.metrics import task_metrics
 
     data = pd.DataFrame({"smiles": smiles})
     for j, n in enumerate(names):
@@ -96,7 +96,7 @@ def main() -> None:
     from molwm.data.batch import CachedGraphs
     from molwm.data.prepare import PrepareConfig, prepare_dataset
     from molwm.data.splits import load_splits
-    from molwm.tasks.metrics import primary_metric
+    from molwm.evaluation.metrics import primary_metric
     from molwm.tracking import make_tracker
 
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from molwm.cli import main as molwm_main
-from molwm.tasks.plots import pyplot, save_figure
+from molwm.evaluation.plots import pyplot, save_figure
 
 METRICS = (("mechanism", "r2"), ("state", "r2"), ("consistency", "map"), ("activity", "map"))
 

@@ -69,8 +69,8 @@ def oracle_top5(lab: Path, build, rows: list[int], slot: int, cands: list[int]) 
 def pixel_stat_reference(build, ks=KS, max_rows: int = 4000, max_starts: int = 2000, seed: int = 0) -> dict:
     """The observed future site read by 25 per-channel pixel statistics (ridge fitted on the training sites,
     as the models' probes are): what a hand-made reader of the site gets, on the starts the models are scored on."""
-    from molwm.objectives.lab_probes import pixel_statistics
-    from molwm.tasks.probes import RidgeProbe
+    from molwm.evaluation.lab_probes import pixel_statistics
+    from molwm.evaluation.ridge_probes import RidgeProbe
     from molwm.world.evaluate import _starts, r2_score
 
     train, test = build.world.train, build.world.test

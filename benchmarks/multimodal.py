@@ -58,7 +58,7 @@ def _load(res, objective: str):
 
 
 def cmd_retrieval(args) -> dict:
-    from molwm.tasks.retrieval import molecule_image_pairs, retrieval_accuracy
+    from molwm.evaluation.retrieval import molecule_image_pairs, retrieval_accuracy
 
     results = {}
     for objective in args.objectives.split(","):
@@ -92,7 +92,7 @@ def _score(probe, xs_test, ys_test, cliffs) -> dict[str, dict[str, float]]:
 
 def _ridge_per_target(shared: np.ndarray, panel, per=None, columns=None) -> dict[str, dict[str, float]]:
     """Per target: ridge (penalty by LOO on its train cells) on frozen features, RMSE on its test cells."""
-    from molwm.tasks.probes import RidgeProbe
+    from molwm.evaluation.ridge_probes import RidgeProbe
     from molwm.train.pretrain_mm import readout_columns
 
     res = {}

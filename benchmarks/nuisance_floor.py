@@ -6,11 +6,11 @@ For each nuisance level, generate a lab (``molwm.sim.generate_lab``), read it ba
 - ``pixel_stats``: the 25 per-channel pixel statistics (mean, SD, 10/50/90th percentiles), raw, as the
   image floor of earlier versions; ``pixel_stats_dmso``: the same standardised to each plate's DMSO;
 - ``cp_features``: CellProfiler-style per-cell features, site medians standardised to each plate's
-  DMSO (molwm.tasks.cell_features).
+  DMSO (molwm.evaluation.cell_features).
 
 Ridge probes (penalty by leave-one-out) are fitted on the treated sites of half of the compounds and
 scored (R², mean over dimensions) on the other half, for the well's cell state and the compound's
-mechanism; mAP (molwm.tasks.map_metrics) of phenotypic activity (replicates on other plates against
+mechanism; mAP (molwm.evaluation.map_metrics) of phenotypic activity (replicates on other plates against
 DMSO) and consistency (compound consensus profiles, 8 k-means mechanism classes).
 
     python benchmarks/nuisance_floor.py --molecules 250 --out outputs/nuisance-floor
@@ -30,11 +30,11 @@ import pandas as pd
 
 from featurizers.image import load_site
 from molwm.data.formats import read_load_data
-from molwm.objectives.lab_probes import mechanism_classes, pixel_statistics, r2_scores
+from molwm.evaluation.lab_probes import mechanism_classes, pixel_statistics, r2_scores
 from molwm.sim import generate_lab, load_smiles_for_lab
-from molwm.tasks.cell_features import normalize_to_controls, site_profiles
-from molwm.tasks.map_metrics import consensus, phenotypic_activity, phenotypic_consistency
-from molwm.tasks.probes import RidgeProbe
+from molwm.evaluation.cell_features import normalize_to_controls, site_profiles
+from molwm.evaluation.map_metrics import consensus, phenotypic_activity, phenotypic_consistency
+from molwm.evaluation.ridge_probes import RidgeProbe
 
 
 def _probe(x, y, fit):
@@ -87,7 +87,7 @@ def evaluate(lab: Path, seed: int = 0) -> dict:
 
 def plot(results: dict, path: Path) -> Path:
     """Each floor's cell-state R², activity mAP and consistency mAP against the nuisance level."""
-    from molwm.tasks.plots import pyplot, save_figure
+    from molwm.evaluation.plots import pyplot, save_figure
 
     plt = pyplot()
     levels = list(results)

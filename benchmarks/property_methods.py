@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from molwm.baselines import morgan_fingerprints, rdkit_descriptors
-from molwm.tasks.metrics import classification_metrics
+from molwm.evaluation.metrics import classification_metrics
 
 
 def rmse(y: np.ndarray, pred: np.ndarray) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 from molwm.api import load_model
 from molwm.config import load_config
 from molwm.data.splits import save_splits
-from molwm.models import load_encoder
+from molwm.kinds import load_encoder
 from molwm.train.finetune import FinetuneConfig, run_finetune
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,8 +33,8 @@ Tasks:
   "ceiling" from the compound's profile (``rf_profile``, ``logistic_profile``: its median over every
   treated well; ``*_strongest``: its strongest condition, the largest L2 norm) and ``chance`` (labels
   permuted).
-* ``map``: copairs-style mAP of the raw features (molwm.tasks.map_metrics, checked against copairs in
-  tests/molwm/tasks/test_map_metrics.py): phenotypic activity (each treated well retrieves the other wells
+* ``map``: copairs-style mAP of the raw features (molwm.evaluation.map_metrics, checked against copairs in
+  tests/molwm/evaluation/test_map_metrics.py): phenotypic activity (each treated well retrieves the other wells
   of its condition, or of its compound at the same time, against all DMSO wells; FDR-corrected share
   retrieved at 0.05) and consistency (each compound's profile retrieves the compounds of its class against
   the others; the median profile, and the strongest condition's). No seeds: it does not depend on a split.
@@ -63,7 +63,7 @@ from molwm.atomic import write_text_atomic
 from molwm.baselines import morgan_fingerprints, rdkit_descriptors
 from molwm.data.profile_cards import load_profile_set
 from molwm.data.splits import murcko_scaffold
-from molwm.tasks.map_metrics import consensus, phenotypic_activity, phenotypic_consistency
+from molwm.evaluation.map_metrics import consensus, phenotypic_activity, phenotypic_consistency
 
 SETS = {"cell_injury": ("cell_injury_profiles_compact", "cell_injury_profiles", 3),
         "sq00015054": ("lincs_sq00015054_profiles_compact", "lincs_sq00015054_profiles", 2)}

@@ -28,7 +28,7 @@ held-out compounds only:
   as the baselines' ``logistic_profile``) on the molecule embedding each run gives (``*_graph``: the graph
   encoder a user embeds with; ``*_forecast``: the predicted profile, averaged over the compound's
   conditions), beside ``rf_morgan`` on the same folds.
-* ``map``: copairs-style mAP (molwm.tasks.map_metrics) of the held-out compounds' wells, fold by fold:
+* ``map``: copairs-style mAP (molwm.evaluation.map_metrics) of the held-out compounds' wells, fold by fold:
   phenotypic activity (each treated well retrieves its condition's other wells against every DMSO well)
   and consistency (each held-out compound's median-over-wells profile retrieves the held-out compounds of
   its class), the raw standardised features beside each objective's profile embedding and the untrained
@@ -72,7 +72,7 @@ from molwm.jepa.mm_masking import MultimodalMasks, add_pe
 from molwm.jepa.modalities import TokenMask, modality_index
 from molwm.pretraining import load_pretrain_config
 from molwm.query import MoleculeModel
-from molwm.tasks.map_metrics import consensus, phenotypic_activity, phenotypic_consistency
+from molwm.evaluation.map_metrics import consensus, phenotypic_activity, phenotypic_consistency
 from molwm.train.pretrain_mm import MultimodalPretrainConfig, build_objective_model, run_multimodal_pretrain
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs/pretrain/profiles_cell_injury.yaml"

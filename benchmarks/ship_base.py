@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from molwm.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
-from molwm.models import load_encoder
+from molwm.kinds import load_encoder
 from molwm.weights import FOLDER, sha256
 
 KEEP = ("kind", "config", "spec", "objective", "encoder_prefix", "step", "samples_seen", "wall_seconds",

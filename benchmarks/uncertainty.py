@@ -101,8 +101,8 @@ def run_one(dataset: str, config: str, split_seed: int, args, out_dir: Path, spl
     """One shared-split ensemble, every calibrator on its member predictions."""
     from molwm.config import load_config
     from molwm.query import MoleculeModel
-    from molwm.tasks.calibration import fit_calibrator
-    from molwm.tasks.uncertainty import uncertainty_report
+    from molwm.uncertainty.calibration import fit_calibrator
+    from molwm.uncertainty.fit import uncertainty_report
     from molwm.train.finetune import FinetuneConfig, run_finetune
 
     seeds = [split_seed + 10 * k for k in range(args.members)]  # split.shared: the split of seeds[0]

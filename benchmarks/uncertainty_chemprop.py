@@ -96,14 +96,14 @@ def _predict(chemprop: str, work: Path, test: Path, val: Path, method: str, leve
 
 
 def _gaussian_row(y: np.ndarray, pred: np.ndarray, std: np.ndarray) -> dict[str, float]:
-    from molwm.tasks.metrics import (
+    from molwm.evaluation.metrics import (
         NOMINAL,
         gaussian_nll,
         interval_coverage,
         miscalibration_area,
         spearman_error_std,
     )
-    from molwm.tasks.uncertainty import LEVELS
+    from molwm.uncertainty.fit import LEVELS
 
     def cover(level: float) -> float:
         half = norm.ppf(0.5 + level / 2) * std
@@ -120,7 +120,7 @@ def _gaussian_row(y: np.ndarray, pred: np.ndarray, std: np.ndarray) -> dict[str,
 def run_chemprop(chemprop: str, dataset: str, split_seed: int, work: Path, epochs: int, members: int,
                  levels: tuple[float, ...], threads: int = 1) -> dict:
     """Train one Chemprop ensemble on the split and score each of its calibrators on the test rows."""
-    from molwm.tasks.metrics import interval_coverage, spearman_error_std
+    from molwm.evaluation.metrics import interval_coverage, spearman_error_std
 
     work.mkdir(parents=True, exist_ok=True)
     rows = split_rows(dataset, split_seed)

@@ -35,7 +35,7 @@ def group_calibrated(preds: np.ndarray, y: np.ndarray, groups: np.ndarray) -> di
     Returns:
         Method -> ``covered [n, F, L]`` (inside the interval at each of :data:`LEVELS`), ``std [n, F]``.
     """
-    from molwm.tasks.calibration import fit_calibrator
+    from molwm.uncertainty.calibration import fit_calibrator
 
     n, f = y.shape
     out = {m: {"covered": np.zeros((n, f, len(LEVELS)), bool), "std": np.full((n, f), np.nan)}
@@ -59,7 +59,7 @@ def summarise(scored: dict, preds: np.ndarray, y: np.ndarray, groups: np.ndarray
     """Per method: coverage at the nominal levels, miscalibration area, Spearman(|error|, std), RMSE and R² of
     the ensemble mean, and the 90% coverage of each group (``groups [n]``): its min, max and the share of
     groups within 5 points of 90%."""
-    from molwm.tasks.metrics import NOMINAL, miscalibration_area, spearman_error_std
+    from molwm.evaluation.metrics import NOMINAL, miscalibration_area, spearman_error_std
     from molwm.world.evaluate import r2_score
 
     mean = preds.mean(0)

@@ -7,7 +7,7 @@
 Molecule models (pretrained encoders, multimodal JEPAs, fine-tuned property
 ensembles) come back as :class:`molwm.query.MoleculeModel`; world models as
 :class:`molwm.world.forecast.WorldForecaster`. Which one is decided by the
-checkpoint's kind in the registry (:mod:`molwm.models`).
+checkpoint's kind in the registry (:mod:`molwm.kinds`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from molwm import checkpoints
-from molwm.models import kind_of, loader_for, refuse_unserved
+from molwm.kinds import kind_of, loader_for, refuse_unserved
 from molwm.query import MoleculeModel  # importing each family's answering class registers its loader
 from molwm.world.forecast import WorldForecaster
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from featurizers.fingerprints import morgan_fingerprints  # noqa: F401 (the forests' inputs, re-exported)
-from molwm.tasks.metrics import task_metrics
+from molwm.evaluation.metrics import task_metrics
 
 
 def rdkit_descriptors(smiles: Sequence[str]) -> np.ndarray:

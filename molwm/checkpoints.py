@@ -4,7 +4,7 @@ A checkpoint is a ``torch.save`` dict of tensors and plain Python values, read
 back with ``weights_only=True`` (no code runs on load). Every checkpoint has:
 
 * ``format``: :data:`CHECKPOINT_FORMAT`;
-* ``kind``: the model kind (see :mod:`molwm.models`, the registry that knows how
+* ``kind``: the model kind (see :mod:`molwm.kinds`, the registry that knows how
   each kind rebuilds itself from the rest of the dict);
 * ``config``: the resolved config of the run that wrote it;
 * the weights (``model`` or, for a fine-tuned ensemble, ``members``), ``step`` (steps

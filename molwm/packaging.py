@@ -6,7 +6,7 @@ checkpoint as an artifact. Nothing is pickled, so loading or serving a model
 from a shared registry runs molwm's code, never code stored in the registry; the
 checkpoint itself is read with ``weights_only=True``.
 
-The request contract is the model's family's (:data:`molwm.models.FAMILIES`): ``molecule``, a
+The request contract is the model's family's (:data:`molwm.kinds.FAMILIES`): ``molecule``, a
 ``smiles`` column and a ``what`` parameter (``auto``, ``predict``, ``embed``); ``world``, ``smiles``,
 ``dose_uM``, ``time_h`` and an optional ``context``.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from molwm import __version__
 from molwm.checkpoints import PYFUNC_CODE
-from molwm.models import family_of, kind_of, refuse_unserved
+from molwm.kinds import family_of, kind_of, refuse_unserved
 from molwm.tracking import ModelPackage
 
 __all__ = ["PYFUNC_CODE", "package_for"]
@@ -25,7 +25,7 @@ def package_for(kind: str) -> ModelPackage:
     """The pyfunc description of a model of checkpoint kind ``kind``.
 
     Raises:
-        CheckpointError: If the kind is not served (:attr:`molwm.models.ModelKind.served`).
+        CheckpointError: If the kind is not served (:attr:`molwm.kinds.ModelKind.served`).
     """
     model_kind = kind_of({"kind": kind})
     refuse_unserved(model_kind, f"kind {kind}")

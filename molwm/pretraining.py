@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from molwm.checkpoints import load_resume_checkpoint
 from molwm.config import ConfigError, apply_overrides, from_dict, load_config, read_yaml
-from molwm.models import kind_of, rebuild
+from molwm.kinds import kind_of, rebuild
 from molwm.tracking import Tracker
 from molwm.train.pretrain import PretrainConfig, run_pretrain
 from molwm.train.pretrain_mm import MultimodalPretrainConfig, run_multimodal_pretrain
@@ -45,7 +45,7 @@ def config_kind(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     """
     data = apply_overrides(read_yaml(path) if path else {}, overrides)
     kind = data.get("kind", "graph")
-    if kind not in SCHEMAS:
+    if not isinstance(kind, str) or kind not in SCHEMAS:
         raise ConfigError(f"{path or 'config'}: unknown kind {kind!r} for pretraining "
                           f"(known: {', '.join(SCHEMAS)})")
     return kind

@@ -2,7 +2,7 @@
 
 ``MoleculeModel.load(uri)`` accepts a local checkpoint or an MLflow model URI
 (``runs:/...``, ``models:/name@alias``, ``models:/name/version``) of any
-molecule-family kind (see :mod:`molwm.models`; :func:`molwm.api.load_model`
+molecule-family kind (see :mod:`molwm.kinds`; :func:`molwm.api.load_model`
 loads world models too). Every
 method takes SMILES lists of any length, batches internally, keeps input
 order, and returns one row per input with a ``status`` column (``ok`` or the
@@ -37,11 +37,11 @@ from molwm.data.cache import cache_root
 from molwm.data.candidates import load_reference_smiles
 from molwm.data.sources import sha256_file
 from molwm.encoders.graph import GraphEncoder
-from molwm.models import MoleculeParts, answers, parts_from_state
-from molwm.models.multimodal import JointGraphModel
-from molwm.tasks.calibration import Calibrator, z_of
-from molwm.tasks.domain import Domain
-from molwm.tasks.heads import PropertyModel
+from molwm.kinds import MoleculeParts, answers, parts_from_state
+from molwm.kinds.multimodal import JointGraphModel
+from molwm.uncertainty.calibration import Calibrator, z_of
+from molwm.uncertainty.domain import Domain
+from molwm.predictors.heads import PropertyModel
 
 WHAT = ("embed", "predict", "neighbours")
 """What a query can compute per molecule."""
@@ -122,7 +122,7 @@ class MoleculeModel:
 
     @classmethod
     def from_parts(cls, parts: MoleculeParts, source: str = "", digest: str = "") -> "MoleculeModel":
-        """A query handle over rebuilt parts (:meth:`molwm.models.ModelKind.parts`)."""
+        """A query handle over rebuilt parts (:meth:`molwm.kinds.ModelKind.parts`)."""
         stored = parts.uncertainty or {}
         calibrator = Calibrator.from_dict(stored.get("calibration"), parts.task, len(parts.targets))
         return cls(parts.encoder, parts.members, parts.task, parts.targets, parts.scalers, source,
@@ -221,10 +221,10 @@ class MoleculeModel:
         The value is the ensemble mean (a probability of the positive class for
         classification, calibrated when the model is); ``<name>_std`` is the
         ensemble's spread after the model's calibration, and ``_lo``/``_hi`` the
-        interval at the model's coverage (:mod:`molwm.tasks.calibration`). The
+        interval at the model's coverage (:mod:`molwm.uncertainty.calibration`). The
         ``uncertainty`` column names the method. Models with an applicability
         domain add ``max_tanimoto``, ``embedding_distance`` and ``in_domain``
-        (:mod:`molwm.tasks.domain`).
+        (:mod:`molwm.uncertainty.domain`).
         """
         emb, preds, status = self.compute(smiles, embed=False, predict=True)
         return self._prediction_frame(list(smiles), preds, status, emb)

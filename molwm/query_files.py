@@ -263,7 +263,7 @@ def _reservoir(sample: list, rows: np.ndarray, seen: int, rng: np.random.Generat
 
 
 def _plots(wm: MoleculeModel, output: Path, sample: list, predicted: list, ref) -> list[Path]:
-    from molwm.tasks.plots import embedding_map, property_histogram
+    from molwm.evaluation.plots import embedding_map, property_histogram
 
     written = []
     stem = output.with_suffix("")

@@ -5,7 +5,7 @@ Graphs (``modality: graph``) are described below. Images and assays
 (``modality: image`` / ``assay``, with a ``multimodal`` pretraining config on a
 synthetic lab) pretrain that modality's encoder under each objective and probe
 it, frozen, on the lab's ground truth (mechanism per compound, cell state per
-well; :mod:`molwm.objectives.lab_probes`) along the way; the same probe on an
+well; :mod:`molwm.evaluation.lab_probes`) along the way; the same probe on an
 untrained encoder and on hand-made features of the raw inputs gives the floor.
 
 One parent MLflow run; under it, per objective and pretraining seed, a nested
@@ -184,7 +184,7 @@ def _final_probes(config: AblateConfig, runs: list[dict], build):
     probes during training see only held-out samples, so they have no phenotypic-activity mAP.
     Returns the probe suite."""
     from molwm.checkpoints import load_checkpoint
-    from molwm.objectives.lab_probes import LabProbeSuite
+    from molwm.evaluation.lab_probes import LabProbeSuite
     from molwm.train.pretrain_mm import build_model
 
     cfg = config.multimodal
@@ -234,7 +234,7 @@ def _probe_rows(config: AblateConfig, runs: list[dict], build, progress: bool = 
 
 def _finetune_rows(sweep: FinetuneSweep, label: str, tracker: Tracker, progress: bool, from_model: str | None,
                    encoder_cfg, out_dir: Path) -> list[dict]:
-    from molwm.tasks.metrics import primary_metric
+    from molwm.evaluation.metrics import primary_metric
     from molwm.train.finetune import run_finetune
 
     rows = []
@@ -263,7 +263,7 @@ def _forest_rows(sweep: FinetuneSweep, split_files: dict[tuple[str, float], str]
     from molwm.data.batch import CachedGraphs
     from molwm.data.prepare import PrepareConfig, prepare_dataset
     from molwm.data.splits import load_splits
-    from molwm.tasks.metrics import primary_metric
+    from molwm.evaluation.metrics import primary_metric
 
     rows = []
     for ds in sweep.datasets:

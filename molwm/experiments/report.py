@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from molwm.atomic import atomic_path, write_text_atomic
-from molwm.tasks.plots import pyplot, save_figure
+from molwm.evaluation.plots import pyplot, save_figure
 
 
 def _pairs(history: dict, key: str, x: str) -> tuple[np.ndarray, np.ndarray]:

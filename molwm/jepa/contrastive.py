@@ -32,7 +32,8 @@ from molwm.jepa.multimodal import MultimodalJEPAConfig, MultimodalOutput
 def paired_rows(batch: MultimodalBatch, partner: str = "image") -> tuple[Tensor, Tensor]:
     """Positions, in ``batch.graph`` and in the ``partner`` modality's batch, of samples that have both."""
     if batch.graph is None or batch.part(partner) is None:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        none = torch.zeros(0, dtype=torch.long, device=batch.index.device)
+        return none, none
     where = batch.graph_rows.device
     g_pos = torch.full((batch.size,), -1, dtype=torch.long, device=where)
     g_pos[batch.graph_rows] = torch.arange(len(batch.graph_rows), device=where)

@@ -29,12 +29,12 @@ from molwm.data.batch import CachedGraphs
 from molwm.data.prepare import PrepareConfig, prepare_dataset
 from molwm.data.splits import dataset_record, load_splits, make_split, save_splits
 from molwm.encoders.graph import GraphEncoderConfig
-from molwm.models import load_encoder
-from molwm.models.property import member_state, property_state
+from molwm.kinds import load_encoder
+from molwm.kinds.property import member_state, property_state
 from molwm.packaging import package_for
-from molwm.tasks.extras import ExtraInputs
-from molwm.tasks.heads import HeadConfig
-from molwm.tasks.uncertainty import CalibrationConfig, fit_from_members
+from molwm.predictors.extras import ExtraInputs
+from molwm.predictors.heads import HeadConfig
+from molwm.uncertainty.fit import CalibrationConfig, fit_from_members
 from molwm.run_config import RunConfig
 from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
 from molwm.train.finetune_steps import (
@@ -119,7 +119,7 @@ class FinetuneConfig(RunConfig):
         run_name: MLflow run name.
         register_name: Register the result in the MLflow model registry under this name.
         alias: Alias to point at the registered version (e.g. ``champion``).
-        calibration: Uncertainty calibration and applicability domain (molwm.tasks.uncertainty).
+        calibration: Uncertainty calibration and applicability domain (molwm.uncertainty.fit).
     """
 
     dataset: str

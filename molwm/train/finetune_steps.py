@@ -17,10 +17,10 @@ import torch
 from featurizers.molecule import GRAPH_SPEC
 from molwm.data.batch import CachedGraphs, GraphBatch
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
-from molwm.tasks.extras import ExtraInputs, FeatureScaler, extra_features
-from molwm.tasks.forest import ArrayForest
-from molwm.tasks.heads import HeadConfig, PropertyModel, TabularMember
-from molwm.tasks.metrics import primary_metric, task_metrics
+from molwm.predictors.extras import ExtraInputs, FeatureScaler, extra_features
+from molwm.predictors.forest import ArrayForest
+from molwm.predictors.heads import HeadConfig, PropertyModel, TabularMember
+from molwm.evaluation.metrics import primary_metric, task_metrics
 from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train.common import plot_curves
 
@@ -118,7 +118,7 @@ def score_member(model, data: LabelledGraphs, split, task: str, scaler, cached=N
 def log_member(config, tracker: Tracker, data: LabelledGraphs, split, task: str, seed: int, names: list[str],
                 metrics: dict, model, scaler, curves: dict) -> None:
     """Log a member's metrics, its test parity (or ROC) plot and its training curves."""
-    from molwm.tasks.plots import parity_plot, roc_plot
+    from molwm.evaluation.plots import parity_plot, roc_plot
 
     test = split[2]
     tracker.log_metrics(metrics)

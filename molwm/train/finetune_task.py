@@ -31,10 +31,10 @@ from molwm.config import ConfigError, to_dict
 from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import GraphEncoder
 from molwm.jepa.health import embedding_health
-from molwm.models.property import member_state, property_state
-from molwm.tasks.extras import FeatureScaler
-from molwm.tasks.heads import PropertyModel
-from molwm.tasks.metrics import masked_loss, primary_metric, task_metrics
+from molwm.kinds.property import member_state, property_state
+from molwm.predictors.extras import FeatureScaler
+from molwm.predictors.heads import PropertyModel
+from molwm.evaluation.metrics import masked_loss, primary_metric, task_metrics
 from molwm.tracking import Tracker
 from molwm.train.driver import StepLoss, drive
 from molwm.train.finetune_steps import (

@@ -35,10 +35,10 @@ from molwm.data.prepare import PrepareConfig, PrepareResult, prepare_dataset
 from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import JEPAConfig
-from molwm.models.graph import kind_for as graph_kind_for
+from molwm.kinds.graph import kind_for as graph_kind_for
 from molwm.objectives import ObjectiveInputs, build_objective, objective_settings, objective_spec
 from molwm.objectives.graph import encoder_of
-from molwm.objectives.probes import ProbeConfig, ProbeSuite
+from molwm.evaluation.pretrain_probes import ProbeConfig, ProbeSuite
 from molwm.packaging import package_for
 from molwm.run_config import RunConfig
 from molwm.tracking import Tracker, temporary_artifact_dir

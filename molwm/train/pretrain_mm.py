@@ -25,13 +25,13 @@ from molwm.jepa.health import embedding_health
 from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, sample_multimodal_masks
 from molwm.jepa.modalities import modality_names, units
 from molwm.jepa.multimodal import MultimodalJEPAConfig
-from molwm.models import load_encoder
-from molwm.models.multimodal import kind_for as mm_kind_for
+from molwm.kinds import load_encoder
+from molwm.kinds.multimodal import kind_for as mm_kind_for
 from molwm.objectives import ObjectiveInputs, build_objective, objective_settings, objective_spec
-from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
+from molwm.evaluation.lab_probes import LabProbeConfig, LabProbeSuite
 from molwm.packaging import package_for
 from molwm.run_config import RunConfig
-from molwm.tasks.probes import RidgeProbe
+from molwm.evaluation.ridge_probes import RidgeProbe
 from molwm.tracking import Tracker
 from molwm.train import driver
 from molwm.train.common import log_training_plots

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from molwm.config import ConfigError
-from molwm.tasks.metrics import primary_metric
+from molwm.evaluation.metrics import primary_metric
 from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
 from molwm.train.finetune import FinetuneConfig, FinetuneResult, run_finetune
 

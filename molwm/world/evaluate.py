@@ -10,7 +10,7 @@ Persistence (nothing changes after the start) is scored the same way.
 
 Calibration of the ensemble spread (:func:`calibrate`) is fitted on member forecasts of held-out
 validation courses (:func:`members_from_cutoff`, :func:`members_steps_ahead`) with the property
-models' calibrators (:mod:`molwm.tasks.calibration`), and written into the checkpoint.
+models' calibrators (:mod:`molwm.uncertainty.calibration`), and written into the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from molwm.atomic import atomic_path
 from molwm.checkpoints import save_checkpoint
-from molwm.tasks.calibration import Calibrator, fit_calibrator
+from molwm.uncertainty.calibration import Calibrator, fit_calibrator
 from molwm.world.forecast import WorldForecaster
 from molwm.world.model import LatentState
 from molwm.world.prepare import WorldData

@@ -24,10 +24,10 @@ from molwm import checkpoints
 from molwm.checkpoints import CheckpointError
 from molwm.config import from_dict
 from molwm.errors import MolwmError, RequestError
-from molwm.models import answers, kind_of, rebuild, refuse_unserved
-from molwm.models.world import world_network
-from molwm.tasks.calibration import Calibrator, z_of
-from molwm.tasks.probes import RidgeProbe
+from molwm.kinds import answers, kind_of, rebuild, refuse_unserved
+from molwm.kinds.world import world_network
+from molwm.uncertainty.calibration import Calibrator, z_of
+from molwm.evaluation.ridge_probes import RidgeProbe
 from molwm.world.config import WorldConfig
 from molwm.world.model import LatentState
 from molwm.world.prepare import Normaliser, build_action, compound_features

@@ -1,6 +1,6 @@
 """How good are the image-level forecasts? k steps ahead on held-out scaffolds, decoded by ridge probes.
 
-Both forecasters are read the same way: a ridge probe (:class:`molwm.tasks.probes.RidgeProbe`)
+Both forecasters are read the same way: a ridge probe (:class:`molwm.evaluation.ridge_probes.RidgeProbe`)
 fitted on the training conditions' sites maps a site's embedding to the lab's hidden cell state.
 The embedding is the encoder downstream use reads: the EMA target for ``jepa``, the trained
 encoder for ``raw``. A latent forecast is decoded by that probe directly; a pixel forecast is
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from molwm.tasks.probes import RidgeProbe
+from molwm.evaluation.ridge_probes import RidgeProbe
 from molwm.world.evaluate import _starts, r2_score
 from molwm.world.images import ImageWorldNet
 from molwm.world.model import LatentState

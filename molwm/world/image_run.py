@@ -4,7 +4,7 @@
 the world task (:class:`molwm.world.run.WorldTask`: batches, losses, health, budgets) on the
 image build of :mod:`molwm.world.images`; at the end it fits the read-out probe, scores held-out
 scaffolds k steps ahead against persistence (:mod:`molwm.world.image_eval`) and logs the
-figures and a plot. Its checkpoints (kind ``image_world_model``, registered in :mod:`molwm.models`)
+figures and a plot. Its checkpoints (kind ``image_world_model``, registered in :mod:`molwm.kinds`)
 resume with ``molwm pretrain --resume``; no model is logged for serving (a forecast from it needs a
 start site, which the forecast API does not take).
 """

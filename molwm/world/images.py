@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from featurizers.image import ChannelStats, featurize_sites
 from molwm.config import ConfigError
 from molwm.encoders.image import ImageEncoder, ImageEncoderConfig
-from molwm.models.world import IMAGE_WORLD_MODEL
+from molwm.kinds.world import IMAGE_WORLD_MODEL
 from molwm.world.config import WorldConfig
 from molwm.world.data import CourseError, lab_courses_and_wells
 from molwm.world.model import WorldNet, WorldNetConfig
@@ -41,7 +41,7 @@ from molwm.world.prepare import WorldData
 from molwm.world.train import WorldBuild, build_world_data
 
 IMAGE_WORLD_KIND = IMAGE_WORLD_MODEL.name
-"""The checkpoint kind of this model (:data:`molwm.models.world.IMAGE_WORLD_MODEL`)."""
+"""The checkpoint kind of this model (:data:`molwm.kinds.world.IMAGE_WORLD_MODEL`)."""
 
 
 @dataclass(kw_only=True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from molwm.config import to_dict
-from molwm.models.world import WORLD_MODEL
+from molwm.kinds.world import WORLD_MODEL
 from molwm.packaging import package_for
 from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train import driver

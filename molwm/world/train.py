@@ -14,7 +14,7 @@ import torch
 
 from molwm.jepa.health import embedding_health
 from molwm.jepa.losses import vicreg_regulariser
-from molwm.tasks.probes import RidgeProbe
+from molwm.evaluation.ridge_probes import RidgeProbe
 from molwm.world.config import WorldConfig, WorldDataConfig  # noqa: F401  (re-exported: the run's schema)
 from molwm.world.data import CourseError, TimeCourses, load_lab_courses
 from molwm.world.model import Action, LatentState, WorldNet

@@ -24,8 +24,10 @@ HIGHER = ("molwm.train", "molwm.world", "molwm.query", "molwm.query_files", "mol
 WORLD_PARTS = ("molwm.world.model", "molwm.world.config", "molwm.world.data")
 """The world model's network, its config and its time-course container: parts the kind registry
 rebuilds checkpoints from, not the world model's training or forecasting."""
-BELOW_TRAINING = ("molwm.objectives", "molwm.models", "molwm.packaging")
-"""The plug-ins and the model-kind registry: the training driver uses them, never the reverse."""
+BELOW_TRAINING = ("molwm.objectives", "molwm.kinds", "molwm.packaging", "molwm.predictors", "molwm.uncertainty",
+                  "molwm.evaluation")
+"""The plug-ins, the model-kind registry, the predictors, uncertainty and evaluation: the training driver
+uses them, never the reverse."""
 
 
 def _modules() -> dict[str, Path]:
@@ -146,9 +148,9 @@ def test_only_the_graph_encoder_computes_positional_codes():
 
 
 def test_front_ends_ask_the_kind_registry_and_name_no_kind():
-    """Loading, serving, packaging, the CLI and the forecaster dispatch through ``molwm.models`` (kinds,
+    """Loading, serving, packaging, the CLI and the forecaster dispatch through ``molwm.kinds`` (kinds,
     families and their loaders); none of them names a checkpoint kind or imports a kind's constant."""
-    from molwm.models import KINDS
+    from molwm.kinds import KINDS
 
     constants = ("GRAPH_JEPA", "GRAPH_PRETRAIN", "MULTIMODAL_JEPA", "MULTIMODAL_OTHERS", "PROPERTY_MODEL", "WORLD_MODEL",
                  "IMAGE_WORLD_MODEL")

@@ -1,8 +1,8 @@
 """Every registered model kind saves, loads, answers queries and serves (issue 16, item 8).
 
-One tiny checkpoint per kind in :data:`molwm.models.KINDS` is built once per test run (the shared
+One tiny checkpoint per kind in :data:`molwm.kinds.KINDS` is built once per test run (the shared
 fixtures of ``tests/conftest.py`` where one already makes that kind, a few steps of the real run
-function otherwise). Each kind then goes through ``molwm.api.load_model``, ``molwm.models.load_encoder``,
+function otherwise). Each kind then goes through ``molwm.api.load_model``, ``molwm.kinds.load_encoder``,
 ``tracker.log_model`` (logged from code: no pickle) and ``molwm.serving.served_model(...).predict``
 (what ``molwm serve`` runs), whose
 answer must be the direct API's. A new kind must come with a builder here (the first test fails without).
@@ -23,7 +23,7 @@ import torch
 from molwm.api import load_model
 from molwm.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from molwm.encoders.graph import GraphEncoder
-from molwm.models import KINDS, load_encoder
+from molwm.kinds import KINDS, load_encoder
 from molwm.query import MoleculeModel
 from molwm.world.forecast import WorldForecaster
 

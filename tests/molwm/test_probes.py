@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from molwm.tasks.probes import RidgeProbe
+from molwm.evaluation.ridge_probes import RidgeProbe
 
 pytestmark = pytest.mark.unit
 

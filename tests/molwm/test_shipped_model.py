@@ -10,7 +10,7 @@ import pytest
 import molwm.weights as weights
 from molwm.api import load_model
 from molwm.checkpoints import load_checkpoint
-from molwm.models import load_encoder
+from molwm.kinds import load_encoder
 from molwm.query import MoleculeModel
 from molwm.weights import SHIPPED, ShippedModelError, sha256
 

@@ -32,7 +32,7 @@ from molwm.jepa.modalities import (
     register_modality,
     unregister_modality,
 )
-from molwm.models import load_encoder
+from molwm.kinds import load_encoder
 from molwm.objectives import ObjectiveInputs, build_objective
 from molwm.train.pretrain_mm import MultimodalPretrainConfig, run_multimodal_pretrain, train_step
 

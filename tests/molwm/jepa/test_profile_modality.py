@@ -24,7 +24,7 @@ from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, sample_multimoda
 from molwm.jepa.modalities import modality_names, unit
 from molwm.jepa.modalities.profile import chunk_masks
 from molwm.jepa.multimodal import MultimodalJEPAConfig
-from molwm.models import load_encoder
+from molwm.kinds import load_encoder
 from molwm.jepa.contrastive import paired_rows
 from molwm.objectives import ObjectiveInputs, build_objective
 from molwm.train.pretrain_mm import (

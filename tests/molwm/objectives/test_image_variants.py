@@ -47,7 +47,7 @@ def test_jepa_targets_follow_the_image_encoder_s_token_norm(mm_data, mm_config):
 def test_context_readout_reads_the_context_encoder_and_only_where_it_differs(tiny_lab, tmp_path):
     from molwm.data.mm_sources import MultimodalDataConfig, build_multimodal_data
     from molwm.jepa.multimodal import MultimodalJEPAConfig
-    from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
+    from molwm.evaluation.lab_probes import LabProbeConfig, LabProbeSuite
 
     build = build_multimodal_data(MultimodalDataConfig(lab=str(tiny_lab.path), lab_split=[0.5, 0.25, 0.25],
                                                        image_size=32), progress=False)
@@ -78,7 +78,7 @@ def test_context_readout_reads_the_context_encoder_and_only_where_it_differs(tin
 @pytest.mark.unit
 def test_probe_readouts_are_checked():
     from molwm.config import ConfigError
-    from molwm.objectives.lab_probes import LabProbeConfig
+    from molwm.evaluation.lab_probes import LabProbeConfig
 
     with pytest.raises(ConfigError, match="readouts"):
         LabProbeConfig(readouts=["predictor"]).validate()

@@ -96,7 +96,7 @@ def test_contrastive_views_are_disjoint(mm_data, mm_config):
 @pytest.mark.integration
 def test_lab_probe_reads_each_sample_s_own_truth(tmp_path):
     from molwm.data.mm_sources import MultimodalDataConfig, build_multimodal_data
-    from molwm.objectives.lab_probes import LabProbeConfig, LabProbeSuite
+    from molwm.evaluation.lab_probes import LabProbeConfig, LabProbeSuite
     from molwm.sim.lab import generate_lab, load_smiles_for_lab
 
     lab = tmp_path / "lab"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from molwm.checkpoints import load_checkpoint
 from molwm.config import ConfigError, load_config
 from molwm.jepa.model import JEPAOutput
-from molwm.models import load_encoder
+from molwm.kinds import load_encoder
 from molwm.objectives.graph import _NoTarget, _pool
 from molwm.objectives.registry import OBJECTIVES, ObjectiveInputs, register
 from molwm.train.pretrain import PretrainConfig, run_pretrain

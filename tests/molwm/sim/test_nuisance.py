@@ -13,7 +13,7 @@ import pytest
 from molwm.sim import generate_lab, render_site
 from molwm.sim.nuisance import parse_nuisance
 from molwm.sim.render import RenderParams
-from molwm.tasks.cell_features import site_profile
+from molwm.evaluation.cell_features import site_profile
 
 DRUGS = ["CC(=O)Oc1ccccc1C(=O)O", "Cn1c(=O)c2c(ncn2C)n(C)c1=O", "CC(C)Cc1ccc(cc1)C(C)C(=O)O",
          "CC(=O)Nc1ccc(O)cc1", "CN1C(=O)CN=C(c2ccccc2)c2cc(Cl)ccc12"]

@@ -9,7 +9,7 @@ import torch
 from molwm.checkpoints import load_checkpoint
 from molwm.config import load_config
 from molwm.data.descriptors import DescriptorStats
-from molwm.models import load_encoder
+from molwm.kinds import load_encoder
 from molwm.train.pretrain import PretrainConfig, run_pretrain
 
 pytestmark = pytest.mark.integration

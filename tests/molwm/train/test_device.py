@@ -18,7 +18,7 @@ from molwm.encoders.graph import GraphEncoderConfig, structural_pe
 from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import JEPAConfig, PredictorConfig
-from molwm.models import load_encoder
+from molwm.kinds import load_encoder
 from molwm.objectives import ObjectiveInputs, build_objective, names
 from molwm.train.distributed import resolve_device
 from molwm.train.pretrain import PretrainConfig, run_pretrain

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from molwm.config import ConfigError, load_config
-from molwm.tasks.metrics import classification_metrics, masked_loss, regression_metrics
+from molwm.evaluation.metrics import classification_metrics, masked_loss, regression_metrics
 from molwm.train.finetune import FinetuneConfig, run_finetune
 
 

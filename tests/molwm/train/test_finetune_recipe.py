@@ -13,8 +13,8 @@ from molwm.data.batch import CachedGraphs
 from molwm.data.prepare import PrepareConfig, prepare_dataset
 from molwm.data.splits import load_splits
 from molwm.query import MoleculeModel
-from molwm.tasks.extras import ExtraInputs, FeatureScaler, extra_features
-from molwm.tasks.forest import ArrayForest
+from molwm.predictors.extras import ExtraInputs, FeatureScaler, extra_features
+from molwm.predictors.forest import ArrayForest
 from molwm.train import finetune_steps
 from molwm.train.finetune import FinetuneConfig, run_finetune
 

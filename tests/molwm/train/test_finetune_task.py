@@ -14,7 +14,7 @@ from molwm.config import ConfigError, load_config
 from molwm.data.batch import CachedGraphs
 from molwm.data.prepare import PrepareConfig, prepare_dataset
 from molwm.data.splits import make_split
-from molwm.models import load_encoder
+from molwm.kinds import load_encoder
 from molwm.query import MoleculeModel
 from molwm.train.driver import drive
 from molwm.train.finetune import FinetuneConfig

@@ -21,8 +21,8 @@ from molwm.data.batch import GraphBatch
 from molwm.data.multimodal import MultimodalBatch
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
 from molwm.jepa.multimodal import MultimodalJEPA, MultimodalJEPAConfig
-from molwm.models.base import ModelKind, MoleculeParts, State, strip_prefix
-from molwm.tasks.probes import RidgeProbe
+from molwm.kinds.base import ModelKind, MoleculeParts, State, strip_prefix
+from molwm.evaluation.ridge_probes import RidgeProbe
 
 
 class JointGraphModel:

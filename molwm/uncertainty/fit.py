@@ -21,9 +21,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from molwm.tasks.calibration import CalibrationConfig, Calibrator, fit_calibrator, resolve_method
-from molwm.tasks.domain import Domain, binned_error
-from molwm.tasks.metrics import (NOMINAL, brier_score, expected_calibration_error, gaussian_nll,
+from molwm.uncertainty.calibration import CalibrationConfig, Calibrator, fit_calibrator, resolve_method
+from molwm.uncertainty.domain import Domain, binned_error
+from molwm.evaluation.metrics import (NOMINAL, brier_score, expected_calibration_error, gaussian_nll,
                                  interval_coverage, miscalibration_area, spearman_error_std)
 
 LEVELS = np.round(np.linspace(0.01, 0.99, 99), 2)
@@ -151,7 +151,7 @@ def fit_uncertainty(config: CalibrationConfig, task: str, shared: bool, n_member
                  f"beyond: {'reached' if domain.info['crossed'] else 'not reached, largest validation distance'}); "
                  f"test in domain {np.mean(inside):.0%}, |error| in {mae_in:.3f} / out {mae_out:.3f}")
     bins = binned_error(dist, err)
-    from molwm.tasks.plots import domain_plot
+    from molwm.evaluation.plots import domain_plot
 
     plots.append(domain_plot(bins["edges"], bins["mae"], bins["n"], domain.threshold, plot_dir / "domain_error.png",
                              f"{title}: test error by distance"))
@@ -195,7 +195,7 @@ def fit_from_members(config: CalibrationConfig, task: str, splits: Sequence[tupl
 
 def _plots(cal: Calibrator, raw: Calibrator, test: RowsSeen, curve, base_curve, got: dict, plot_dir: Path,
            title: str) -> list[Path]:
-    from molwm.tasks.plots import calibration_plot, coverage_plot, error_std_plot
+    from molwm.evaluation.plots import calibration_plot, coverage_plot, error_std_plot
 
     label = f"{cal.method}"
     if cal.task == "classification":

@@ -94,7 +94,7 @@ class ProbeSuite:
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import roc_auc_score
 
-        from molwm.tasks.probes import RidgeProbe
+        from molwm.evaluation.ridge_probes import RidgeProbe
 
         out = {}
         for t in self.tasks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from featurizers.molecule import GRAPH_SPEC
 from molwm.config import from_dict
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
-from molwm.models.base import ModelKind, MoleculeParts, State, strip_prefix
+from molwm.kinds.base import ModelKind, MoleculeParts, State, strip_prefix
 from molwm.objectives.graph import encoder_prefix
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from molwm.encoders.graph import GraphEncoder
-from molwm.tasks.heads import PropertyModel
+from molwm.predictors.heads import PropertyModel
 
 State = dict[str, Any]
 
@@ -103,8 +103,8 @@ class MoleculeParts:
         train_targets: ``[n, T]`` training labels (for plots), if the checkpoint has them.
         dataset: The dataset it was fine-tuned on, if any.
         joint: A multimodal JEPA seen from the graph side
-            (:class:`molwm.models.multimodal.JointGraphModel`), if that is what it is.
-        uncertainty: The stored calibration and applicability domain (:mod:`molwm.tasks.uncertainty`),
+            (:class:`molwm.kinds.multimodal.JointGraphModel`), if that is what it is.
+        uncertainty: The stored calibration and applicability domain (:mod:`molwm.uncertainty.fit`),
             or None for checkpoints without them.
     """
 

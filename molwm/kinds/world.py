@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from molwm.config import from_dict
-from molwm.models.base import ModelKind, State
+from molwm.kinds.base import ModelKind, State
 from molwm.world.config import WorldConfig
 from molwm.world.model import WorldNet
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from molwm.config import ConfigError
-from molwm.tasks.calibration import (CalibrationConfig, Calibrator, conformal_quantile, fit_calibrator,
+from molwm.uncertainty.calibration import (CalibrationConfig, Calibrator, conformal_quantile, fit_calibrator,
                                      resolve_method, z_of)
-from molwm.tasks.metrics import (brier_score, expected_calibration_error, gaussian_nll, interval_coverage,
+from molwm.evaluation.metrics import (brier_score, expected_calibration_error, gaussian_nll, interval_coverage,
                                  miscalibration_area, spearman_error_std)
-from molwm.tasks.uncertainty import regression_report, shares_rows
+from molwm.uncertainty.fit import regression_report, shares_rows
 
 pytestmark = pytest.mark.unit
 

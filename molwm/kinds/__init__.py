@@ -1,10 +1,10 @@
 """The registry of model kinds: what each checkpoint ``kind`` is, and how its parts are rebuilt.
 
 Every molwm checkpoint names its kind; this is the one place a kind string is
-looked up. A new kind is a :class:`~molwm.models.base.ModelKind` in its own
+looked up. A new kind is a :class:`~molwm.kinds.base.ModelKind` in its own
 module plus one line in :data:`KINDS`.
 
->>> from molwm.models import load_encoder
+>>> from molwm.kinds import load_encoder
 >>> encoder = load_encoder("models:/molwm-solubility@champion")   # doctest: +SKIP
 """
 
@@ -16,11 +16,11 @@ from typing import Callable, TypeVar
 from molwm import checkpoints
 from molwm.checkpoints import CheckpointError
 from molwm.encoders.graph import GraphEncoder
-from molwm.models.base import FAMILIES, Family, ModelKind, MoleculeParts, State, answers, loader_for
-from molwm.models.graph import GRAPH_JEPA, GRAPH_PRETRAIN
-from molwm.models.multimodal import MULTIMODAL_JEPA, MULTIMODAL_OTHERS
-from molwm.models.property import PROPERTY_MODEL
-from molwm.models.world import IMAGE_WORLD_MODEL, WORLD_MODEL
+from molwm.kinds.base import FAMILIES, Family, ModelKind, MoleculeParts, State, answers, loader_for
+from molwm.kinds.graph import GRAPH_JEPA, GRAPH_PRETRAIN
+from molwm.kinds.multimodal import MULTIMODAL_JEPA, MULTIMODAL_OTHERS
+from molwm.kinds.property import PROPERTY_MODEL
+from molwm.kinds.world import IMAGE_WORLD_MODEL, WORLD_MODEL
 
 __all__ = ["FAMILIES", "KINDS", "Family", "ModelKind", "MoleculeParts", "answers", "encoder_from_state", "family_of",
            "kind_of", "load_encoder", "loader_for", "parts_from_state", "rebuild", "refuse_unserved", "register"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from molwm.tasks.cell_features import (feature_names, measure_cells, normalize_to_controls, segment,
+from molwm.evaluation.cell_features import (feature_names, measure_cells, normalize_to_controls, segment,
                                        site_profile)
 
 pytestmark = pytest.mark.unit

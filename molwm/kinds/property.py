@@ -1,8 +1,8 @@
 """Fine-tuned property models (``property_model``): a deep ensemble of encoder + head, one per seed.
 
-A member is a network (:class:`~molwm.tasks.heads.PropertyModel`, optionally reading extra molecule
+A member is a network (:class:`~molwm.predictors.heads.PropertyModel`, optionally reading extra molecule
 features whose standardisation is stored beside it) or, for ``mode: tabular``, a forest on the frozen
-embedding and the extra features (:class:`~molwm.tasks.heads.TabularMember`, its trees as tensors).
+embedding and the extra features (:class:`~molwm.predictors.heads.TabularMember`, its trees as tensors).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 from featurizers.molecule import GRAPH_SPEC
 from molwm.config import from_dict, to_dict
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
-from molwm.models.base import ModelKind, MoleculeParts, State, strip_prefix
-from molwm.tasks.extras import ExtraInputs, FeatureScaler
-from molwm.tasks.forest import ArrayForest
-from molwm.tasks.heads import HeadConfig, PropertyModel, TabularMember
+from molwm.kinds.base import ModelKind, MoleculeParts, State, strip_prefix
+from molwm.predictors.extras import ExtraInputs, FeatureScaler
+from molwm.predictors.forest import ArrayForest
+from molwm.predictors.heads import HeadConfig, PropertyModel, TabularMember
 
 
 def member_state(model) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from molwm.tasks.domain import Domain, binned_error, fit_threshold
+from molwm.uncertainty.domain import Domain, binned_error, fit_threshold
 
 pytestmark = pytest.mark.unit
 

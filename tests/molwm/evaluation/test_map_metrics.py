@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from molwm.tasks.map_metrics import (average_precision, benjamini_hochberg, mean_average_precision,
+from molwm.evaluation.map_metrics import (average_precision, benjamini_hochberg, mean_average_precision,
                                      phenotypic_activity, phenotypic_consistency)
 
 pytestmark = pytest.mark.unit

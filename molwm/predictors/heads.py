@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from molwm.config import check_ranges
 from molwm.data.batch import GraphBatch
 from molwm.encoders.graph import GraphEncoder
-from molwm.tasks.extras import ExtraInputs, FeatureScaler, extra_features
-from molwm.tasks.forest import ArrayForest
+from molwm.predictors.extras import ExtraInputs, FeatureScaler, extra_features
+from molwm.predictors.forest import ArrayForest
 
 
 @dataclass
@@ -59,7 +59,7 @@ class PropertyModel(nn.Module):
         n_tasks: Outputs.
         head: Head sizes and pooling.
         extra: Features joined to the embedding before the head (None: none); their
-            standardisation (:class:`~molwm.tasks.extras.FeatureScaler`) is ``extra_scaler``,
+            standardisation (:class:`~molwm.predictors.extras.FeatureScaler`) is ``extra_scaler``,
             fitted on the member's training rows.
 
     Shapes:
@@ -104,7 +104,7 @@ class TabularMember(nn.Module):
         encoder: The frozen graph encoder.
         pooling: Its pooling.
         extra: The molecule features beside the embedding.
-        forests: One :class:`~molwm.tasks.forest.ArrayForest` per task (regression: scaled
+        forests: One :class:`~molwm.predictors.forest.ArrayForest` per task (regression: scaled
             targets; classification: P(positive)).
         fill: ``[E + F]`` training medians that replace NaN features.
         task: ``regression`` or ``classification``.

@@ -13,11 +13,11 @@ objective, so the curves compare. Beside R², the metric JUMP papers report:
 mAP of phenotypic consistency (compounds of one mechanism class retrieve each
 other; :func:`mechanism_classes`) and, when negative-control samples are
 given and compounds have replicates, of phenotypic activity (replicates
-retrieve each other against DMSO); :mod:`molwm.tasks.map_metrics`.
+retrieve each other against DMSO); :mod:`molwm.evaluation.map_metrics`.
 
 The hand-made floor for images is CellProfiler-style per-cell features,
 aggregated per site and standardised to the DMSO sites of each plate
-(:mod:`molwm.tasks.cell_features`); the 25 per-channel pixel statistics of
+(:mod:`molwm.evaluation.cell_features`); the 25 per-channel pixel statistics of
 earlier versions stay available as :meth:`LabProbeSuite.pixel_features`.
 """
 
@@ -33,7 +33,7 @@ import torch
 
 from molwm.data.multimodal import MultimodalData
 from molwm.jepa.mm_masking import add_pe
-from molwm.tasks.map_metrics import consensus, phenotypic_activity, phenotypic_consistency
+from molwm.evaluation.map_metrics import consensus, phenotypic_activity, phenotypic_consistency
 
 MECHANISM_CLASSES = 8
 """Mechanism classes of the consistency mAP (k-means of the lab's mechanism vectors)."""
@@ -110,7 +110,7 @@ def lab_cell_profiles(lab: str | Path, sites: np.ndarray, progress: bool = False
     """
     from featurizers.image import load_site
     from molwm.data.formats import read_load_data
-    from molwm.tasks.cell_features import normalize_to_controls, site_profiles
+    from molwm.evaluation.cell_features import normalize_to_controls, site_profiles
 
     index = read_load_data(Path(lab) / "load_data.csv")
     frame = index.frame
@@ -269,7 +269,7 @@ class LabProbeSuite:
 
     def score(self, x: np.ndarray, controls: np.ndarray | None = None) -> dict[str, float]:
         """Ridge on the fitting half, mean R² per target on the other half; and the mAPs of :meth:`retrieval`."""
-        from molwm.tasks.probes import RidgeProbe
+        from molwm.evaluation.ridge_probes import RidgeProbe
 
         out = {}
         for name, y in self.targets.items():

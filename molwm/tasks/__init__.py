@@ -1,1 +1,0 @@
-"""Property prediction: heads, metrics, plots."""
