@@ -39,7 +39,8 @@ from molwm.data.sources import sha256_file
 from molwm.encoders.graph import GraphEncoder
 from molwm.kinds import MoleculeParts, answers, parts_from_state
 from molwm.kinds.multimodal import JointGraphModel
-from molwm.uncertainty.calibration import Calibrator, z_of
+from molwm.predictors.interface import EnsemblePredictor, Predictor
+from molwm.uncertainty.calibration import Calibrator
 from molwm.uncertainty.domain import Domain
 from molwm.predictors.heads import PropertyModel
 
@@ -132,19 +133,24 @@ class MoleculeModel:
     # ------------------------------------------------------------------ core
 
     @property
+    def predictor(self) -> Predictor | None:
+        """What predictions come from (:mod:`molwm.predictors.interface`): the multimodal JEPA's assay
+        read-out, the fine-tuned ensemble, or None for a pretrained encoder."""
+        if self.joint is not None:
+            return self.joint
+        if self.members:
+            return EnsemblePredictor(self.members, self.scalers, self.task, self.targets, self.calibrator, self.domain)
+        return None
+
+    @property
     def can_predict(self) -> bool:
         """True if :meth:`predict` has something to return (fine-tuned heads, or a multimodal assay probe)."""
-        return bool(self.members) or (self.joint is not None and self.joint.probe is not None)
+        return self.predictor is not None and self.predictor.can_predict
 
     @property
     def embedding_dim(self) -> int:
         """Width of :meth:`embed` rows (a fine-tuned model's pooled head input, e.g. ``2D`` for mean_sum)."""
-        if self.joint is not None:
-            return self.joint.dim
-        if self.members:
-            pooling = self.members[0].pooling
-            return self.encoder.dim * (2 if pooling == "mean_sum" else 1)
-        return self.encoder.dim
+        return self.encoder.dim if self.predictor is None else self.predictor.dim
 
     def _featurized(self, smiles: Sequence, status: list[str]) -> Iterable:
         """Featurized chunks of one batch each; with ``workers`` > 0, worker processes featurize
@@ -177,26 +183,20 @@ class MoleculeModel:
             raise ValueError("this model has no property heads (it is a pretrained encoder): use embed()")
         n = len(smiles)
         status = ["ok"] * n
-        embed = embed or (predict and self.domain is not None and self.joint is None)
+        predictor = self.predictor
+        embed = embed or (predict and predictor.wants_embedding)
         emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32) if embed else None
         preds = np.full((max(1, len(self.members)), n, len(self.targets)), np.nan) if predict else None
-        embed_fn = self.members[0].embed if self.members else (self.joint or self.encoder).embed
+        embed_fn = (predictor or self.encoder).embed
         smiles = list(smiles)
         for arrays in self._featurized(smiles, status):
             for pos, b in self._batches(arrays):
                 if embed and not predict:
                     emb[pos] = embed_fn(b).numpy()
-                if predict and self.joint is not None:
-                    preds[0, pos], joint = self.joint.predict_assays(b)
+                if predict:
+                    preds[:, pos], z = predictor.predict(b, [smiles[i] for i in pos], embed)
                     if embed:
-                        emb[pos] = joint
-                elif predict:
-                    for k, (m, (mean, std)) in enumerate(zip(self.members, self.scalers)):
-                        z = m.embed(b)  # the pooled features this member's head reads
-                        if embed and k == 0:
-                            emb[pos] = z.numpy()
-                        out = m.head_from(z, [smiles[i] for i in pos]).double().numpy()  # extras from SMILES
-                        preds[k, pos] = 1 / (1 + np.exp(-out)) if self.task == "classification" else out * std + mean
+                        emb[pos] = z
         return emb, preds, status
 
     # ------------------------------------------------------------- public API
@@ -231,29 +231,7 @@ class MoleculeModel:
 
     def _prediction_frame(self, smiles: list, preds: np.ndarray, status: list[str],
                           emb: np.ndarray | None = None) -> pd.DataFrame:
-        columns: dict[str, object] = {"smiles": smiles}  # gathered, then one frame (no fragmented inserts)
-        if self.joint is not None:
-            spread, z = self.joint.spread(), z_of(0.9)
-            for j, name in enumerate(self.targets):
-                mean = preds[0, :, j]
-                std = np.where(np.isnan(mean), np.nan, spread[j])
-                # one number per assay, the same for every molecule: named for what it is, not a per-row std
-                columns[name], columns[f"{name}_probe_rmse"] = mean, std
-                columns[f"{name}_lo"], columns[f"{name}_hi"] = mean - z * std, mean + z * std
-            columns["uncertainty"] = ("linear probe on the joint embedding: <assay>_probe_rmse is its residual std "
-                                      "on its training cells, one value per assay (not per molecule); "
-                                      "_lo/_hi = value ± 1.645 x that (90%, uncalibrated)")
-            frame = pd.DataFrame(columns)
-        else:
-            cal = self.calibrator or Calibrator.from_dict(None, self.task, len(self.targets))
-            out = cal.apply(preds)
-            for j, name in enumerate(self.targets):
-                columns[name], columns[f"{name}_std"] = out["value"][:, j], out["std"][:, j]
-                columns[f"{name}_lo"], columns[f"{name}_hi"] = out["lo"][:, j], out["hi"][:, j]
-            columns["uncertainty"] = f"{cal.description}; deep ensemble of {len(self.members)} seeds"
-            frame = pd.DataFrame(columns)
-            if self.domain is not None:
-                frame = pd.concat([frame, self.domain.frame(smiles, emb, status)], axis=1)
+        frame = self.predictor.frame(smiles, preds, status, emb)
         frame["status"] = status
         return frame
 

@@ -12,6 +12,7 @@ training cells: one number per assay, not per molecule.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from featurizers.assay import AssayNormalizer
@@ -23,6 +24,7 @@ from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
 from molwm.jepa.multimodal import MultimodalJEPA, MultimodalJEPAConfig
 from molwm.kinds.base import ModelKind, MoleculeParts, State, strip_prefix
 from molwm.evaluation.ridge_probes import RidgeProbe
+from molwm.uncertainty.calibration import z_of
 
 
 class JointGraphModel:
@@ -72,6 +74,41 @@ class JointGraphModel:
         if self.probe is None or self.probe.resid_std is None:
             return np.full(len(self.assay_names), np.nan)
         return self.probe.resid_std * np.asarray(self.normalizer.std, np.float64)
+
+    # ---- the predictor protocol (molwm.predictors.interface.Predictor): the assay read-out ----------
+    @property
+    def targets(self) -> list[str]:
+        """The assays it reads out."""
+        return self.assay_names
+
+    @property
+    def can_predict(self) -> bool:
+        """True when pretraining fitted an assay probe."""
+        return self.probe is not None
+
+    @property
+    def wants_embedding(self) -> bool:
+        return False
+
+    def predict(self, batch: GraphBatch, smiles, embed: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(assay values [1, B, A], joint embeddings [B, D])``."""
+        values, joint = self.predict_assays(batch)
+        return values[None], joint
+
+    def frame(self, smiles: list, preds: np.ndarray, status: list[str], emb) -> pd.DataFrame:
+        """Assay values with ``<assay>_probe_rmse`` (one number per assay, named for what it is) and a 90%
+        interval of value ± 1.645 x that."""
+        spread, z = self.spread(), z_of(0.9)
+        columns: dict[str, object] = {"smiles": smiles}
+        for j, name in enumerate(self.assay_names):
+            mean = preds[0, :, j]
+            std = np.where(np.isnan(mean), np.nan, spread[j])
+            columns[name], columns[f"{name}_probe_rmse"] = mean, std
+            columns[f"{name}_lo"], columns[f"{name}_hi"] = mean - z * std, mean + z * std
+        columns["uncertainty"] = ("linear probe on the joint embedding: <assay>_probe_rmse is its residual std "
+                                  "on its training cells, one value per assay (not per molecule); "
+                                  "_lo/_hi = value ± 1.645 x that (90%, uncalibrated)")
+        return pd.DataFrame(columns)
 
 
 def multimodal_encoder(state: State) -> GraphEncoder:

@@ -24,6 +24,7 @@ from molwm.api import load_model
 from molwm.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from molwm.encoders.graph import GraphEncoder
 from molwm.kinds import KINDS, load_encoder
+from molwm.predictors.interface import Predictor
 from molwm.query import MoleculeModel
 from molwm.world.forecast import WorldForecaster
 
@@ -192,6 +193,8 @@ def test_load_model_gives_the_family_handle_and_answers(kind, kind_checkpoints):
     assert not np.allclose(emb[0], emb[1])  # the rows depend on the molecule
     assert model.can_predict == (kind in PREDICTS)
     if model.can_predict:
+        assert isinstance(model.predictor, Predictor)  # one protocol behind every kind's predictions
+        assert model.predictor.dim == model.embedding_dim and list(model.predictor.targets) == list(model.targets)
         frame = model.predict(QUERY)
         assert frame["smiles"].tolist() == QUERY and frame["status"].tolist() == status
         assert model.targets
