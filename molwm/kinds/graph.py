@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from featurizers.molecule import GRAPH_SPEC
 from molwm.config import from_dict
 from molwm.encoders.graph import GraphEncoder, GraphEncoderConfig
@@ -9,13 +11,42 @@ from molwm.kinds.base import ModelKind, MoleculeParts, State, strip_prefix
 from molwm.objectives.graph import encoder_prefix
 
 
+@dataclass
+class GraphCheckpoint:
+    """What a graph pretraining checkpoint records beside its weights (written by the graph pretraining
+    task, read here): the fields that rebuild its model.
+
+    Attributes:
+        objective: The pretraining objective (it picks the kind).
+        encoder_prefix: Where, in the weights, the encoder downstream tasks read sits.
+        config: The run's config as a dict.
+        descriptor_stats: The descriptor targets' standardisation (descriptor objectives), or None.
+    """
+
+    objective: str
+    encoder_prefix: str
+    config: dict
+    descriptor_stats: dict | None = None
+
+    def to_state(self) -> State:
+        """The checkpoint's metadata (the driver adds the weights and the loop's state)."""
+        extra = {"descriptor_stats": self.descriptor_stats} if self.descriptor_stats is not None else {}
+        return {"kind": kind_for(self.objective), "objective": self.objective, "encoder_prefix": self.encoder_prefix,
+                "config": self.config, "spec": GRAPH_SPEC.to_dict(), **extra}
+
+    @classmethod
+    def read(cls, state: State) -> "GraphCheckpoint":
+        """From a checkpoint dict; checkpoints written before the prefix was recorded get their objective's."""
+        objective = state.get("objective", "jepa")
+        return cls(objective, state.get("encoder_prefix") or encoder_prefix(objective), state["config"],
+                   state.get("descriptor_stats"))
+
+
 def graph_encoder(state: State) -> GraphEncoder:
     """The encoder of a graph pretraining checkpoint, in eval mode."""
-    cfg = from_dict(GraphEncoderConfig, state["config"]["model"]["encoder"])
-    encoder = GraphEncoder(GRAPH_SPEC, cfg)
-    # where the encoder downstream tasks read sits: recorded by the run (before that, known per objective)
-    prefix = state.get("encoder_prefix") or encoder_prefix(state.get("objective", "jepa"))
-    encoder.load_state_dict(strip_prefix(state["model"], prefix))
+    record = GraphCheckpoint.read(state)
+    encoder = GraphEncoder(GRAPH_SPEC, from_dict(GraphEncoderConfig, record.config["model"]["encoder"]))
+    encoder.load_state_dict(strip_prefix(state["model"], record.encoder_prefix))
     return encoder.eval()
 
 

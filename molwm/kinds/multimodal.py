@@ -11,6 +11,8 @@ training cells: one number per assay, not per molecule.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
@@ -27,6 +29,45 @@ from molwm.evaluation.ridge_probes import RidgeProbe
 from molwm.uncertainty.calibration import z_of
 
 
+@dataclass
+class MultimodalCheckpoint:
+    """What a multimodal pretraining checkpoint records beside its weights (written by the multimodal
+    pretraining task, read here): the fields that rebuild its model and its read-outs.
+
+    Attributes:
+        objective: The pretraining objective (it picks the kind).
+        config: The run's config as a dict.
+        assay_names: The assay vocabulary (the probe's columns).
+        normalizer: The assays' normalisation.
+        synthetic: True when the run's cells came from the synthetic lab.
+        image_stats: Per-channel image statistics, or None.
+        profile_stats: The well profiles' standardisation, or None (and for runs from before profiles).
+        probe: The per-assay ridge probe fitted at the end of pretraining, or None.
+    """
+
+    objective: str
+    config: dict
+    assay_names: list[str]
+    normalizer: dict
+    synthetic: bool = False
+    image_stats: dict | None = None
+    profile_stats: dict | None = None
+    probe: dict | None = None
+
+    def to_state(self) -> State:
+        """The checkpoint's metadata (the driver adds the weights and the loop's state)."""
+        return {"kind": kind_for(self.objective), "config": self.config, "spec": GRAPH_SPEC.to_dict(),
+                "assay_names": list(self.assay_names), "normalizer": self.normalizer, "synthetic": bool(self.synthetic),
+                "image_stats": self.image_stats, "profile_stats": self.profile_stats, "probe": self.probe}
+
+    @classmethod
+    def read(cls, state: State) -> "MultimodalCheckpoint":
+        """From a checkpoint dict (older checkpoints lack the later keys: their defaults)."""
+        return cls(state["kind"][len("multimodal_"):], state["config"], list(state["assay_names"]),
+                   state["normalizer"], bool(state.get("synthetic", False)), state.get("image_stats"),
+                   state.get("profile_stats"), state.get("probe"))
+
+
 class JointGraphModel:
     """A multimodal JEPA seen from the graph side.
 
@@ -35,15 +76,16 @@ class JointGraphModel:
     """
 
     def __init__(self, state: State):
-        config = from_dict(MultimodalJEPAConfig, state["config"]["model"])
-        self.assay_names: list[str] = list(state["assay_names"])
+        record = MultimodalCheckpoint.read(state)
+        config = from_dict(MultimodalJEPAConfig, record.config["model"])
+        self.assay_names: list[str] = record.assay_names
         self.model = MultimodalJEPA(GRAPH_SPEC, max(1, len(self.assay_names)), config)
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.graph_config = config.graph
-        self.probe = RidgeProbe.from_dict(state["probe"]) if state.get("probe") else None
-        self.normalizer = AssayNormalizer.from_dict(state["normalizer"]) if self.assay_names else None
-        self.synthetic = bool(state.get("synthetic", False))
+        self.probe = RidgeProbe.from_dict(record.probe) if record.probe else None
+        self.normalizer = AssayNormalizer.from_dict(record.normalizer) if self.assay_names else None
+        self.synthetic = record.synthetic
 
     @property
     def dim(self) -> int:

@@ -35,6 +35,7 @@ from molwm.data.prepare import PrepareConfig, PrepareResult, prepare_dataset
 from molwm.jepa.health import embedding_health
 from molwm.jepa.masking import MaskConfig, sample_graph_masks
 from molwm.jepa.model import JEPAConfig
+from molwm.kinds.graph import GraphCheckpoint
 from molwm.kinds.graph import kind_for as graph_kind_for
 from molwm.objectives import ObjectiveInputs, build_objective, objective_settings, objective_spec
 from molwm.objectives.graph import encoder_of
@@ -291,10 +292,8 @@ class GraphPretrainTask:
         return evaluate_health(model, batch[0], batch[1])
 
     def state(self, model) -> dict[str, Any]:
-        extra = {"descriptor_stats": self.stats.to_dict()} if self.stats is not None else {}
-        return {"kind": graph_kind_for(self.config.objective), "objective": self.config.objective,
-                "encoder_prefix": model.encoder_prefix, "config": to_dict(self.config), "spec": GRAPH_SPEC.to_dict(),
-                **extra}
+        return GraphCheckpoint(self.config.objective, model.encoder_prefix, to_dict(self.config),
+                               self.stats.to_dict() if self.stats is not None else None).to_state()
 
     def tags(self) -> dict[str, str]:
         return {"molwm.stage": "pretrain", "dataset": self.config.dataset, "objective": self.config.objective}

@@ -26,6 +26,7 @@ from molwm.jepa.mm_masking import MultimodalMaskConfig, add_pe, sample_multimoda
 from molwm.jepa.modalities import modality_names, units
 from molwm.jepa.multimodal import MultimodalJEPAConfig
 from molwm.kinds import load_encoder
+from molwm.kinds.multimodal import MultimodalCheckpoint
 from molwm.kinds.multimodal import kind_for as mm_kind_for
 from molwm.objectives import ObjectiveInputs, build_objective, objective_settings, objective_spec
 from molwm.evaluation.lab_probes import LabProbeConfig, LabProbeSuite
@@ -312,12 +313,11 @@ class MultimodalTask:
 
     def state(self, model) -> dict[str, Any]:
         build, probe = self.build, self.probe_fit
-        return {"kind": mm_kind_for(self.config.objective), "config": to_dict(self.config),
-                "spec": GRAPH_SPEC.to_dict(), "assay_names": list(build.train.assay_names),
-                "normalizer": build.normalizer.to_dict(), "synthetic": bool(build.synthetic),
-                "image_stats": build.image_stats.to_dict() if build.image_stats is not None else None,
-                "profile_stats": build.profiles.stats() if build.profiles is not None else None,
-                "probe": probe.to_dict() if probe is not None else None}
+        return MultimodalCheckpoint(
+            self.config.objective, to_dict(self.config), list(build.train.assay_names), build.normalizer.to_dict(),
+            bool(build.synthetic), build.image_stats.to_dict() if build.image_stats is not None else None,
+            build.profiles.stats() if build.profiles is not None else None,
+            probe.to_dict() if probe is not None else None).to_state()
 
     def tags(self) -> dict[str, str]:
         c = self.config

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from molwm.config import to_dict
+from molwm.kinds.world import ImageWorldCheckpoint
 from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train import driver
 from molwm.train.common import HEALTH_KEYS, log_training_plots
 from molwm.world.evaluate import plot_steps_ahead
 from molwm.world.image_eval import fit_image_probe, image_steps_ahead
 from molwm.world.images import (
-    IMAGE_WORLD_KIND,
     ImageWorldBuild,
     ImageWorldConfig,
     ImageWorldNet,
@@ -83,12 +83,10 @@ class ImageWorldTask(WorldTask):
     def state(self, model) -> dict:
         build, c = self.build, self.build.courses
         stats = self.image_build.stats
-        return {"kind": IMAGE_WORLD_KIND, "config": to_dict(self.config),
-                "channel_stats": {"mean": stats.mean.tolist(), "std": stats.std.tolist()},
-                "comp_norm": build.comp_norm.to_dict(), "drugs": list(c.drugs), "smiles": [s or "" for s in c.smiles],
-                "contexts": list(c.contexts), "truth_names": list(c.truth_names),
-                "known_drugs": build.train_drugs.tolist(), "drug_features": build.drug_features.tolist(),
-                "synthetic": bool(c.synthetic), "probes": self.probes}
+        return ImageWorldCheckpoint(
+            to_dict(self.config), {"mean": stats.mean.tolist(), "std": stats.std.tolist()}, build.comp_norm.to_dict(),
+            list(c.drugs), [s or "" for s in c.smiles], list(c.contexts), list(c.truth_names),
+            build.train_drugs.tolist(), build.drug_features.tolist(), bool(c.synthetic), self.probes).to_state()
 
     def tags(self) -> dict[str, str]:
         return {**super().tags(), "molwm.stage": "world", "world.state": "images"}

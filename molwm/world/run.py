@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from molwm.config import to_dict
-from molwm.kinds.world import WORLD_MODEL
+from molwm.kinds.world import WORLD_MODEL, WorldCheckpoint
 from molwm.packaging import package_for
 from molwm.tracking import Tracker, temporary_artifact_dir
 from molwm.train import driver
@@ -101,14 +101,11 @@ class WorldTask:
 
     def state(self, model) -> dict:
         build, c = self.build, self.build.courses
-        return {"kind": WORLD_MODEL.name, "config": to_dict(self.config),
-                "obs_norm": build.obs_norm.to_dict(), "comp_norm": build.comp_norm.to_dict(),
-                "drugs": list(c.drugs), "smiles": [s or "" for s in c.smiles], "contexts": list(c.contexts),
-                "obs_names": list(c.obs_names), "truth_names": list(c.truth_names),
-                "known_drugs": build.train_drugs.tolist(), "drug_features": build.drug_features.tolist(),
-                "initial": initial_states(build), "synthetic": bool(c.synthetic), "probes": self.probes,
-                "window_dim": int(build.train.windows.shape[-1]),
-                **({"calibration": self.calibration} if self.calibration else {})}
+        return WorldCheckpoint(
+            to_dict(self.config), build.obs_norm.to_dict(), build.comp_norm.to_dict(), list(c.drugs),
+            [s or "" for s in c.smiles], list(c.contexts), list(c.obs_names), list(c.truth_names),
+            build.train_drugs.tolist(), build.drug_features.tolist(), initial_states(build), bool(c.synthetic),
+            self.probes, int(build.train.windows.shape[-1]), self.calibration or None).to_state()
 
     def tags(self) -> dict[str, str]:
         c = self.config
