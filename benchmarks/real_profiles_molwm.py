@@ -28,11 +28,14 @@ held-out compounds only:
   as the baselines' ``logistic_profile``) on the molecule embedding each run gives (``*_graph``: the graph
   encoder a user embeds with; ``*_forecast``: the predicted profile, averaged over the compound's
   conditions), beside ``rf_morgan`` on the same folds.
-* ``map``: copairs-style mAP (molwm.evaluation.map_metrics) of the held-out compounds' wells, fold by fold:
-  phenotypic activity (each treated well retrieves its condition's other wells against every DMSO well)
-  and consistency (each held-out compound's median-over-wells profile retrieves the held-out compounds of
-  its class), the raw standardised features beside each objective's profile embedding and the untrained
-  encoder's (the JEPA's target encoder at initialisation).
+* ``map``: copairs-style mAP (molwm.evaluation.map_metrics), the raw standardised features beside each
+  objective's profile embedding and the untrained encoder's (the JEPA's target encoder at initialisation):
+  phenotypic activity of the held-out compounds' wells fold by fold (each treated well retrieves its
+  condition's other wells, ``activity_*``, or its compound's wells at the same time over every dose,
+  ``activity_compound_time_*``, against every DMSO well; folds with under 3 scorable groups are left
+  out), and consistency pooled over the folds (``consistency_pooled_*``: each compound's median
+  embedding over its treated wells, from the fold model that held it out, retrieves the compounds of
+  its class).
 
 Resumable: each (seed, fold, objective) writes ``parts/<set>-s<seed>-f<fold>-<objective>.json`` and is
 skipped when present, so the grid can run in several pieces. ``results.md``, ``results.json`` and
@@ -307,6 +310,70 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def rescore(args, wells, path: Path) -> None:
+    """Add to a written part what its run's final checkpoint gives beside the fold's own scores: each
+    held-out compound's consensus (median over its treated wells) of every embedding, for consistency
+    pooled over the folds, and phenotypic activity of compound-and-time groups (over its doses: the
+    LINCS plate has one well per condition). Reads ``runs/.../last.pt``; writes the part back."""
+    part = json.loads(path.read_text())
+    if "consensus" in part:
+        return
+    _, seed, k, objective = path.stem.split("-", 3)
+    seed, k = int(seed[1:]), int(k[1:])
+    state = load_checkpoint(state_path(args, seed, k, objective))
+    cfg = from_dict(MultimodalPretrainConfig, state["config"])
+    model = build_objective_model(cfg, 1)
+    model.load_state_dict(state["model"])
+    embed = {objective: lambda b: profile_embedding(model, objective, b)}
+    if objective == "jepa":
+        torch.manual_seed(seed)
+        untrained = build_objective_model(cfg, 1)
+        embed = {"raw_features": lambda b: b.values.numpy(), **embed,
+                 "untrained": lambda b: profile_embedding(untrained, "jepa", b)}
+    w, stats = wells.wells, state["profile_stats"]
+    ctl = w["is_control"].to_numpy(bool)
+    rows = np.flatnonzero(ctl | (w["compound_id"].map(part["fold_of"]).to_numpy() == k))
+    b = _profiles(stats, wells.features[rows], w["dose_uM"].to_numpy(float)[rows], w["time_h"].to_numpy(float)[rows])
+    group = (w["compound_id"] + "|" + w["time_h"].astype(str)).to_numpy()[rows]
+    treated = ~ctl[rows]
+    base = {"set": args.set, "seed": seed, "fold": k, "steps": part["rows"][0].get("steps")}
+    extra, cons = [], {}
+    for name, fn in embed.items():
+        x = fn(b)
+        sm = phenotypic_activity(x, group, ctl[rows], null_size=args.null_size)
+        if sm.n_groups:
+            extra.append({**base, "task": "map", "method": f"activity_compound_time_{name}", "dim": int(x.shape[1]),
+                          "map": sm.map, "retrieved": sm.retrieved, "n_groups": sm.n_groups})
+        ids, prof = consensus(x[treated], w["compound_id"].to_numpy()[rows][treated])
+        cons[name] = {c: v.tolist() for c, v in zip(ids, prof)}
+    part["rows"] += extra
+    part["consensus"] = cons
+    write_text_atomic(path, json.dumps(part, default=float))
+
+
+def pooled_consistency(parts: dict, comp: pd.DataFrame, labels: set, seed: int, n_folds: int,
+                       null_size: int) -> list[dict]:
+    """Consistency mAP of every compound's consensus embedding, each from the fold model that held it out,
+    pooled over the folds (the baselines' compound-level consistency, on the same labelled compounds)."""
+    names: dict[str, dict] = {}
+    for k in range(n_folds):
+        for part in parts.get(k, {}).values():
+            for name, table in part.get("consensus", {}).items():
+                names.setdefault(name, {}).setdefault(k, table)
+    lab = dict(zip(comp["compound_id"], comp["label"]))
+    out = []
+    for name, by_fold in names.items():
+        if len(by_fold) < n_folds:  # a fold of this embedding has not been rescored yet
+            continue
+        table = {c: v for t in by_fold.values() for c, v in t.items() if lab.get(c) in labels}
+        ids = sorted(table)
+        x = np.asarray([table[c] for c in ids])
+        sm = phenotypic_consistency(x, [lab[c] for c in ids], null_size=null_size)
+        out.append({"task": "map", "seed": seed, "method": f"consistency_pooled_{name}", "dim": int(x.shape[1]),
+                    "map": sm.map, "retrieved": sm.retrieved, "n_groups": sm.n_groups})
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--set", default="cell_injury", choices=sorted(rp.SETS))
@@ -320,6 +387,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-compounds", type=int, default=0, help="a quick run on the first N compounds")
     p.add_argument("--out", default="outputs/bench/real_profiles_molwm")
+    p.add_argument("--rescore", action="store_true",
+                   help="only add consensus embeddings and compound-time activity to the written parts, then summarise")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     wells = load_profile_set(rp.SETS[args.set][0])
@@ -335,6 +404,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     folds = range(args.folds) if args.fold_list == "all" else [int(f) for f in args.fold_list.split(",")]
+    if args.rescore:
+        for path in sorted((out / "parts").glob(f"{args.set}-s*-f*-*.json")):
+            rescore(args, wells, path)
+        summarise(out, args.set, comp, labels, args.folds, args.null_size)
+        return 0
     for seed in (int(s) for s in args.seeds.split(",")):
         fold_of = dict(zip(comp["compound_id"], rp.scaffold_folds(list(comp["smiles"]), args.folds, seed)))
         for k in folds:
@@ -346,13 +420,14 @@ def main(argv=None) -> int:
                 part = run_part(args, wells, cond, y, fold_of, seed, k, objective, labels)
                 write_text_atomic(path, json.dumps({**part, "fold_of": {c: int(f) for c, f in fold_of.items()}}, default=float))
                 last = [r for r in part["rows"] if r["task"] == "retrieval"][0]
+                rescore(args, wells, path)
                 print(f"[{args.set}] seed {seed} fold {k} {objective}: MRR {last['mrr']:.3f} "
                       f"top-5% {last['top5pct']:.3f} ({time.time() - t0:.0f} s)", flush=True)
-    summarise(out, args.set, comp, labels, args.folds)
+    summarise(out, args.set, comp, labels, args.folds, args.null_size)
     return 0
 
 
-def summarise(out: Path, name: str, comp: pd.DataFrame, labels: set, n_folds: int) -> None:
+def summarise(out: Path, name: str, comp: pd.DataFrame, labels: set, n_folds: int, null_size: int = 1000) -> None:
     """Collect every part of ``name`` into results.json / results.md / curves.png."""
     rows, by_seed = [], {}
     for path in sorted((out / "parts").glob(f"{name}-s*-f*-*.json")):
@@ -363,9 +438,13 @@ def summarise(out: Path, name: str, comp: pd.DataFrame, labels: set, n_folds: in
         by_seed.setdefault(seed, ({}, part["fold_of"]))[0].setdefault(k, {})[objective] = part
     for seed, (parts, fold_of) in sorted(by_seed.items()):
         rows += [{**r, "set": name} for r in class_rows(parts, comp, labels, seed, n_folds, fold_of)]
+        rows += [{**r, "set": name} for r in pooled_consistency(parts, comp, labels, seed, n_folds, null_size)]
     if not rows:
         return
-    table = [r for r in rows if r["task"] != "curve"]
+    # a fold's activity over fewer than 3 scorable groups (the LINCS plate: one well per condition) is not a
+    # score, and a fold's own consistency (a few held-out compounds per class) gives way to the pooled one
+    table = [r for r in rows if r["task"] != "curve" and not (r["task"] == "map" and (
+        (r.get("n_groups") or 0) < 3 or (r["method"].startswith("consistency_") and "pooled" not in r["method"])))]
     summary = rp.summarise(table)
     counts = pd.DataFrame(table).groupby(["task", "method"]).size().rename("runs").reset_index()
     summary = summary.merge(counts, on=["task", "method"], how="left")

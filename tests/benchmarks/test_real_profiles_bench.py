@@ -100,7 +100,10 @@ def test_a_tiny_molwm_run_scores_every_objective_resumes_and_plots(tmp_path):
     assert [r["step"] for r in curve] == [2, 4] and curve[0]["train_seconds"] <= curve[1]["train_seconds"]
     methods = {(r["task"], r["method"]) for r in rows}
     assert {("retrieval", "molwm_jepa"), ("retrieval", "molwm_contrastive_profile"), ("retrieval", "ridge_morgan"),
-            ("map", "activity_raw_features"), ("map", "activity_untrained"), ("map", "activity_jepa")} <= methods
+            ("map", "activity_compound_time_raw_features"), ("map", "activity_compound_time_untrained"),
+            ("map", "consistency_pooled_jepa"), ("map", "consistency_pooled_raw_features")} <= methods
+    parts = [json.loads(p.read_text()) for p in (out / "parts").glob("*jepa.json")]
+    assert all(set(p["consensus"]) == {"raw_features", "jepa", "untrained"} for p in parts)
     assert (out / "sq00015054_curves.png").stat().st_size > 0
     # a rerun finds every part and trains nothing: the summary is rebuilt from the parts alone
     (out / "runs").rename(tmp_path / "gone")
