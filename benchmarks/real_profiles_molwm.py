@@ -2,7 +2,7 @@
 
     python benchmarks/real_profiles_molwm.py [--set cell_injury] [--seeds 0,1,2] [--folds 5] [--fold-list all]
         [--objectives jepa,generative,contrastive_profile] [--steps 1500] [--curve-every 300]
-        [--null-size 1000] [--out outputs/bench/real_profiles_molwm]
+        [--chunk 0] [--null-size 1000] [--out outputs/bench/real_profiles_molwm] [--rescore]
 
 Reuses the baselines' units, folds and metrics (``benchmarks/real_profiles.py``: conditions = median profile
 per compound, dose and time; 5-fold Bemis-Murcko scaffold folds per seed; cosine rank of the true profile
@@ -205,6 +205,7 @@ def run_part(args, wells, cond, y, fold_of: dict, seed: int, k: int, objective: 
     te = cond["compound_id"].map(fold_of).to_numpy() == k
     config = load_pretrain_config(CONFIG, [f"max_steps={args.steps}", f"objective={objective}", f"seed={seed}",
                                            f"checkpoint_every={args.curve_every}", "log_every=50",
+                                           f"model.modality_settings.profile.chunk={args.chunk}",
                                            f"out_dir={args.out}/runs/{args.set}-s{seed}-f{k}-{objective}",
                                            f"data.profiles={rp.SETS[args.set][0]}"])
     build = build_multimodal_data(config.data, progress=False, profile_parts=parts)
@@ -383,6 +384,7 @@ def main(argv=None) -> int:
     p.add_argument("--objectives", default=",".join(OBJECTIVES))
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--curve-every", type=int, default=300)
+    p.add_argument("--chunk", type=int, default=0, help="features per profile token (0: one token, an MLP)")
     p.add_argument("--null-size", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-compounds", type=int, default=0, help="a quick run on the first N compounds")
