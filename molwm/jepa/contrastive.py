@@ -58,10 +58,16 @@ class ContrastiveMolImage(nn.Module):
     def __init__(self, spec: GraphSpec, config: MultimodalJEPAConfig | None = None, temperature: float = 0.07):
         super().__init__()
         self.config = config = config or MultimodalJEPAConfig()
-        self.encoders = nn.ModuleDict({"graph": GraphEncoder(spec, config.graph), "image": ImageEncoder(config.image)})
+        self.encoders = nn.ModuleDict({"graph": GraphEncoder(spec, config.graph),
+                                       self.partner: self.partner_encoder(spec, config)})
         d = config.dim
-        self.proj = nn.ModuleDict({"graph": nn.Linear(d, d), "image": nn.Linear(d, d)})
+        self.proj = nn.ModuleDict({"graph": nn.Linear(d, d), self.partner: nn.Linear(d, d)})
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    @staticmethod
+    def partner_encoder(spec: GraphSpec, config: MultimodalJEPAConfig) -> nn.Module:
+        """The encoder of the modality molecules are matched with (built right after the graph encoder)."""
+        return ImageEncoder(config.image)
 
     def molecule_embedding(self, batch: MultimodalBatch) -> Tensor:
         """Unit-norm projected molecule embeddings of ``batch.graph``: ``[Bg, D]``."""
@@ -132,20 +138,21 @@ class ContrastiveMolProfile(ContrastiveMolImage):
     partner = "profile"
 
     def __init__(self, spec: GraphSpec, config: MultimodalJEPAConfig | None = None, temperature: float = 0.07):
-        nn.Module.__init__(self)
-        self.config = config = config or MultimodalJEPAConfig()
-        d = config.dim
-        self.encoders = nn.ModuleDict({"graph": GraphEncoder(spec, config.graph),
-                                       "profile": unit("profile").encoder(spec, 1, config)})
-        self.proj = nn.ModuleDict({"graph": nn.Linear(d, d), "profile": nn.Linear(d, d)})
-        self.action = nn.Linear(2, d)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        super().__init__(spec, config, temperature)
+        self.action = nn.Linear(2, self.config.dim)  # drawn after the projections, as before
+
+    @staticmethod
+    def partner_encoder(spec: GraphSpec, config: MultimodalJEPAConfig) -> nn.Module:
+        return unit("profile").encoder(spec, 1, config)
+
+    def _at(self, z: Tensor, dose: Tensor, time_h: Tensor) -> Tensor:
+        """Molecule embeddings ``z`` asked at ``dose`` (log10 uM) and ``time_h``, projected, unit-norm."""
+        z = z + self.action(torch.stack([dose, time_h / TIME_SCALE_H], 1).to(z.dtype))
+        return F.normalize(self.proj["graph"](z), dim=-1)
 
     def condition_embedding(self, graphs: MultimodalBatch, dose: Tensor, time_h: Tensor) -> Tensor:
         """Unit-norm molecule embeddings of ``graphs.graph`` asked at ``dose`` (log10 uM) and ``time_h``: ``[Bg, D]``."""
-        z = self.encoders["graph"].embed(graphs.graph)
-        z = z + self.action(torch.stack([dose, time_h / TIME_SCALE_H], 1).to(z.dtype))
-        return F.normalize(self.proj["graph"](z), dim=-1)
+        return self._at(self.encoders["graph"].embed(graphs.graph), dose, time_h)
 
     def partner_embedding(self, batch: MultimodalBatch) -> Tensor:
         """Unit-norm projected embeddings of ``batch``'s profiles (every feature seen): ``[Bp, D]``."""
@@ -155,9 +162,7 @@ class ContrastiveMolProfile(ContrastiveMolImage):
 
     def paired_molecules(self, batch: MultimodalBatch, gi: Tensor, ii: Tensor) -> Tensor:
         part = batch.part("profile")
-        z = self.encoders["graph"].embed(batch.graph)[gi]
-        z = z + self.action(torch.stack([part.dose[ii], part.time[ii] / TIME_SCALE_H], 1).to(z.dtype))
-        return F.normalize(self.proj["graph"](z), dim=-1)
+        return self._at(self.encoders["graph"].embed(batch.graph)[gi], part.dose[ii], part.time[ii])
 
     def image_embedding(self, batch: MultimodalBatch) -> Tensor:
         raise AttributeError("ContrastiveMolProfile has no image encoder")
