@@ -67,6 +67,23 @@ class ReferenceSet:
     def __len__(self) -> int:
         return len(self.smiles)
 
+    def search(self, unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` by cosine similarity (a subclass may answer from an approximate index).
+
+        Args:
+            unit: ``[b, D]`` L2-normalised query rows.
+            k: Neighbours per row, at most ``len(self)``.
+
+        Returns:
+            ``(indices [b, k], similarities [b, k])``, best first.
+        """
+        sim = unit @ self.unit.T  # [b, R]
+        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else \
+            np.tile(np.arange(sim.shape[1]), (len(sim), 1))
+        psim = np.clip(np.take_along_axis(sim, part, axis=1), -1.0, 1.0)  # float32 rounding can pass 1
+        order = np.argsort(-psim, axis=1, kind="stable")
+        return np.take_along_axis(part, order, axis=1), np.take_along_axis(psim, order, axis=1)
+
 
 @dataclass
 class MoleculeModel:
@@ -90,6 +107,8 @@ class MoleculeModel:
             (embeddings are joint embeddings; predictions are assay values).
         calibrator: How the ensemble's spread becomes ``<name>_std`` and ``_lo``/``_hi``
             (uncalibrated for checkpoints written before calibration).
+        stack: A stacked ensemble's predictor (:class:`molwm.predictors.stack.StackPredictor`), which then
+            answers predictions (with its own calibrator and domain).
         domain: The training molecules and the fitted threshold behind ``max_tanimoto``,
             ``embedding_distance`` and ``in_domain``, if the checkpoint has them.
     """
@@ -109,6 +128,7 @@ class MoleculeModel:
     joint: JointGraphModel | None = None
     calibrator: Calibrator | None = None
     domain: Domain | None = None
+    stack: Predictor | None = None
 
     @classmethod
     def load(cls, uri: str | Path, tracking_uri: str | None = None) -> "MoleculeModel":
@@ -128,7 +148,7 @@ class MoleculeModel:
         calibrator = Calibrator.from_dict(stored.get("calibration"), parts.task, len(parts.targets))
         return cls(parts.encoder, parts.members, parts.task, parts.targets, parts.scalers, source,
                    train_targets=parts.train_targets, dataset=parts.dataset, digest=digest, joint=parts.joint,
-                   calibrator=calibrator, domain=Domain.from_state(stored.get("domain")))
+                   calibrator=calibrator, domain=Domain.from_state(stored.get("domain")), stack=parts.predictor)
 
     # ------------------------------------------------------------------ core
 
@@ -138,6 +158,8 @@ class MoleculeModel:
         read-out, the fine-tuned ensemble, or None for a pretrained encoder."""
         if self.joint is not None:
             return self.joint
+        if self.stack is not None:
+            return self.stack
         if self.members:
             return EnsemblePredictor(self.members, self.scalers, self.task, self.targets, self.calibrator, self.domain)
         return None
@@ -186,7 +208,7 @@ class MoleculeModel:
         predictor = self.predictor
         embed = embed or (predict and predictor.wants_embedding)
         emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32) if embed else None
-        preds = np.full((max(1, len(self.members)), n, len(self.targets)), np.nan) if predict else None
+        preds = np.full((predictor.n_outputs, n, len(self.targets)), np.nan) if predict else None
         embed_fn = (predictor or self.encoder).embed
         smiles = list(smiles)
         for arrays in self._featurized(smiles, status):
@@ -325,7 +347,7 @@ def embedding_frame(smiles: list, emb: np.ndarray, status: list[str]) -> pd.Data
 
 def neighbour_frame(smiles: list, emb: np.ndarray, status: list[str], ref: ReferenceSet, k: int,
                     block: int = 4096) -> pd.DataFrame:
-    """Top-``k`` cosine neighbours in ``ref`` for each embedding row (NaN rows get none)."""
+    """Top-``k`` cosine neighbours in ``ref`` for each embedding row (NaN rows get none), by ``ref.search``."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     k_eff = min(k, len(ref))
@@ -335,14 +357,8 @@ def neighbour_frame(smiles: list, emb: np.ndarray, status: list[str], ref: Refer
     ok = np.flatnonzero(~np.isnan(emb).any(axis=1)) if n else np.zeros(0, dtype=np.int64)
     unit = _normalise(emb[ok]) if len(ok) else emb[:0]
     for i in range(0, len(ok), block):
-        sim = unit[i : i + block] @ ref.unit.T  # [b, R]
-        part = np.argpartition(-sim, k_eff - 1, axis=1)[:, :k_eff] if k_eff < sim.shape[1] else \
-            np.tile(np.arange(sim.shape[1]), (len(sim), 1))
-        psim = np.clip(np.take_along_axis(sim, part, axis=1), -1.0, 1.0)  # float32 rounding can pass 1
-        order = np.argsort(-psim, axis=1, kind="stable")
         rows = ok[i : i + block]
-        top_idx[rows] = np.take_along_axis(part, order, axis=1)
-        top_sim[rows] = np.take_along_axis(psim, order, axis=1)
+        top_idx[rows], top_sim[rows] = ref.search(unit[i : i + block], k_eff)
     out = pd.DataFrame({"smiles": smiles})
     for j in range(k_eff):
         idx = top_idx[:, j]

@@ -20,6 +20,7 @@ from molwm.kinds.base import FAMILIES, Family, ModelKind, MoleculeParts, State, 
 from molwm.kinds.graph import GRAPH_JEPA, GRAPH_PRETRAIN
 from molwm.kinds.multimodal import MULTIMODAL_JEPA, MULTIMODAL_OTHERS
 from molwm.kinds.property import PROPERTY_MODEL
+from molwm.kinds.stack import STACK_MODEL
 from molwm.kinds.world import IMAGE_WORLD_MODEL, WORLD_MODEL
 
 __all__ = ["FAMILIES", "KINDS", "Family", "ModelKind", "MoleculeParts", "answers", "encoder_from_state", "family_of",
@@ -39,8 +40,8 @@ def register(kind: ModelKind) -> ModelKind:
     return kind
 
 
-for _kind in (GRAPH_JEPA, GRAPH_PRETRAIN, MULTIMODAL_JEPA, *MULTIMODAL_OTHERS, PROPERTY_MODEL, WORLD_MODEL,
-              IMAGE_WORLD_MODEL):
+for _kind in (GRAPH_JEPA, GRAPH_PRETRAIN, MULTIMODAL_JEPA, *MULTIMODAL_OTHERS, PROPERTY_MODEL, STACK_MODEL,
+              WORLD_MODEL, IMAGE_WORLD_MODEL):
     register(_kind)
 
 

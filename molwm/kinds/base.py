@@ -106,6 +106,8 @@ class MoleculeParts:
             (:class:`molwm.kinds.multimodal.JointGraphModel`), if that is what it is.
         uncertainty: The stored calibration and applicability domain (:mod:`molwm.uncertainty.fit`),
             or None for checkpoints without them.
+        predictor: A predictor that answers on its own (a stacked ensemble,
+            :class:`molwm.predictors.stack.StackPredictor`), or None.
     """
 
     encoder: GraphEncoder
@@ -117,6 +119,7 @@ class MoleculeParts:
     dataset: str | None = None
     joint: Any = None
     uncertainty: dict | None = None
+    predictor: Any = None
 
 
 def strip_prefix(weights: State, prefix: str) -> State:

@@ -129,6 +129,11 @@ class JointGraphModel:
         return self.probe is not None
 
     @property
+    def n_outputs(self) -> int:
+        """One read-out."""
+        return 1
+
+    @property
     def wants_embedding(self) -> bool:
         return False
 

@@ -59,7 +59,8 @@ def property_state(*, config: dict, encoder_config: GraphEncoderConfig, head_con
     return state
 
 
-def _member(weights: dict, state: State, enc_cfg: GraphEncoderConfig, head_cfg: HeadConfig):
+def rebuild_member(weights: dict, state: State, enc_cfg: GraphEncoderConfig, head_cfg: HeadConfig):
+    """One member from its stored weights (``state`` supplies ``extra``, ``member_kind``, ``targets``, ``task``)."""
     extra = from_dict(ExtraInputs, state["extra"]) if state.get("extra") else None
     if state.get("member_kind") == "tabular":
         encoder = GraphEncoder(GRAPH_SPEC, enc_cfg)
@@ -88,7 +89,7 @@ def property_parts(state: State) -> MoleculeParts:
     """Every member rebuilt, with its target scaler and the training labels."""
     enc_cfg = from_dict(GraphEncoderConfig, state["encoder_config"])
     head_cfg = from_dict(HeadConfig, state["head_config"])
-    members = [_member(weights, state, enc_cfg, head_cfg) for weights in state["members"]]
+    members = [rebuild_member(weights, state, enc_cfg, head_cfg) for weights in state["members"]]
     scalers = [(np.asarray(a), np.asarray(b)) for a, b in state["scalers"]]
     train = state.get("train_targets")
     train = None if train is None else np.asarray(train, dtype=np.float64).reshape(len(train), -1)

@@ -4,8 +4,9 @@ holds no branch per kind of predictor.
 A :class:`Predictor` turns a graph batch into predictions (``[M, B, T]``: M members, one for a
 single read-out) and, when asked, the embedding its heads read; then it turns the gathered
 predictions into the answer's columns (value, spread, interval, the ``uncertainty`` note, and
-anything it adds such as the applicability domain). Two implementations: the fine-tuned deep
-ensemble (:class:`EnsemblePredictor`) and the multimodal JEPA's assay read-out
+anything it adds such as the applicability domain). Three implementations: the fine-tuned deep
+ensemble (:class:`EnsemblePredictor`), the stacked ensemble
+(:class:`molwm.predictors.stack.StackPredictor`) and the multimodal JEPA's assay read-out
 (:class:`molwm.kinds.multimodal.JointGraphModel`). World models answer forecasts through their
 own ``answer`` (:class:`molwm.world.forecast.WorldForecaster`), the serving protocol both families
 share.
@@ -34,6 +35,10 @@ class Predictor(Protocol):
     @property
     def can_predict(self) -> bool:
         """False when there is nothing to predict (e.g. a JEPA pretrained without assay data)."""
+
+    @property
+    def n_outputs(self) -> int:
+        """Rows of the first axis of :meth:`predict`'s predictions."""
 
     @property
     def dim(self) -> int:
@@ -76,6 +81,10 @@ class EnsemblePredictor:
     @property
     def can_predict(self) -> bool:
         return bool(self.members)
+
+    @property
+    def n_outputs(self) -> int:
+        return max(1, len(self.members))
 
     @property
     def dim(self) -> int:

@@ -34,7 +34,7 @@ from molwm.kinds.property import member_state, property_state
 from molwm.packaging import package_for
 from molwm.predictors.extras import ExtraInputs
 from molwm.predictors.heads import HeadConfig
-from molwm.uncertainty.fit import CalibrationConfig, fit_from_members
+from molwm.uncertainty.fit import CalibrationConfig, UncertaintyFit, fit_from_members
 from molwm.run_config import RunConfig
 from molwm.tracking import NullTracker, Tracker, temporary_artifact_dir
 from molwm.train.finetune_steps import (
@@ -46,6 +46,7 @@ from molwm.train.finetune_steps import (
     member_predictor,
 )
 from molwm.train.finetune_task import FinetuneMemberTask, train_member
+from molwm.train.stack import StackConfig, run_stack
 
 _fold_standardisation = fold_standardisation  # the old private name (tests and notebooks import it)
 
@@ -62,14 +63,17 @@ class SplitConfig:
         train_fraction: Keep only this share of the training rows (a seeded subset per
             seed; validation and test unchanged): label-efficiency curves. The logged
             ``split.json`` lists the rows actually used.
-        shared: Every seed uses the first seed's split (what calibrating the ensemble needs).
+        shared: Every seed uses the first seed's split, so the seeds vary initialisation and batch order
+            (the default: the ensemble is then calibrated and checked on rows none of its members trained
+            on). ``false``: one split per seed (the spread then covers splits too); the calibration is then
+            fitted and reported on the first member's own rows (:mod:`molwm.uncertainty.fit`).
     """
 
     kind: Literal["scaffold", "random", "stratified"] = "scaffold"
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     file: str | None = None
     train_fraction: float = 1.0
-    shared: bool = False
+    shared: bool = True
 
     def validate(self) -> None:
         if not 0.0 < self.train_fraction <= 1.0:
@@ -94,7 +98,8 @@ class FinetuneConfig(RunConfig):
         dataset: Labelled card (regression or classification, one or more targets).
         limit: First N rows only.
         cache_dir: Featurization cache root.
-        mode: ``full``, ``linear_probe``, ``scratch`` or ``tabular``.
+        mode: ``full``, ``linear_probe``, ``scratch``, ``tabular`` or ``stack`` (diverse members, weights
+            fitted on validation rows: :mod:`molwm.train.stack`).
         from_model: Pretrained checkpoint or MLflow model URI (needed unless ``scratch``).
         encoder: Encoder sizes for ``scratch`` (a pretrained model brings its own).
         head: Prediction head (``linear_probe`` always uses a linear head).
@@ -120,12 +125,13 @@ class FinetuneConfig(RunConfig):
         register_name: Register the result in the MLflow model registry under this name.
         alias: Alias to point at the registered version (e.g. ``champion``).
         calibration: Uncertainty calibration and applicability domain (molwm.uncertainty.fit).
+        stack: The members of ``mode: stack`` (:class:`molwm.train.stack.StackConfig`).
     """
 
     dataset: str
     limit: int | None = None
     cache_dir: str | None = None
-    mode: Literal["full", "linear_probe", "scratch", "tabular"] = "full"
+    mode: Literal["full", "linear_probe", "scratch", "tabular", "stack"] = "full"
     from_model: str | None = None
     encoder: GraphEncoderConfig = field(default_factory=GraphEncoderConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -149,14 +155,18 @@ class FinetuneConfig(RunConfig):
     register_name: str | None = None
     alias: str | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
 
     def validate(self) -> None:
         super().validate()
         if self.seed != 0 and self.seed not in self.seeds:
             raise ConfigError(f"fine-tuning trains one member per entry of seeds; set seeds=[{self.seed}] "
                               f"instead of seed={self.seed}")
-        if self.mode != "scratch" and not self.from_model:
-            raise ConfigError(f"mode '{self.mode}' needs from_model (a pretrained checkpoint or model URI)")
+        needs_model = self.mode != "stack" or any(m in ("molwm_base", "molwm_tabular") for m in self.stack.members)
+        if self.mode != "scratch" and needs_model and not self.from_model:
+            raise ConfigError(f"mode '{self.mode}' needs from_model (a pretrained checkpoint or model URI)"
+                              + (": the stack's molwm_base and molwm_tabular members start from it"
+                                 if self.mode == "stack" else ""))
         if self.mode == "scratch" and self.from_model:  # a user who names a model expects it used
             raise ConfigError("--from/from_model was given but mode is scratch; "
                               "set mode=full or mode=linear_probe")
@@ -260,12 +270,11 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
     graphs = CachedGraphs(prep.cache, with_labels=True)
     pretrained = load_encoder(config.from_model) if config.from_model and config.mode != "scratch" else None
     enc_cfg = pretrained.config if pretrained is not None else config.encoder
-    data = LabelledGraphs(graphs, enc_cfg, prep.cache.meta()["smiles"].tolist(), config.extra_used())
+    smiles = prep.cache.meta()["smiles"].tolist()
     names = card.columns.target_names
-    splits = _splits(config, prep.cache, graphs, data.y)
+    splits = _splits(config, prep.cache, graphs, np.concatenate(graphs.labels))
     source = graphs.source_index
     tags = {"molwm.stage": "finetune", "dataset": card.name, "mode": config.mode}
-    members, per_seed, scalers, models = [], [], [], []
     out_dir = Path(config.out_dir)
     # a resumed fine-tune continues its run (as its members continue theirs), not a new one beside it
     run_file = out_dir / "members" / "run_id.txt"
@@ -279,24 +288,12 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
             tracker.log_config(config)
             tracker.log_params({"task": task, "n_molecules": len(graphs), "encoder_used.dim": enc_cfg.dim,
                                 "encoder_used.layers": enc_cfg.layers})
-        for seed, split in zip(config.seeds, splits):
-            if config.mode == "tabular":
-                with tracker.run(f"seed-{seed}", tags={**tags, "seed": str(seed)}, nested=True):
-                    tracker.log_params({"seed": seed, "n_train": len(split[0]), "n_val": len(split[1]),
-                                        "n_test": len(split[2])})
-                    model, metrics, scaler = fit_tabular_member(config, data, split, task, seed, pretrained,
-                                                                tracker, names)
-            else:  # a task of the training driver, which opens the seed's nested run
-                ckpt = FinetuneMemberTask.checkpoint_path(config, seed)
-                state = load_resume_checkpoint(ckpt) if resume and ckpt.is_file() else None
-                if state is not None:
-                    print(f"seed {seed}: resuming from {ckpt} (step {state['step']})")
-                model, metrics, scaler = train_member(config, data, split, task, len(names), seed, pretrained,
-                                                      tracker, names, progress, tags=tags, state=state)
-            models.append(model)
-            members.append(member_state(model))
-            per_seed.append(metrics)
-            scalers.append(scaler)
+        fit = run_stack if config.mode == "stack" else _fit_ensemble
+        with temporary_artifact_dir() as d:  # calibration and domain on validation rows, figures on test rows
+            state, per_seed, unc = fit(config, graphs, enc_cfg, smiles, splits, task, names, pretrained, tracker,
+                                       progress, tags, resume, d, f"{card.name} ({config.mode})")
+            for plot in unc.plots:
+                tracker.log_artifact(plot, "plots")
         summary = {}
         for key in per_seed[0]:
             vals = np.array([m[key] for m in per_seed], dtype=float)
@@ -306,21 +303,8 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         record = dataset_record(source, prep.cache.meta()["smiles"], int(prep.cache.manifest["n_input"]))
         split_file = save_splits([tuple(source[p] for p in s) for s in splits], out_dir / "split.json", record)
         tracker.log_artifact(split_file)
-        with temporary_artifact_dir() as d:  # calibration and domain on validation rows, figures on test rows
-            predictors = [member_predictor(m, data, task, sc) for m, sc in zip(models, scalers)]
-            unc = fit_from_members(config.calibration, task, splits, data.y, data.smiles,
-                                   lambda k, rows: predictors[k](rows),
-                                   lambda rows: models[0].embed(data.batch(rows)), d, f"{card.name} ({config.mode})")
-            tracker.log_metrics(unc.metrics)
-            for plot in unc.plots:
-                tracker.log_artifact(plot, "plots")
+        tracker.log_metrics(unc.metrics)
         print("\n".join(unc.lines))
-        state = property_state(config=to_dict(config), encoder_config=enc_cfg,
-                               head_config=head_config(config.mode, config.head), extra=config.extra_used(),
-                               member_kind="tabular" if config.mode == "tabular" else "network", task=task,
-                               targets=names, seeds=list(config.seeds), members=members, scalers=scalers,
-                               metrics=per_seed, uncertainty=unc.state,
-                               train_targets=data.y[splits[0][0]])  # the first seed's training labels
         ckpt = save_checkpoint(state, out_dir / "model.pt")
         results = {"per_seed": per_seed, "summary": summary, "uncertainty": unc.metrics}
         write_text_atomic(out_dir / "results.json", json.dumps(results, indent=1))
@@ -328,3 +312,40 @@ def run_finetune(config: FinetuneConfig, tracker: Tracker | None = None, progres
         model_uri = tracker.log_model(ckpt, package_for(state["kind"]), name="model",
                                       registered_name=config.register_name, alias=config.alias) if log_model else None
     return FinetuneResult(run_id, model_uri, ckpt, task, per_seed, summary, split_file, unc.metrics)
+
+
+def _fit_ensemble(config: FinetuneConfig, graphs: CachedGraphs, enc_cfg, smiles: list[str], splits, task: str,
+                  names: list[str], pretrained, tracker: Tracker, progress: bool, tags: dict, resume: bool,
+                  plot_dir: Path, title: str) -> tuple[dict, list[dict], UncertaintyFit]:
+    """A deep ensemble (one network or tabular member per seed): ``(checkpoint state, per-seed metrics,
+    calibration and domain)``."""
+    data = LabelledGraphs(graphs, enc_cfg, smiles, config.extra_used())
+    models, members, per_seed, scalers = [], [], [], []
+    for seed, split in zip(config.seeds, splits):
+        if config.mode == "tabular":
+            with tracker.run(f"seed-{seed}", tags={**tags, "seed": str(seed)}, nested=True):
+                tracker.log_params({"seed": seed, "n_train": len(split[0]), "n_val": len(split[1]),
+                                    "n_test": len(split[2])})
+                model, metrics, scaler = fit_tabular_member(config, data, split, task, seed, pretrained,
+                                                            tracker, names)
+        else:  # a task of the training driver, which opens the seed's nested run
+            ckpt = FinetuneMemberTask.checkpoint_path(config, seed)
+            state = load_resume_checkpoint(ckpt) if resume and ckpt.is_file() else None
+            if state is not None:
+                print(f"seed {seed}: resuming from {ckpt} (step {state['step']})")
+            model, metrics, scaler = train_member(config, data, split, task, len(names), seed, pretrained,
+                                                  tracker, names, progress, tags=tags, state=state)
+        models.append(model)
+        members.append(member_state(model))
+        per_seed.append(metrics)
+        scalers.append(scaler)
+    predictors = [member_predictor(m, data, task, sc) for m, sc in zip(models, scalers)]
+    unc = fit_from_members(config.calibration, task, splits, data.y, data.smiles, lambda k, rows: predictors[k](rows),
+                           lambda rows: models[0].embed(data.batch(rows)), plot_dir, title)
+    state = property_state(config=to_dict(config), encoder_config=enc_cfg,
+                           head_config=head_config(config.mode, config.head), extra=config.extra_used(),
+                           member_kind="tabular" if config.mode == "tabular" else "network", task=task,
+                           targets=names, seeds=list(config.seeds), members=members, scalers=scalers,
+                           metrics=per_seed, uncertainty=unc.state,
+                           train_targets=data.y[splits[0][0]])  # the first seed's training labels
+    return state, per_seed, unc
