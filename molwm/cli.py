@@ -13,6 +13,8 @@ from typing import NoReturn, Sequence
 
 from molwm import __version__
 from molwm.cli_common import one_line, print_chain, quiet_flags
+from molwm.cli_screening import add_parser as add_index_parser
+from molwm.cli_screening import cmd_query_ray, model_and_index
 from molwm.cli_tracking import add_parser as add_tracking_parser
 from molwm.config import ConfigError
 from molwm.data.cli import add_parsers as add_data_parsers
@@ -112,13 +114,18 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_query(args) -> int:
+    if args.engine == "ray":
+        return cmd_query_ray(args)
     from molwm.query_files import run_query
 
     what = [w.strip() for w in args.what.split(",") if w.strip()] if args.what else None
-    result = run_query(args.model, args.output, smiles=args.smiles, input_path=args.input,
-                       smiles_column=args.smiles_column, what=what, reference=args.reference, k=args.k,
-                       plot=args.plot, chunk_size=args.chunk_size, workers=args.workers,
-                       progress=not args.no_progress)
+    model, reference = args.model, args.reference
+    if args.index:  # the model is loaded once, to check the index was built with it
+        model, reference = model_and_index(args.model, args.index)
+    result = run_query(model, args.output, smiles=args.smiles, input_path=args.input,
+                       smiles_column=args.smiles_column, what=what, reference=reference, k=args.k,
+                       plot=args.plot, chunk_size=args.chunk_size,
+                       workers=1 if args.workers is None else args.workers, progress=not args.no_progress)
     print(result.summary())
     for path in result.plots:
         print(f"plot: {path}")
@@ -223,9 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint or MLflow model URI (runs:/..., models:/name@alias, models:/name/version)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--smiles", nargs="+", metavar="S", help="SMILES given on the command line")
-    src.add_argument("--input", metavar="FILE", help=".csv, .tsv, .smi, .sdf (optionally .gz) or .parquet")
+    src.add_argument("--input", metavar="FILE", help=".csv, .tsv, .smi, .sdf (optionally .gz) or .parquet "
+                                                     "(--engine ray: also a folder or a 'GLOB' of such files)")
     p.add_argument("--smiles-column", default=None, help="SMILES column of a table (default: guessed)")
-    p.add_argument("--output", required=True, metavar="OUT", help=".csv or .parquet; one row per input")
+    p.add_argument("--output", required=True, metavar="OUT", help=".csv or .parquet; one row per input "
+                   "(--engine ray: a folder of Parquet shards and manifest.json; rerun to resume)")
     p.add_argument("--what", default=None, help="comma-separated: embed, predict, neighbours "
                                                 "(default: predict for a fine-tuned model, else embed)")
     p.add_argument("--reference", default=None, metavar="NAME",
@@ -234,10 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, help="neighbours per candidate (default 5)")
     p.add_argument("--plot", action="store_true",
                    help="also write an embedding map and per-property histograms next to the output")
-    p.add_argument("--chunk-size", type=int, default=10_000, help="candidates per chunk (memory is flat)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="featurizer processes running ahead of the encoder (default 1; 0: none)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--chunk-size", type=int, default=10_000,
+                   help="candidates per chunk (memory is flat); --engine ray: per block and output shard")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: featurizer processes running ahead of the encoder (default 1; 0: none); "
+                        "ray: workers holding the model (default: the cluster's CPUs / --threads)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: blocks on a Ray cluster (the 'scale' extra; "
+                        "Python: molwm.screening.engine_ray.run_query_ray)")
+    p.add_argument("--address", default=None, help="ray: join this cluster (auto, HOST:6379 or ray://HOST:10001); "
+                                                   "default: a local cluster for this command")
+    p.add_argument("--threads", type=int, default=1, help="ray: CPUs (torch threads) per worker (default 1)")
+    p.add_argument("--index", default=None, metavar="URI",
+                   help="neighbours from this vector index (molwm index build): a folder or runs:/RUN/index")
+    quiet_flags(p)
     p.set_defaults(func=cmd_query)
 
     add_sim_parser(sub)
@@ -258,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log a line per request (read or redirect the output: a full pipe stalls the server)")
     p.set_defaults(func=cmd_serve)
 
+    add_index_parser(sub)
     add_tracking_parser(sub)
     return parser
 

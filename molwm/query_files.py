@@ -188,7 +188,7 @@ def _query(wm: MoleculeModel, output, smiles, input_path, smiles_column, what, r
             writer = _Writer(tmp, kind)
             try:
                 for chunk in _chunks(smiles, input_path, smiles_column, chunk_size):
-                    frame, status, emb, preds = _answer(wm, chunk, what, need_emb, ref, k)
+                    frame, status, emb, preds = answer_chunk(wm, chunk, what, need_emb, ref, k)
                     writer.write(frame)
                     ok = np.array([s == "ok" for s in status])
                     n += len(chunk)
@@ -210,8 +210,21 @@ def _query(wm: MoleculeModel, output, smiles, input_path, smiles_column, what, r
     return result
 
 
-def _answer(wm: MoleculeModel, chunk: pd.DataFrame, what: list[str], need_emb: bool, ref, k: int):
-    """One chunk's output rows, its statuses, embeddings and predictions (None unless asked)."""
+def answer_chunk(wm: MoleculeModel, chunk: pd.DataFrame, what: list[str], need_emb: bool, ref, k: int):
+    """One chunk's output rows, its statuses, embeddings and predictions (None unless asked).
+
+    Args:
+        wm: The model.
+        chunk: Candidates as :func:`molwm.data.candidates.candidate_frame` gives them.
+        what: Among ``embed``, ``predict``, ``neighbours``.
+        need_emb: Compute embeddings (for ``embed``, ``neighbours`` or plots).
+        ref: The :class:`~molwm.query.ReferenceSet` (or index) for ``neighbours``.
+        k: Neighbours per candidate.
+
+    Returns:
+        ``(frame, status, emb, preds)``: the output rows in input order (``row``, ``id``, ``smiles``,
+        ``status``, then the answers), per-row status, ``[n, E]`` embeddings or None, predictions or None.
+    """
     smiles = chunk["smiles"].tolist()
     emb, preds, status = wm.compute(smiles, embed=need_emb, predict="predict" in what)
     status = [pre or s for pre, s in zip(chunk["status"], status)]  # unreadable records keep their reason
