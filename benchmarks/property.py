@@ -42,11 +42,14 @@ import property_methods as pm
 import property_molwm as pmw
 
 CLASSICAL = ["rf_morgan", "rf_rdkit2d", "svm_ecfp", "minimol_mlp"]
-ALL = [*CLASSICAL, "chemprop", "molwm_base", "molwm_scratch"]
+ALL = [*CLASSICAL, "chemprop", "molwm_base", "molwm_scratch", "molwm_stack"]
+STACK_MEMBERS = ["molwm_base", "molwm_scratch", "molwm_tabular", "rf_rdkit2d", "gbm", "svm_tanimoto"]
+"""The members of ``mode=stack``; each is reported as its own row ``stack:<member>`` from the stack's run."""
 LABEL = {"rf_morgan": "RF, Morgan 2048 r2", "rf_rdkit2d": "RF, RDKit 2D descriptors",
          "svm_ecfp": "SVM, ECFP 1024 r2 (MoleculeACE)", "minimol_mlp": "MiniMol fingerprints + MLP",
          "chemprop": "Chemprop v2 (defaults)", "molwm_base": "molwm, fine-tuned from --molwm-from",
-         "molwm_scratch": "molwm, same network from scratch"}
+         "molwm_scratch": "molwm, same network from scratch", "molwm_stack": "molwm mode=stack (weights on validation)",
+         **{f"stack:{m}": f"stack member {m}" for m in STACK_MEMBERS}}
 QUICK_TARGETS = ["CHEMBL2835_Ki", "CHEMBL2047_EC50"]
 # CheMeleon (Burns et al. 2025, arXiv 2506.15792): MoleculeACE, 30 targets, 5 seeds, its tables' averages
 PUBLISHED = {"CheMeleon (published)": {"rmse": 0.666, "rmse_cliff": 0.764},
@@ -82,20 +85,61 @@ def run_method(method: str, s, args, store, chemprop_bin, scratch_encoder) -> di
     return out
 
 
+def run_stack(s, args) -> dict:
+    """``mode=stack`` from ``--molwm-from`` per seed: the stack's row and one row per member (same run, same rows),
+    each with per-seed test figures; the stack's row adds the test coverage of its 90% intervals (regression)."""
+    t0, c0 = time.perf_counter(), _cpu()
+    overrides = (pmw.QUICK if args.quick else []) + args.overrides
+    runs = [pmw.finetune_frame(s, k, "stack", args.molwm_from, Path(args.work) / "molwm", overrides)
+            for k in range(len(s.seeds))]
+    target = runs[0][0].columns[1]
+    out = {}
+    for name in ["molwm_stack", *(f"stack:{m}" for m in STACK_MEMBERS)]:
+        column = target if name == "molwm_stack" else f"{target}_{name.split(':', 1)[1]}"
+        if column not in runs[0][0].columns:
+            continue
+        per_seed = []
+        for seed, split, (frame, _) in zip(s.seeds, s.splits, runs):
+            row = {"seed": seed, **pm.score(s, split[2], frame[column].to_numpy(np.float64))}
+            if name == "molwm_stack" and s.task != "classification":
+                y = s.y[split[2]]
+                row["coverage_90"] = float(np.mean((y >= frame[f"{target}_lo"]) & (y <= frame[f"{target}_hi"])))
+            per_seed.append(row)
+        out[name] = {"per_seed": per_seed, "seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0,
+                     "fit_seconds": sum(t for _, t in runs)}
+        for key in per_seed[0]:
+            if key != "seed":
+                vals = np.array([r[key] for r in per_seed])
+                out[name][key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+    return out
+
+
 def _cpu() -> float:
     """User + system CPU seconds of this process and its finished children."""
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
-def moleculeace_summary(sets: dict, methods: list[str]) -> dict:
-    """Mean over targets (std over seeds of the per-seed averages), targets won against RF-Morgan and MiniMol."""
-    ace = {n: r for n, r in sets.items() if r["group"] == "moleculeace"}
-    out = {}
+def shown(methods: list[str]) -> list[str]:
+    """The rows a report shows: ``methods``, with the stack's members after ``molwm_stack``."""
+    out = []
     for m in methods:
-        done = [r["methods"][m] for r in ace.values() if m in r["methods"]]
-        if not done or len(done) < len(ace):
-            continue
+        out += [m, *(f"stack:{x}" for x in STACK_MEMBERS)] if m == "molwm_stack" else [m]
+    return out
+
+
+def moleculeace_summary(sets: dict, methods: list[str]) -> dict:
+    """Means over the targets where every shown method finished (how many: ``n_targets``; std over seeds of
+    the per-seed averages), targets won against RF-Morgan and MiniMol, and, for the stack, targets where it
+    beats every other row (``beats_all``)."""
+    ace = {n: r for n, r in sets.items() if r["group"] == "moleculeace"}
+    rows = [m for m in shown(methods) if any(m in r["methods"] for r in ace.values())]
+    common = {n: r for n, r in ace.items() if all(m in r["methods"] for m in rows)}
+    out = {"_targets": {"n_common": len(common), "n_targets": len(ace), "methods": rows}}
+    if not common:
+        return out
+    for m in rows:
+        done = [r["methods"][m] for r in common.values()]
         row = {"n_targets": len(done), "seconds": float(sum(d["seconds"] for d in done)),
                "cpu_seconds": float(sum(d.get("cpu_seconds", float("nan")) for d in done))}
         for key in ("rmse", "rmse_cliff"):
@@ -104,13 +148,16 @@ def moleculeace_summary(sets: dict, methods: list[str]) -> dict:
             row[key] = {"mean": float(np.nanmean(per_seed)),
                         "std_over_seeds": float(avg.std(ddof=1)) if len(avg) > 1 else 0.0}
         for peer in ("rf_morgan", "minimol_mlp"):
-            if peer != m and all(peer in r["methods"] for r in ace.values()):
+            if peer != m and peer in rows:
                 row[f"beats_{peer}"] = int(sum(r["methods"][m]["rmse"]["mean"] < r["methods"][peer]["rmse"]["mean"]
-                                               for r in ace.values()))
+                                               for r in common.values()))
+        if m == "molwm_stack":
+            row["beats_all"] = int(sum(all(r["methods"][m]["rmse"]["mean"] < r["methods"][o]["rmse"]["mean"]
+                                           for o in rows if o != m) for r in common.values()))
         out[m] = row
     if "rf_morgan" in out:
-        for row in out.values():
-            row["rmse_ratio_to_rf_morgan"] = row["rmse"]["mean"] / out["rf_morgan"]["rmse"]["mean"]
+        for m in rows:
+            out[m]["rmse_ratio_to_rf_morgan"] = out[m]["rmse"]["mean"] / out["rf_morgan"]["rmse"]["mean"]
     return out
 
 
@@ -144,7 +191,7 @@ def tables(report: dict) -> str:
     """Markdown: a table per packaged set, one for the MoleculeACE targets, the summaries."""
     lines = []
     ace = {n: r for n, r in report["sets"].items() if r["group"] == "moleculeace"}
-    methods = report["config"]["methods"]
+    methods = shown(report["config"]["methods"])
     if ace:
         lines += ["| target | n_train / val / test (cliff) | " + " | ".join(methods) + " |",
                   "|---|---|" + "---|" * len(methods)]
@@ -158,7 +205,14 @@ def tables(report: dict) -> str:
                        "all seeds (features apart)."), "",
                   ("| MoleculeACE | mean RMSE | cliff RMSE | RMSE / RF-Morgan | beats RF-Morgan | beats MiniMol | "
                    "seconds |"), "|---|---|---|---|---|---|---|"]
-        for m, row in report["summary"]["moleculeace"].items():
+        summary = report["summary"]["moleculeace"]
+        info = summary.get("_targets", {})
+        lines.insert(len(lines) - 2, f"Summary over the {info.get('n_common', 0)} of {info.get('n_targets', 0)} targets "
+                     "where every row finished" + (f"; the stack beats every other row on {summary['molwm_stack']['beats_all']}"
+                                                   if "molwm_stack" in summary else "") + ".\n")
+        for m, row in summary.items():
+            if m == "_targets":
+                continue
             lines.append(f"| {LABEL[m]} | {row['rmse']['mean']:.3f} ± {row['rmse']['std_over_seeds']:.3f} | "
                          f"{row['rmse_cliff']['mean']:.3f} ± {row['rmse_cliff']['std_over_seeds']:.3f} | "
                          f"{row.get('rmse_ratio_to_rf_morgan', float('nan')):.3f} | "
@@ -236,8 +290,8 @@ def main() -> None:
         unknown = set(methods) - set(ALL)
         if unknown:
             parser.error(f"unknown methods {sorted(unknown)}; choose from {ALL}")
-        if "molwm_base" in methods and not args.molwm_from:
-            parser.error("molwm_base needs --molwm-from")
+        if {"molwm_base", "molwm_stack"} & set(methods) and not args.molwm_from:
+            parser.error("molwm_base and molwm_stack need --molwm-from")
         if "chemprop" in methods and not chemprop_bin:
             parser.error("chemprop asked for but no chemprop command found (--chemprop, $CHEMPROP or PATH)")
     else:
@@ -273,7 +327,12 @@ def main() -> None:
             if m in entry["methods"]:
                 continue
             try:
-                entry["methods"][m] = r = run_method(m, s, args, store, chemprop_bin, scratch_encoder)
+                if m == "molwm_stack":  # one run gives the stack's row and each member's
+                    rows = run_stack(s, args)
+                    entry["methods"].update(rows)
+                    r = rows[m]
+                else:
+                    entry["methods"][m] = r = run_method(m, s, args, store, chemprop_bin, scratch_encoder)
             except Exception as err:  # noqa: BLE001 - one failed method is reported, the others still run
                 print(f"  {s.name:<20} {m:<14} FAILED: {err}", flush=True)
                 continue

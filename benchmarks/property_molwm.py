@@ -40,12 +40,19 @@ def encoder_config(uri: str):
 
 def finetune(s, k: int, mode: str, from_uri: str | None, work: Path, overrides: list[str], tracker=None,
              encoder=None) -> tuple[np.ndarray, float]:
-    """Fine-tune seed ``k`` of set ``s`` with molwm; its test predictions and the fine-tuning seconds.
+    """:func:`finetune_frame`'s test predictions (the first value column) and seconds."""
+    frame, seconds = finetune_frame(s, k, mode, from_uri, work, overrides, tracker, encoder)
+    return frame[frame.columns[1]].to_numpy(np.float64), seconds
+
+
+def finetune_frame(s, k: int, mode: str, from_uri: str | None, work: Path, overrides: list[str], tracker=None,
+                   encoder=None):
+    """Fine-tune seed ``k`` of set ``s`` with molwm; its query answer on the test rows and the fine-tuning seconds.
 
     Args:
         s: The :class:`property_data.BenchSet`.
         k: Seed index.
-        mode: ``full`` (from ``from_uri``) or ``scratch``.
+        mode: ``full`` or ``stack`` (from ``from_uri``), or ``scratch``.
         from_uri: Pretrained model URI (``molwm:base``, a checkpoint, ``runs:/...``); None for scratch.
         work: Folder for the split file and the checkpoint.
         overrides: ``FinetuneConfig`` ``key=value`` overrides (e.g. ``epochs=30``).
@@ -66,6 +73,5 @@ def finetune(s, k: int, mode: str, from_uri: str | None, work: Path, overrides: 
     result = run_finetune(config, tracker, progress=False)
     seconds = time.perf_counter() - t0
     test = s.splits[k][2]
-    frame = load_model(result.checkpoint).predict([s.smiles[i] for i in test])
-    return frame[frame.columns[1]].to_numpy(np.float64), seconds
+    return load_model(result.checkpoint).predict([s.smiles[i] for i in test]), seconds
 

@@ -45,9 +45,9 @@ class CalibrationConfig:
     """How a fine-tuned ensemble's uncertainty is calibrated (fitted on validation rows only).
 
     Attributes:
-        method: ``auto`` (``zscale`` for regression, ``platt`` for classification, when the members
-            share their validation rows; ``none`` otherwise), ``none``, ``zscale``, ``conformal``
-            (regression), ``platt``, ``isotonic`` (classification).
+        method: ``auto`` (``zscale`` for regression, ``platt`` for classification), ``none``
+            (the raw ensemble std), ``zscale``, ``conformal`` (regression), ``platt``, ``isotonic``
+            (classification).
         coverage: Coverage of the ``<name>_lo`` / ``<name>_hi`` intervals returned by predictions.
         domain_factor: The applicability domain ends at the embedding distance beyond which the
             validation error is this many times the error within it.
@@ -67,23 +67,22 @@ class CalibrationConfig:
 def resolve_method(config: CalibrationConfig, task: str, shared: bool, n_members: int) -> str:
     """The calibrator a run fits: ``auto`` resolved, and a method that does not fit the task refused.
 
+    ``auto`` is ``zscale`` for regression and ``platt`` for classification whether or not the members
+    share their validation rows (when they do not, :mod:`molwm.uncertainty.fit` fits it on the first
+    member's own rows: a fine-tune is never left uncalibrated unless ``method: none`` asks for it).
+
     Args:
         shared: True when no member trained on another member's validation rows.
 
     Raises:
-        ConfigError: For a regression method on classification (or the reverse), or a calibrator asked
-            for on members that do not share a split.
+        ConfigError: For a regression method on classification (or the reverse).
     """
     allowed = CLASSIFICATION_METHODS if task == "classification" else REGRESSION_METHODS
     method = config.method
     if method == "auto":
-        return allowed[0] if shared else "none"
+        return allowed[0]
     if method != "none" and method not in allowed:
         raise ConfigError(f"calibration.method {method!r} is not for {task} (choose none, {', '.join(allowed)})")
-    if method != "none" and not shared:
-        raise ConfigError(f"calibration.method {method} needs members that share their validation rows, but "
-                          f"the {n_members} seeds have their own splits (each member trained on rows the others "
-                          "validate on): set split.shared=true, or calibration.method=none")
     return method
 
 

@@ -1,15 +1,16 @@
 """What a fine-tune does about uncertainty once its members are trained: fit the calibrator and the
 applicability domain on validation rows, report both on test rows, draw the plots.
 
-Which rows (the ensemble caveat): with one split per seed, each member has trained on rows that are
-other members' validation and test rows, so the ensemble's spread can be neither calibrated nor
-checked on them. A calibrator is therefore fitted only when the members share their validation and
-test rows (``split.shared: true``: one split, seeds vary the initialisation and batch order; or one
-seed; or a split file with one entry); then it is fitted on the shared validation rows and reported
-on the shared test rows. Otherwise the run stores no calibrator (predictions say
-``ensemble_std (uncalibrated)``), reports no calibration figure, and fits the applicability domain
-from the first member alone (its training molecules, validation and test rows, its predictions),
-which is clean for that member.
+Which rows (the ensemble caveat): the calibrator must be fitted, and checked, on rows no member
+trained on. When the members share their validation and test rows (``split.shared: true``, the
+default: one split, seeds vary the initialisation and batch order; or one seed; or a split file
+with one entry) it is fitted on the ensemble's predictions of the shared validation rows and
+reported on the shared test rows. When every seed has its own split, each member has trained on
+rows that are other members' validation and test rows; the calibrator is then fitted on the first
+member's predictions of its own validation rows (one member: a constant width, no spread) and
+reported on that member's own test rows, and queries apply it around the ensemble mean (a width
+fitted for one member's error: conservative for the mean of several). The applicability domain is
+fitted the same way (all members' training molecules when shared, the first member's otherwise).
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ def fit_uncertainty(config: CalibrationConfig, task: str, shared: bool, n_member
     metrics: dict[str, float] = {}
     lines = [f"uncertainty: {cal.description}"]
     plots: list[Path] = []
-    if shared:
+    if not shared:
+        lines[0] += " (fitted on the first member's own validation rows: the seeds have their own splits)"
+    if method != "none":
         raw = Calibrator.from_dict(None, task, val.y.shape[1])
         got, curve = uncertainty_report(cal, test.preds, test.y)
         base, base_curve = uncertainty_report(raw, test.preds, test.y)
@@ -137,7 +140,9 @@ def fit_uncertainty(config: CalibrationConfig, task: str, shared: bool, n_member
         lines.append("test " + ", ".join(f"{k} {v:.3f} (raw {base[k]:.3f})" for k, v in got.items()))
         plots += _plots(cal, raw, test, curve, base_curve, got, plot_dir, title)
     else:
-        lines.append("test calibration not reported: the members do not share a split (split.shared=true)")
+        got, _ = uncertainty_report(cal, test.preds, test.y)
+        metrics.update({f"test_{k}": v for k, v in got.items()})
+        lines.append("test " + ", ".join(f"{k} {v:.3f}" for k, v in got.items()) + " (uncalibrated: method none)")
     dist = domain.embedding_distance(test.emb)
     err = test.abs_error(task)
     inside = dist <= domain.threshold

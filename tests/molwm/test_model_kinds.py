@@ -37,7 +37,7 @@ QUERY = ["CCO", "c1ccccc1O", BAD, "CC(=O)Nc1ccc(O)cc1"]
 WORLD_REQUEST = pd.DataFrame({"smiles": ["CCO", "c1ccccc1O", "CCO"], "dose_uM": [1.0, 10.0, 0.0],
                               "time_h": [24.0, 8.0, 24.0]})
 """A world-model request: two compounds, three doses (one vehicle control), two times."""
-PREDICTS = {"property_model", "multimodal_jepa"}
+PREDICTS = {"property_model", "stacked_property_model", "multimodal_jepa"}
 """The kinds that answer ``predict`` (fine-tuned heads; the multimodal JEPA's assay probe)."""
 
 
@@ -92,6 +92,17 @@ def _image_world(shared, folder: Path) -> Path:
     return run_image_world(cfg, progress=False).checkpoint
 
 
+def _stack(shared, folder: Path) -> Path:
+    """``configs/finetune/tiny.yaml`` as ``mode=stack`` from the tiny graph JEPA: every member, small forests."""
+    from molwm.config import load_config
+    from molwm.train.finetune import FinetuneConfig, run_finetune
+
+    cfg = load_config(FinetuneConfig, REPO_ROOT / "configs/finetune/tiny.yaml",
+                      ["mode=stack", f"from_model={shared['graph_pretrain_run'].checkpoint}", f"out_dir={folder / 'run'}",
+                       "epochs=2", "stack.rf_trees=20", "tabular.n_estimators=20", "tabular.n_jobs=1"])
+    return run_finetune(cfg, progress=False).checkpoint
+
+
 BUILDERS = {
     "graph_jepa": lambda shared, folder: shared["graph_pretrain_run"].checkpoint,
     "graph_pretrain": _graph_pretrain,
@@ -101,6 +112,7 @@ BUILDERS = {
     "multimodal_contrastive_views": _multimodal("contrastive_views"),
     "multimodal_contrastive_profile": _profile_pairing,
     "property_model": lambda shared, folder: shared["finetune_run"].checkpoint,
+    "stacked_property_model": _stack,
     "world_model": lambda shared, folder: shared["world_run"].checkpoint,
     "image_world_model": _image_world,
 }

@@ -78,13 +78,14 @@ def test_calibrator_round_trip_and_uncalibrated_default():
     assert old.apply(preds)["std"][:, 0] == pytest.approx([1.0, 0.0, 0.5])  # the raw spread
 
 
-def test_resolve_method_refuses_what_the_rows_cannot_support():
+def test_resolve_method_calibrates_by_default_and_refuses_a_method_of_the_other_task():
     cfg = CalibrationConfig()
     assert resolve_method(cfg, "regression", True, 3) == "zscale"
     assert resolve_method(cfg, "classification", True, 3) == "platt"
-    assert resolve_method(cfg, "regression", False, 3) == "none"
-    with pytest.raises(ConfigError, match="split.shared"):
-        resolve_method(CalibrationConfig(method="conformal"), "regression", False, 3)
+    # seeds with their own splits are calibrated too (on the first member's own rows), never left raw
+    assert resolve_method(cfg, "regression", False, 3) == "zscale"
+    assert resolve_method(CalibrationConfig(method="conformal"), "regression", False, 3) == "conformal"
+    assert resolve_method(CalibrationConfig(method="none"), "regression", True, 3) == "none"
     with pytest.raises(ConfigError, match="not for classification"):
         resolve_method(CalibrationConfig(method="zscale"), "classification", True, 3)
     with pytest.raises(ConfigError, match="coverage"):

@@ -43,10 +43,27 @@ def test_tiny_finetune_calibrates_on_shared_validation_rows(repo_root, tmp_path)
 
 def test_a_checkpoint_without_calibration_still_predicts(finetune_run, tmp_path):
     state = torch.load(finetune_run.checkpoint, weights_only=True)
-    assert state["uncertainty"]["calibration"]["method"] == "none"  # tiny.yaml: one split per seed
+    assert state["uncertainty"]["calibration"]["method"] == "zscale"  # calibrated by default
     del state["uncertainty"]  # as written before calibration existed
     frame = MoleculeModel.load(save_checkpoint(state, tmp_path / "old.pt")).predict(["CCO"])
     assert frame.uncertainty[0].startswith("ensemble_std (uncalibrated)")
     assert {f"{NAME}_std", f"{NAME}_lo", f"{NAME}_hi"} <= set(frame.columns) and "in_domain" not in frame.columns
     half = frame[f"{NAME}_hi"][0] - frame[NAME][0]
     assert half == pytest.approx(1.644854 * frame[f"{NAME}_std"][0], rel=1e-5)  # Gaussian on the raw spread
+
+
+def test_seeds_with_their_own_splits_are_calibrated_on_the_first_members_own_rows(repo_root, tmp_path):
+    cfg = load_config(FinetuneConfig, repo_root / "configs/finetune/tiny.yaml",
+                      [f"out_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'c'}", "split.shared=false",
+                       "epochs=2"])
+    result = run_finetune(cfg, progress=False)
+    for key in ("test_coverage_50", "test_coverage_80", "test_coverage_90", "test_coverage_95",
+                "test_miscalibration_area", "test_nll"):
+        assert np.isfinite(result.uncertainty[key]), key
+    model = MoleculeModel.load(result.checkpoint)
+    assert model.calibrator.method == "zscale" and model.calibrator.params[0]["use_std"] is False
+    frame = model.predict(["CCO", "c1ccccc1O"])
+    assert frame.uncertainty[0].startswith("zscale (12 validation rows")
+    # one member's width (no spread): the same half-width for every molecule, around the ensemble mean
+    half = (frame[f"{NAME}_hi"] - frame[NAME]).to_numpy()
+    assert half[0] == pytest.approx(half[1]) and half[0] > 0
