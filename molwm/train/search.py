@@ -39,16 +39,20 @@ class SearchResult:
 
 def sample_settings(trial, config: FinetuneConfig) -> dict[str, Any]:
     """The search space: rates, head width and dropout, weight decay; for ``full`` the encoder's rate and
-    staged unfreezing; descriptor inputs for network heads; the forest's leaf size for ``tabular``."""
+    staged unfreezing; descriptor inputs for network heads; the forest's leaf size for ``tabular``; for
+    ``stack`` the settings of its networks (scored by the stack's out-of-fold validation metric)."""
     if config.mode == "tabular":
         return {"tabular.min_samples_leaf": [trial.suggest_int("tabular.min_samples_leaf", 1, 8)],
                 "tabular.max_features": [trial.suggest_float("tabular.max_features", 0.05, 0.5)]}
     out = {"lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
            "head.hidden": trial.suggest_categorical("head.hidden", [128, 256, 512]),
-           "head.dropout": trial.suggest_float("head.dropout", 0.0, 0.3),
-           "extra.descriptors": trial.suggest_categorical("extra.descriptors", [False, True])}
-    if config.mode == "full":
+           "head.dropout": trial.suggest_float("head.dropout", 0.0, 0.3)}
+    if config.mode == "stack":  # its networks' settings; a trial is scored by the stack's out-of-fold validation
+        out["stack.base_descriptors"] = trial.suggest_categorical("stack.base_descriptors", [False, True])
+    else:
+        out["extra.descriptors"] = trial.suggest_categorical("extra.descriptors", [False, True])
+    if config.mode in ("full", "stack"):
         out["encoder_lr_ratio"] = trial.suggest_float("encoder_lr_ratio", 0.05, 1.0, log=True)
         out["freeze_epochs"] = trial.suggest_categorical(
             "freeze_epochs", sorted({0, min(5, config.epochs - 1), min(10, config.epochs - 1)}))

@@ -125,3 +125,18 @@ def test_a_stack_fits_saves_without_pickle_and_answers_with_its_members(graph_pr
     assert frame.loc[ok, NAME].to_numpy() == pytest.approx(stacked)
     assert frame.status[1] != "ok" and np.isnan(frame[NAME][1])
     assert frame.uncertainty[0].endswith("stack of 6 members x 1 seeds")
+
+
+@pytest.mark.integration
+def test_search_over_a_stack_scores_its_out_of_fold_validation(repo_root, tmp_path):
+    from molwm.train.search import search_finetune
+
+    cfg = load_config(FinetuneConfig, repo_root / "configs/finetune/tiny.yaml",
+                      ["mode=stack", "stack.members=[molwm_scratch, gbm]", f"out_dir={tmp_path / 'out'}",
+                       f"cache_dir={tmp_path / 'c'}", "epochs=1"])
+    found = search_finetune(cfg, 2, progress=False)
+    assert {"lr", "stack.base_descriptors", "encoder_lr_ratio"} <= set(found.best)
+    assert found.best_value == min(t["val_rmse_mean"] for t in found.trials)
+    state = torch.load(found.refit.checkpoint, weights_only=True)
+    assert state["kind"] == "stacked_property_model" and len(state["members"]) == len(cfg.seeds)
+    assert state["config"]["stack"]["base_descriptors"] == found.best["stack.base_descriptors"]
