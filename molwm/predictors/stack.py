@@ -6,7 +6,11 @@ weighted mean ``P_s = sum_k w_k p_k`` with ``w >= 0``, ``sum w = 1`` per target 
 on validation rows only). The answer is the mean of ``P_s`` over seeds; its spread combines how
 the seeds' stacks differ and how the members disagree:
 
-    sigma**2 = var_s(P_s) + mean_s(sum_k w_k (p_k - P_s)**2)
+    sigma**2 = var_s(P_s) + mean_s(mean_k (p_k - P_s)**2)
+
+(every member's distance from the stacked value counts, weighted or not: with the weights often
+on one or two members, a weighted disagreement is zero exactly where the stack has the least
+support, and its intervals collapsed: 71% coverage at a nominal 90% on FreeSolv at 5% of rows)
 
 which the calibrator (fitted on out-of-fold stacked predictions of validation rows) turns into
 intervals. The calibration code reads the mean and the std of an ensemble's predictions; the
@@ -72,7 +76,7 @@ def combine(preds: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndar
     """
     w = weights[:, :, None, :]
     per_seed = (w * preds).sum(1)  # [S, N, T]
-    disagreement = (w * (preds - per_seed[:, None]) ** 2).sum(1).mean(0)
+    disagreement = ((preds - per_seed[:, None]) ** 2).mean(1).mean(0)
     return per_seed.mean(0), np.sqrt(per_seed.var(0) + disagreement)
 
 

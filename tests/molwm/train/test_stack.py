@@ -40,8 +40,11 @@ def test_combine_and_the_spread_pair():
     preds = np.array([[[[1.0]], [[3.0]]], [[[2.0]], [[2.0]]]])  # [S=2, K=2, N=1, T=1]
     weights = np.array([[[0.5], [0.5]], [[1.0], [0.0]]])  # [S, K, T]
     mean, sigma = combine(preds, weights)
-    # seeds' stacks 2 and 2 (no spread between seeds); disagreement 1 and 0 -> mean 0.5
+    # seeds' stacks 2 and 2 (no spread between seeds); members' mean squared distance 1 and 0 -> 0.5
     assert mean[0, 0] == pytest.approx(2.0) and sigma[0, 0] == pytest.approx(np.sqrt(0.5))
+    # all the weight on one member: the others' distance from the stacked value still counts
+    _, sigma = combine(preds[:1], np.array([[[1.0], [0.0]]]))
+    assert sigma[0, 0] == pytest.approx(np.sqrt(2.0))
     pair = spread_pair(mean, sigma)
     assert pair.mean(0) == pytest.approx(mean) and pair.std(0) == pytest.approx(sigma)
 
