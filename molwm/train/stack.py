@@ -12,8 +12,7 @@ is nothing clean to refit on).
 
 Calibration needs stacked predictions of rows the weights did not see: the validation rows are
 cross-fitted (``cross_fit_folds`` folds: each fold's stacked prediction uses weights fitted on the
-other folds), and the calibrator and domain are fitted on those out-of-fold predictions. For
-regression ``calibration.method: auto`` is split conformal here (see :func:`stack_uncertainty`).
+other folds), and the calibrator and domain are fitted on those out-of-fold predictions.
 """
 
 from __future__ import annotations
@@ -199,13 +198,7 @@ def stack_uncertainty(config, task: str, splits, fits: list[SeedStack], y: np.nd
     val_seen = RowsSeen(spread_pair(oof_m, oof_s), y[val], emb(np.asarray(val)), list(smiles[val]))
     test_seen = RowsSeen(spread_pair(test_m, test_s), y[test], emb(np.asarray(test)), list(smiles[test]))
     train = np.asarray(train)
-    calibration = config.calibration
-    if calibration.method == "auto" and task == "regression":
-        # the stack's spread is mostly member disagreement, near zero where the members agree; z-scaling's
-        # mean of squared ratios is dominated by those rows and over-covered (CHEMBL2034_Ki and FreeSolv, one
-        # seed each: 99% at a nominal 90%); split conformal's quantile of the ratios is not
-        calibration = dataclasses.replace(calibration, method="conformal")
-    return fit_uncertainty(calibration, task, True, 2, val_seen, test_seen, list(smiles[train]), emb(train),
+    return fit_uncertainty(config.calibration, task, True, 2, val_seen, test_seen, list(smiles[train]), emb(train),
                            plot_dir, title)
 
 

@@ -35,7 +35,7 @@ from scipy.stats import norm
 
 from molwm.config import ConfigError
 
-REGRESSION_METHODS = ("zscale", "conformal")
+REGRESSION_METHODS = ("conformal", "zscale")  # the first is what ``auto`` picks
 CLASSIFICATION_METHODS = ("platt", "isotonic")
 _EPS = 1e-12
 
@@ -45,7 +45,7 @@ class CalibrationConfig:
     """How a fine-tuned ensemble's uncertainty is calibrated (fitted on validation rows only).
 
     Attributes:
-        method: ``auto`` (``zscale`` for regression, ``platt`` for classification), ``none``
+        method: ``auto`` (``conformal`` for regression, ``platt`` for classification), ``none``
             (the raw ensemble std), ``zscale``, ``conformal`` (regression), ``platt``, ``isotonic``
             (classification).
         coverage: Coverage of the ``<name>_lo`` / ``<name>_hi`` intervals returned by predictions.
@@ -67,7 +67,10 @@ class CalibrationConfig:
 def resolve_method(config: CalibrationConfig, task: str, shared: bool, n_members: int) -> str:
     """The calibrator a run fits: ``auto`` resolved, and a method that does not fit the task refused.
 
-    ``auto`` is ``zscale`` for regression and ``platt`` for classification whether or not the members
+    ``auto`` is ``conformal`` for regression (measured beside z-scaling on three scaffold splits of
+    solubility and FreeSolv, docs/benchmarks.md: miscalibration area 0.046 and 0.093 against 0.137 and
+    0.140; 90% coverage 0.930 and 0.913 against 0.943 and 0.944) and ``platt`` for classification,
+    whether or not the members
     share their validation rows (when they do not, :mod:`molwm.uncertainty.fit` fits it on the first
     member's own rows: a fine-tune is never left uncalibrated unless ``method: none`` asks for it).
 

@@ -80,10 +80,11 @@ def test_calibrator_round_trip_and_uncalibrated_default():
 
 def test_resolve_method_calibrates_by_default_and_refuses_a_method_of_the_other_task():
     cfg = CalibrationConfig()
-    assert resolve_method(cfg, "regression", True, 3) == "zscale"
+    assert resolve_method(cfg, "regression", True, 3) == "conformal"
     assert resolve_method(cfg, "classification", True, 3) == "platt"
     # seeds with their own splits are calibrated too (on the first member's own rows), never left raw
-    assert resolve_method(cfg, "regression", False, 3) == "zscale"
+    assert resolve_method(cfg, "regression", False, 3) == "conformal"
+    assert resolve_method(CalibrationConfig(method="zscale"), "regression", False, 3) == "zscale"
     assert resolve_method(CalibrationConfig(method="conformal"), "regression", False, 3) == "conformal"
     assert resolve_method(CalibrationConfig(method="none"), "regression", True, 3) == "none"
     with pytest.raises(ConfigError, match="not for classification"):
