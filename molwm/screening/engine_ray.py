@@ -246,7 +246,7 @@ def _dispatch(ray, pool, manifest: Manifest, files, block_rows, smiles_column, p
     load = np.zeros(len(pool), dtype=int)
     new_rows, last_save, shards = 0, time.monotonic(), 0
     for ready in pool:  # the models are loaded (a worker that cannot load one says why): time the answering
-        _get(ray, ready.__ray_ready__.remote(), "(loading the model)")
+        _get(ray, ready.__ray_ready__.remote(), "while loading the model")
     bar = tqdm(total=total, initial=manifest.counts()[0], unit="mol", desc="query (ray)", disable=not progress)
     t0 = time.perf_counter()
 
@@ -255,7 +255,7 @@ def _dispatch(ray, pool, manifest: Manifest, files, block_rows, smiles_column, p
         ready, _ = ray.wait(list(inflight), num_returns=1)
         worker, name = inflight.pop(ready[0])
         load[worker] -= 1
-        record = _get(ray, ready[0], name)
+        record = _get(ray, ready[0], f"on shard {name}")
         manifest.add(name, record)
         new_rows += record["n"]
         bar.update(record["n"])
@@ -288,14 +288,15 @@ def _dispatch(ray, pool, manifest: Manifest, files, block_rows, smiles_column, p
     return ScreenResult(manifest.folder, n, n_ok, reasons, shards, resumed, new_rows, seconds, len(pool), peak)
 
 
-def _get(ray, ref, name: str) -> dict:
-    """A shard's record, or the worker's failure in one line."""
+def _get(ray, ref, what: str):
+    """What a worker returned, or its failure in one line (``what``: the work, for the message)."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as err:
         cause = getattr(err, "cause", None) or err
         text = " ".join(str(cause).split()) or type(cause).__name__
-        raise ScreeningError(f"shard {name}: {text[:400]}; rerun the same command to resume") from None
+        raise ScreeningError(f"{what}: {text[:400]}; rerun the same command to resume") from None
     except ray.exceptions.RayActorError as err:
-        raise ScreeningError(f"a Ray worker died while writing {name} ({str(err).splitlines()[0][:200]}); "
-                             "rerun the same command to resume the unfinished shards") from None
+        text = " ".join(str(err).split())[:300]
+        raise ScreeningError(f"a Ray worker died {what} ({text}); rerun the same command to resume the "
+                             "unfinished shards") from None
