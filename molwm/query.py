@@ -77,12 +77,11 @@ class ReferenceSet:
         Returns:
             ``(indices [b, k], similarities [b, k])``, best first.
         """
-        sim = unit @ self.unit.T  # [b, R]
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else \
-            np.tile(np.arange(sim.shape[1]), (len(sim), 1))
-        psim = np.clip(np.take_along_axis(sim, part, axis=1), -1.0, 1.0)  # float32 rounding can pass 1
-        order = np.argsort(-psim, axis=1, kind="stable")
-        return np.take_along_axis(part, order, axis=1), np.take_along_axis(psim, order, axis=1)
+        sim = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32)) @ torch.from_numpy(
+            np.ascontiguousarray(self.unit, dtype=np.float32)).T  # [b, R]
+        # torch's top-k, not numpy's argpartition: 10x faster on [1000, 30000] (docs/benchmarks.md, Screening)
+        top, idx = torch.topk(sim, k, dim=1)  # best first
+        return idx.numpy().astype(np.int64), top.clamp(-1.0, 1.0).numpy()  # float32 rounding can pass 1
 
 
 @dataclass

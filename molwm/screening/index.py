@@ -49,7 +49,7 @@ def _require(module: str):
 
 
 class ExactSearch:
-    """Every query against every row: ``unit.npy`` memory-mapped."""
+    """Every query against every row (``unit.npy``)."""
 
     file = "unit.npy"
 
@@ -67,7 +67,7 @@ class ExactSearch:
 
     @classmethod
     def load(cls, path: Path, settings: dict) -> "ExactSearch":
-        return cls(np.load(path, mmap_mode="r"))
+        return cls(np.load(path))
 
     def search(self, unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return ReferenceSet("", np.empty(0), np.empty(0), self.unit).search(unit, k)
