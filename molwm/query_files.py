@@ -199,7 +199,7 @@ def _query(wm: MoleculeModel, output, smiles, input_path, smiles_column, what, r
                     if plot:
                         seen_ok = _reservoir(sample, emb[ok], seen_ok, rng)
                     bar.update(len(chunk))
-                    _return_freed_memory()
+                    return_freed_memory()
             finally:
                 writer.close()
     finally:
@@ -239,7 +239,7 @@ def answer_chunk(wm: MoleculeModel, chunk: pd.DataFrame, what: list[str], need_e
     return frame, status, emb, (preds if "predict" in what else None)
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Hand freed heap back to the OS after a chunk (glibc only).
 
     Batches of different sizes fragment glibc's heap: measured on 100,000

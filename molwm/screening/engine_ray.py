@@ -32,7 +32,7 @@ import torch
 from molwm.atomic import atomic_path, refuse_overwriting_inputs
 from molwm.data.candidates import count_candidates
 from molwm.query import WHAT, MoleculeModel
-from molwm.query_files import answer_chunk
+from molwm.query_files import answer_chunk, return_freed_memory
 from molwm.screening.index import load_index
 from molwm.screening.shards import Manifest, ScreeningError, fingerprint, iter_blocks, resolve_inputs
 from molwm.tracking import NullTracker, Tracker, default_tracking_uri
@@ -127,6 +127,8 @@ class ShardWorker:
         with atomic_path(path) as tmp:
             pq.write_table(pa.Table.from_pandas(out, preserve_index=False), tmp)
         reasons = Counter(s for s in status if s != "ok")
+        del out
+        return_freed_memory()  # as the local query does after each chunk: without it the heap grows per block
         return {"n": len(out), "n_ok": len(out) - sum(reasons.values()), "reasons": dict(reasons),
                 "first_row": int(frame["row"].iloc[0]), "last_row": int(frame["row"].iloc[-1]),
                 "worker": os.getpid(), "peak_rss_mib": round(_peak_rss_mib(), 1),
