@@ -127,9 +127,10 @@ class ShardWorker:
         with atomic_path(path) as tmp:
             pq.write_table(pa.Table.from_pandas(out, preserve_index=False), tmp)
         reasons = Counter(s for s in status if s != "ok")
+        n = len(out)
         del out
         return_freed_memory()  # as the local query does after each chunk: without it the heap grows per block
-        return {"n": len(out), "n_ok": len(out) - sum(reasons.values()), "reasons": dict(reasons),
+        return {"n": n, "n_ok": n - sum(reasons.values()), "reasons": dict(reasons),
                 "first_row": int(frame["row"].iloc[0]), "last_row": int(frame["row"].iloc[-1]),
                 "worker": os.getpid(), "peak_rss_mib": round(_peak_rss_mib(), 1),
                 "seconds": round(time.perf_counter() - t0, 3)}
