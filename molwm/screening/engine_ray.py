@@ -235,7 +235,8 @@ def _start(ray, address, workers, threads) -> bool:
             raise ScreeningError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
         return False
     cpus = (workers or len(os.sched_getaffinity(0)) // threads or 1) * threads
-    ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=256 * 2**20, **quiet)
+    # address="local": a new cluster even when `ray start` left one on this machine (ray.init would join it)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=256 * 2**20, **quiet)
     return True
 
 
