@@ -80,10 +80,10 @@ def test_calibrator_round_trip_and_uncalibrated_default():
 
 def test_resolve_method_calibrates_by_default_and_refuses_a_method_of_the_other_task():
     cfg = CalibrationConfig()
-    assert resolve_method(cfg, "regression", True, 3) == "conformal"
+    assert resolve_method(cfg, "regression", True, 3) == "conformal_fixed"
     assert resolve_method(cfg, "classification", True, 3) == "platt"
     # seeds with their own splits are calibrated too (on the first member's own rows), never left raw
-    assert resolve_method(cfg, "regression", False, 3) == "conformal"
+    assert resolve_method(cfg, "regression", False, 3) == "conformal_fixed"
     assert resolve_method(CalibrationConfig(method="zscale"), "regression", False, 3) == "zscale"
     assert resolve_method(CalibrationConfig(method="conformal"), "regression", False, 3) == "conformal"
     assert resolve_method(CalibrationConfig(method="none"), "regression", True, 3) == "none"
@@ -116,3 +116,14 @@ def test_regression_report_raw_std_of_a_calibrated_gaussian():
     assert got["coverage_90"] == pytest.approx(0.9, abs=0.01) and got["miscalibration_area"] < 0.01
     assert got["spearman"] > 0.2
     assert expected[0] == 0 and observed[-1] == 1
+
+
+def test_conformal_fixed_is_one_width_from_the_residuals_of_the_mean():
+    preds = np.array([[[0.0], [1.0], [2.0], [3.0]], [[0.2], [1.0], [2.6], [3.0]]])  # [M=2, N=4, T=1]
+    y = np.array([[0.5], [1.0], [2.0], [4.0]])  # |y - mean|: 0.4, 0, 0.3, 1.0
+    cal = fit_calibrator("conformal_fixed", "regression", preds, y, 0.8)
+    assert cal.params[0]["scores"] == pytest.approx([0.0, 0.3, 0.4, 1.0]) and cal.params[0]["use_std"] is False
+    out = cal.apply(np.array([[[5.0], [0.0]], [[5.0], [2.0]]]))  # members agree on row 0, differ on row 1
+    half = out["hi"][:, 0] - out["value"][:, 0]
+    # ceil(5 * 0.8) = 4th smallest score, the same for both rows whatever the spread
+    assert half == pytest.approx([1.0, 1.0])

@@ -43,7 +43,7 @@ def test_tiny_finetune_calibrates_on_shared_validation_rows(repo_root, tmp_path)
 
 def test_a_checkpoint_without_calibration_still_predicts(finetune_run, tmp_path):
     state = torch.load(finetune_run.checkpoint, weights_only=True)
-    assert state["uncertainty"]["calibration"]["method"] == "conformal"  # calibrated by default
+    assert state["uncertainty"]["calibration"]["method"] == "conformal_fixed"  # calibrated by default
     del state["uncertainty"]  # as written before calibration existed
     frame = MoleculeModel.load(save_checkpoint(state, tmp_path / "old.pt")).predict(["CCO"])
     assert frame.uncertainty[0].startswith("ensemble_std (uncalibrated)")
@@ -61,9 +61,9 @@ def test_seeds_with_their_own_splits_are_calibrated_on_the_first_members_own_row
                 "test_miscalibration_area", "test_nll"):
         assert np.isfinite(result.uncertainty[key]), key
     model = MoleculeModel.load(result.checkpoint)
-    assert model.calibrator.method == "conformal" and model.calibrator.params[0]["use_std"] is False
+    assert model.calibrator.method == "conformal_fixed" and model.calibrator.params[0]["use_std"] is False
     frame = model.predict(["CCO", "c1ccccc1O"])
-    assert frame.uncertainty[0].startswith("conformal (12 validation rows")
+    assert frame.uncertainty[0].startswith("conformal_fixed (12 validation rows")
     # one member's width (no spread): the same half-width for every molecule, around the ensemble mean
     half = (frame[f"{NAME}_hi"] - frame[NAME]).to_numpy()
     assert half[0] == pytest.approx(half[1]) and half[0] > 0
