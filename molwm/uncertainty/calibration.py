@@ -134,7 +134,9 @@ class Calibrator:
         return f"{self.method} ({n} validation rows; {self.coverage:.0%} intervals)"
 
     def _std(self, j: int, std: np.ndarray) -> np.ndarray:
-        return np.maximum(std, _EPS) if self.params[j].get("use_std", True) else np.ones_like(std)
+        if self.params[j].get("use_std", True):
+            return np.maximum(std, _EPS)
+        return np.where(np.isnan(std), np.nan, 1.0)  # one width; a rejected row (NaN) stays NaN
 
     def scale(self, j: int, std: np.ndarray, coverage: float) -> np.ndarray:
         """Regression: half-width of the central interval at ``coverage`` for target ``j``, per row."""

@@ -48,7 +48,9 @@ def test_order_and_count_are_kept_with_bad_smiles_across_batches(checkpoint):
     assert frame["smiles"].tolist()[:5] == MIXED[:5] and frame["smiles"].tolist()[6:] == MIXED[6:]
     assert frame["hydration_free_energy"].isna().tolist() == [i in bad for i in range(len(MIXED))]
     assert (frame.loc[frame.status == "ok", "hydration_free_energy_std"] > 0).all()  # 2 seeds differ
-    assert frame["uncertainty"].iloc[0] == "ensemble_std (uncalibrated); deep ensemble of 2 seeds"
+    # calibrated by default: one conformal width from the shared validation rows
+    assert frame["uncertainty"].iloc[0] == "conformal_fixed (12 validation rows; 90% intervals); deep ensemble of 2 seeds"
+    assert frame.loc[~frame.status.eq("ok"), "hydration_free_energy_std"].isna().all()
     assert wm.predict([]).empty and wm.embed([]).shape == (0, wm.embedding_dim)
 
 

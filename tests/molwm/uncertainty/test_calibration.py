@@ -127,3 +127,5 @@ def test_conformal_fixed_is_one_width_from_the_residuals_of_the_mean():
     half = out["hi"][:, 0] - out["value"][:, 0]
     # ceil(5 * 0.8) = 4th smallest score, the same for both rows whatever the spread
     assert half == pytest.approx([1.0, 1.0])
+    rejected = cal.apply(np.full((2, 1, 1), np.nan))  # a rejected molecule: no value, no width
+    assert np.isnan(rejected["std"]).all() and np.isnan(rejected["lo"]).all()
