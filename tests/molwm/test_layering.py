@@ -19,7 +19,7 @@ LOWER = ("featurizers", "molwm.errors", "molwm.atomic", "molwm.weights", "molwm.
          "molwm.mlflow_calls", "molwm.data", "molwm.encoders", "molwm.jepa", "molwm.checkpoints")
 """Layers that never import the higher ones below."""
 HIGHER = ("molwm.train", "molwm.world", "molwm.query", "molwm.query_files", "molwm.serving", "molwm.api",
-          "molwm.pyfunc_model", "molwm.pretraining", "molwm.experiments", "molwm.cli")
+          "molwm.pyfunc_model", "molwm.pretraining", "molwm.experiments", "molwm.cli", "molwm.screening")
 """What is built on everything else."""
 WORLD_PARTS = ("molwm.world.model", "molwm.world.config", "molwm.world.data")
 """The world model's network, its config and its time-course container: parts the kind registry
