@@ -1,7 +1,7 @@
 """Gradient-boosted trees kept in their library's own text format, so a stacked model loads without pickle.
 
-LightGBM is the stack's booster (``benchmarks/gbm_choice.py`` measured it beside CatBoost; the
-figures are in docs/benchmarks.md). A fitted booster is stored as the library's model text
+LightGBM is the stack's booster (``benchmarks/gbm_choice.py`` measured it beside CatBoost: CatBoost
+was slightly better on validation on 3 of 5 sets at 9.5x the fit time; figures in docs/benchmarks.md). A fitted booster is stored as the library's model text
 (LightGBM's ``model_to_string``, CatBoost's JSON export) with its SHA-256; :meth:`BoostedTrees.from_state`
 checks the digest and that the library parses the text before anything predicts with it.
 Both fit on each member's training rows with early stopping on its validation rows.
