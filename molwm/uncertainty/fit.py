@@ -137,7 +137,7 @@ def fit_uncertainty(config: CalibrationConfig, task: str, shared: bool, n_member
         base, base_curve = uncertainty_report(raw, test.preds, test.y)
         metrics.update({f"test_{k}": v for k, v in got.items()})
         metrics.update({f"test_{k}.raw": v for k, v in base.items()})
-        lines.append("test " + ", ".join(f"{k} {v:.3f} (raw {base[k]:.3f})" for k, v in got.items()))
+        lines.append("test " + ", ".join(f"{k} {_shown(v)} (raw {_shown(base[k])})" for k, v in got.items()))
         plots += _plots(cal, raw, test, curve, base_curve, got, plot_dir, title)
     else:
         got, _ = uncertainty_report(cal, test.preds, test.y)
@@ -161,6 +161,11 @@ def fit_uncertainty(config: CalibrationConfig, task: str, shared: bool, n_member
     plots.append(domain_plot(bins["edges"], bins["mae"], bins["n"], domain.threshold, plot_dir / "domain_error.png",
                              f"{title}: test error by distance"))
     return UncertaintyFit({"calibration": cal.to_dict(), "domain": domain.to_state()}, metrics, plots, lines)
+
+
+def _shown(value: float) -> str:
+    """A figure for the printed summary: ``n/a`` where it is undefined (Spearman of one width for every row)."""
+    return "n/a" if not np.isfinite(value) else f"{value:.3f}"
 
 
 def shares_rows(splits: Sequence[tuple]) -> bool:
