@@ -107,6 +107,18 @@ def _chunks(smiles: Sequence[str] | None, input_path, smiles_column, chunk_size)
         yield from iter_candidates(input_path, smiles_column=smiles_column, chunk_size=chunk_size)
 
 
+def resolve_what(wm, what, error: type[Exception] = CandidateError) -> list[str]:
+    """``--what`` as a list (default: ``predict`` when the model can, else ``embed``), refused in one line
+    (``error``) when it names something unknown or asks a pretrained encoder for predictions."""
+    what = list(what or (["predict"] if wm.can_predict else ["embed"]))
+    unknown = [w for w in what if w not in WHAT]
+    if unknown:
+        raise error(f"unknown --what {', '.join(unknown)} (choose from {', '.join(WHAT)})")
+    if "predict" in what and not wm.can_predict:
+        raise error(f"{wm.source} is a pretrained encoder without property heads: use --what embed")
+    return what
+
+
 def run_query(model: MoleculeModel | str, output: str | Path, smiles: Sequence[str] | None = None,
               input_path: str | Path | None = None, smiles_column: str | None = None,
               what: Sequence[str] | None = None, reference=None, k: int = 5, plot: bool = False,
@@ -157,12 +169,7 @@ def _query(wm: MoleculeModel, output, smiles, input_path, smiles_column, what, r
     kind = _output_kind(output)
     if input_path is not None:
         check_candidates_path(input_path)
-    what = list(what or (["predict"] if wm.can_predict else ["embed"]))
-    unknown = [w for w in what if w not in WHAT]
-    if unknown:
-        raise CandidateError(f"unknown --what {', '.join(unknown)} (choose from {', '.join(WHAT)})")
-    if "predict" in what and not wm.can_predict:
-        raise CandidateError(f"{wm.source} is a pretrained encoder without property heads: use --what embed")
+    what = resolve_what(wm, what)
     reference = reference or wm.dataset
     ref = None
     if "neighbours" in what or (plot and reference):

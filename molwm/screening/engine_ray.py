@@ -31,8 +31,8 @@ import torch
 
 from molwm.atomic import atomic_path, refuse_overwriting_inputs
 from molwm.data.candidates import count_candidates
-from molwm.query import WHAT, MoleculeModel
-from molwm.query_files import answer_chunk, return_freed_memory
+from molwm.query import MoleculeModel
+from molwm.query_files import answer_chunk, resolve_what, return_freed_memory
 from molwm.screening.index import load_index
 from molwm.screening.shards import Manifest, ScreeningError, fingerprint, iter_blocks, resolve_inputs
 from molwm.tracking import NullTracker, Tracker, default_tracking_uri
@@ -141,12 +141,7 @@ def _peak_rss_mib() -> float:
 
 
 def _check_what(wm: MoleculeModel, what, reference, index) -> list[str]:
-    what = list(what or (["predict"] if wm.can_predict else ["embed"]))
-    unknown = [w for w in what if w not in WHAT]
-    if unknown:
-        raise ScreeningError(f"unknown --what {', '.join(unknown)} (choose from {', '.join(WHAT)})")
-    if "predict" in what and not wm.can_predict:
-        raise ScreeningError(f"{wm.source} is a pretrained encoder without property heads: use --what embed")
+    what = resolve_what(wm, what, ScreeningError)
     if "neighbours" in what and not (index or reference):
         raise ScreeningError("neighbours needs --index (molwm index build) or --reference (a dataset name or file)")
     return what
