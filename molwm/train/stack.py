@@ -31,7 +31,7 @@ from molwm.predictors.classical import FEATURE_MEMBERS, molecule_features
 from molwm.predictors.extras import ExtraInputs
 from molwm.predictors.stack import GRAPH_MEMBERS, combine, fit_weights, spread_pair
 from molwm.tracking import Tracker
-from molwm.train.finetune_steps import (LabelledGraphs, _extra_tensor, fit_tabular_member, predict_rows)
+from molwm.train.finetune_steps import LabelledGraphs, fit_tabular_member, member_predictor
 from molwm.train.finetune_task import FinetuneMemberTask, train_member
 from molwm.uncertainty.fit import RowsSeen, UncertaintyFit, fit_uncertainty, shares_rows
 
@@ -132,8 +132,8 @@ def fit_seed(config, datasets: dict, feats: dict, split, task: str, names: list[
                 model, m, scaler = train_member(sub, data, split, task, len(names), seed,
                                                 pretrained if name == "molwm_base" else None, tracker, names,
                                                 progress, tags={**tags, "member": name}, state=state)
-            extra = _extra_tensor(model, data)
-            pv, pt = (predict_rows(model, data, rows, task, scaler, None, extra) for rows in (val, test))
+            predict = member_predictor(model, data, task, scaler)
+            pv, pt = predict(val), predict(test)
         else:
             cls = FEATURE_MEMBERS[name]
             part = {r: {k: v[rows] for k, v in feats.items()} for r, rows in (("train", train), ("val", val))}
