@@ -67,6 +67,36 @@ def fit_weights(preds: np.ndarray, y: np.ndarray, task: str) -> np.ndarray:
     return w / w.sum() if w.sum() > 0 else np.full(k, 1.0 / k)
 
 
+COMBINERS = ("simplex", "equal", "top3", "best")
+"""How a target's weights come from the validation rows: fitted on the simplex (:func:`fit_weights`), equal
+over every member, equal over the three members best on those rows, or all on the best one."""
+
+
+def member_losses(preds: np.ndarray, y: np.ndarray, task: str) -> np.ndarray:
+    """``[K]`` each member's squared error (regression) or log loss (classification) on rows with a label."""
+    ok = np.isfinite(y) & np.isfinite(preds).all(0)
+    p, t = preds[:, ok].astype(np.float64), y[ok].astype(np.float64)
+    if not ok.any():
+        return np.zeros(preds.shape[0])
+    if task == "classification":
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean(1)
+    return ((p - t) ** 2).mean(1)
+
+
+def rule_weights(rule: str, preds: np.ndarray, y: np.ndarray, task: str) -> np.ndarray:
+    """``[K]`` weights of one target by ``rule`` (one of :data:`COMBINERS`) from ``preds [K, n]`` and ``y [n]``."""
+    k = preds.shape[0]
+    if rule == "simplex":
+        return fit_weights(preds, y, task)
+    if rule == "equal" or k == 1:
+        return np.full(k, 1.0 / k)
+    order = np.argsort(member_losses(preds, y, task), kind="stable")[: (1 if rule == "best" else min(3, k))]
+    w = np.zeros(k)
+    w[order] = 1.0 / len(order)
+    return w
+
+
 def combine(preds: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(mean [N, T], sigma [N, T])`` of stacked predictions.
 

@@ -6,9 +6,15 @@ head on the frozen embedding (``molwm_tabular``), a forest on RDKit 2D descripto
 (``rf_rdkit2d``), LightGBM on descriptors + Morgan counts (``gbm``) and an SVM with a Tanimoto kernel
 on ECFP (``svm_tanimoto``), each fitted on the training rows (the networks and the booster stop
 early on the validation rows, as they do alone). Then, per target, non-negative weights summing
-to one are fitted on the validation rows (:func:`molwm.predictors.stack.fit_weights`); the members
-are not refitted afterwards (the networks' early stopping has used the validation rows, so there
+to one come from the validation rows; the members are not refitted afterwards (the networks' early stopping has used the validation rows, so there
 is nothing clean to refit on).
+
+How the weights come from those rows is itself chosen on them (``combiner: auto``): weights fitted
+on the simplex, equal weights, equal weights on the three best members, or the best member alone
+(:data:`molwm.predictors.stack.COMBINERS`), whichever gives the lowest cross-fitted validation loss
+for that target. With 60-200 validation rows (MoleculeACE's smaller targets), six fitted weights
+chase the members that happened to fit those rows; the cross-fitted loss says when that costs more
+than it gains.
 
 Calibration needs stacked predictions of rows the weights did not see: the validation rows are
 cross-fitted (``cross_fit_folds`` folds: each fold's stacked prediction uses weights fitted on the
@@ -18,6 +24,7 @@ other folds), and the calibrator and domain are fitted on those out-of-fold pred
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +36,7 @@ from molwm.config import ConfigError
 from molwm.evaluation.metrics import primary_metric, task_metrics
 from molwm.predictors.classical import FEATURE_MEMBERS, molecule_features
 from molwm.predictors.extras import ExtraInputs
-from molwm.predictors.stack import GRAPH_MEMBERS, combine, fit_weights, spread_pair
+from molwm.predictors.stack import COMBINERS, GRAPH_MEMBERS, combine, member_losses, rule_weights, spread_pair
 from molwm.tracking import Tracker
 from molwm.train.finetune_steps import LabelledGraphs, fit_tabular_member, member_predictor
 from molwm.train.finetune_task import FinetuneMemberTask, train_member
@@ -50,12 +57,16 @@ class StackConfig:
         cross_fit_folds: Folds of the validation rows for the out-of-fold stacked predictions the
             calibrator is fitted on.
         rf_trees: Trees of the descriptor forest.
+        combiner: How each target's weights come from the validation rows: ``auto`` (the rule of
+            :data:`~molwm.predictors.stack.COMBINERS` with the lowest cross-fitted validation loss) or
+            one of them.
     """
 
     members: list[str] = field(default_factory=lambda: list(DEFAULT_MEMBERS))
     base_descriptors: bool = True
     cross_fit_folds: int = 5
     rf_trees: int = 500
+    combiner: str = "auto"
 
     def validate(self) -> None:
         known = (*GRAPH_MEMBERS, *FEATURE_MEMBERS)
@@ -67,6 +78,8 @@ class StackConfig:
         if not any(m in GRAPH_MEMBERS for m in self.members):
             raise ConfigError(f"stack.members needs at least one of {', '.join(GRAPH_MEMBERS)} (the embeddings "
                               "and the applicability domain come from a molwm network)")
+        if self.combiner not in ("auto", *COMBINERS):
+            raise ConfigError(f"stack.combiner must be auto or one of {', '.join(COMBINERS)}, got {self.combiner!r}")
         if self.cross_fit_folds < 2:
             raise ConfigError(f"stack.cross_fit_folds must be at least 2, got {self.cross_fit_folds}")
 
@@ -86,7 +99,8 @@ def member_config(config, name: str, enc_cfg):
 @dataclass
 class SeedStack:
     """One seed's fitted stack: members, scalers, weights ``[K, T]``, member predictions on its
-    validation and test rows (``[K, n, T]``), and its out-of-fold stacked validation predictions."""
+    validation and test rows (``[K, n, T]``), its out-of-fold stacked validation predictions and the
+    combiner rule each target's weights came from."""
 
     members: list
     scalers: list
@@ -96,21 +110,46 @@ class SeedStack:
     oof_mean: np.ndarray
     oof_sigma: np.ndarray
     metrics: dict[str, float]
+    rules: list[str]
 
 
-def cross_fit(val_preds: np.ndarray, y_val: np.ndarray, task: str, folds: int, seed: int
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold stacked predictions of validation rows: ``(mean [n, T], sigma [n, T])`` (one seed)."""
-    n = val_preds.shape[1]
+def cross_fit(val_preds: np.ndarray, y_val: np.ndarray, task: str, folds: int, seed: int,
+              rules: str | list[str] = "simplex") -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold stacked predictions of validation rows: ``(mean [n, T], sigma [n, T])`` (one seed).
+
+    Each fold's rows are stacked with weights made by ``rules`` (one rule, or one per target) from the
+    other folds' rows only.
+    """
+    n, t = val_preds.shape[1], val_preds.shape[2]
+    rules = [rules] * t if isinstance(rules, str) else list(rules)
     order = np.random.default_rng([seed, 4_099]).permutation(n)
     mean, sigma = np.full(val_preds.shape[1:], np.nan), np.full(val_preds.shape[1:], np.nan)
     for f in range(min(folds, n)):
         held = order[f::folds]
         fit = np.setdiff1d(order, held)
-        w = np.stack([fit_weights(val_preds[:, fit, j], y_val[fit, j], task) for j in range(y_val.shape[1])], 1)
+        w = np.stack([rule_weights(rules[j], val_preds[:, fit, j], y_val[fit, j], task) for j in range(t)], 1)
         m, s = combine(val_preds[None][:, :, held], w[None])
         mean[held], sigma[held] = m, s
     return mean, sigma
+
+
+def choose_combiner(val_preds: np.ndarray, y_val: np.ndarray, task: str, folds: int, seed: int, combiner: str
+                    ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Per target, the rule with the lowest cross-fitted validation loss (``combiner='auto'``) or the one asked.
+
+    Returns:
+        ``(rules [T], oof mean [n, T], oof sigma [n, T], {rule: cross-fitted loss [T]})``; the out-of-fold
+        predictions are the chosen rule's.
+    """
+    candidates = COMBINERS if combiner == "auto" else (combiner,)
+    t = y_val.shape[1]
+    fitted = {r: cross_fit(val_preds, y_val, task, folds, seed, r) for r in candidates}
+    losses = {r: np.array([member_losses(m[None, :, j], y_val[:, j], task)[0] for j in range(t)])
+              for r, (m, _) in fitted.items()}
+    rules = [min(candidates, key=lambda r: (losses[r][j], candidates.index(r))) for j in range(t)]
+    mean = np.stack([fitted[r][0][:, j] for j, r in enumerate(rules)], 1)
+    sigma = np.stack([fitted[r][1][:, j] for j, r in enumerate(rules)], 1)
+    return rules, mean, sigma, losses
 
 
 def fit_seed(config, datasets: dict, feats: dict, split, task: str, names: list[str], seed: int, pretrained,
@@ -121,6 +160,7 @@ def fit_seed(config, datasets: dict, feats: dict, split, task: str, names: list[
     members, scalers, val_preds, test_preds, metrics = [], [], [], [], {}
     metric, _ = primary_metric(task)
     for name in config.stack.members:
+        t0 = time.process_time()
         if name in GRAPH_MEMBERS:
             sub = member_config(config, name, pretrained.config if pretrained is not None else config.encoder)
             data = datasets[_extra_key(sub.extra_used())]
@@ -149,14 +189,18 @@ def fit_seed(config, datasets: dict, feats: dict, split, task: str, names: list[
         test_preds.append(pt)
         metrics[f"val_{metric}.{name}"] = task_metrics(task, y[val], pv)[metric]
         metrics[f"test_{metric}.{name}"] = task_metrics(task, y[test], pt)[metric]
+        metrics[f"cpu_seconds.{name}"] = time.process_time() - t0  # this process's CPU time, all its threads
     pv, pt = np.stack(val_preds), np.stack(test_preds)
-    weights = np.stack([fit_weights(pv[:, :, j], y[val, j], task) for j in range(y.shape[1])], axis=1)
-    oof_mean, oof_sigma = cross_fit(pv, y[val], task, config.stack.cross_fit_folds, seed)
+    rules, oof_mean, oof_sigma, losses = choose_combiner(pv, y[val], task, config.stack.cross_fit_folds, seed,
+                                                         config.stack.combiner)
+    weights = np.stack([rule_weights(r, pv[:, :, j], y[val, j], task) for j, r in enumerate(rules)], axis=1)
     stacked, _ = combine(pt[None], weights[None])
     metrics.update({f"test_{k}": v for k, v in task_metrics(task, y[test], stacked).items()})
     metrics.update({f"val_{k}": v for k, v in task_metrics(task, y[val], oof_mean).items()})  # out of fold
     metrics.update({f"weight.{n}": float(weights[k].mean()) for k, n in enumerate(config.stack.members)})
-    return SeedStack(members, scalers, weights, pv, pt, oof_mean, oof_sigma, metrics)
+    metrics.update({f"oof_loss.{r}": float(v.mean()) for r, v in losses.items()})
+    metrics.update({f"combiner.{r}": rules.count(r) / len(rules) for r in losses})  # share of targets
+    return SeedStack(members, scalers, weights, pv, pt, oof_mean, oof_sigma, metrics, rules)
 
 
 def _extra_key(extra: ExtraInputs) -> tuple:
@@ -202,6 +246,17 @@ def stack_uncertainty(config, task: str, splits, fits: list[SeedStack], y: np.nd
                            plot_dir, title)
 
 
+def save_member_predictions(fit: SeedStack, split, y: np.ndarray, names: list[str], path: Path) -> Path:
+    """Every member's predictions of one seed's validation and test rows, with the rows and labels (``.npz``):
+    enough to score any other way of combining the same members without refitting them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, names=np.array(names), rules=np.array(fit.rules), weights=fit.weights,
+                        val_rows=np.asarray(split[1]), test_rows=np.asarray(split[2]), val=fit.val, test=fit.test,
+                        y_val=y[np.asarray(split[1])], y_test=y[np.asarray(split[2])],
+                        cpu_seconds=np.array([fit.metrics[f"cpu_seconds.{n}"] for n in names]))
+    return path
+
+
 def weights_plot(names: list[str], weights: np.ndarray, val_scores: np.ndarray, metric: str, path: Path,
                  title: str) -> Path:
     """Bars: each member's stacking weight (mean over seeds and targets, with the seeds' spread) beside its
@@ -239,9 +294,12 @@ def run_stack(config, graphs, enc_cfg, smiles: list[str], splits, task: str, nam
             fit = fit_seed(config, datasets, feats, split, task, names, seed, pretrained, tracker, progress, tags,
                            resume)
             tracker.log_metrics(fit.metrics)
+            tracker.log_artifact(save_member_predictions(fit, split, y, config.stack.members,
+                                                         Path(config.out_dir) / "stack" / f"predictions_seed{seed}.npz"))
         fits.append(fit)
         metric, _ = primary_metric(task)
-        print(f"seed {seed}: stack test {metric} {fit.metrics[f'test_{metric}']:.3f}; members "
+        rules = ", ".join(sorted(set(fit.rules)))
+        print(f"seed {seed}: stack test {metric} {fit.metrics[f'test_{metric}']:.3f} (weights: {rules}); members "
               + ", ".join(f"{n} {fit.metrics[f'test_{metric}.{n}']:.3f} (w {fit.metrics[f'weight.{n}']:.2f})"
                           for n in config.stack.members))
     member_names = list(config.stack.members)

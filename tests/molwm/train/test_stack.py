@@ -10,9 +10,9 @@ from molwm.checkpoints import CheckpointError
 from molwm.config import ConfigError, load_config
 from molwm.predictors.boosted import BoostedTrees, fit_lightgbm
 from molwm.predictors.classical import TanimotoSVM, molecule_features, tanimoto
-from molwm.predictors.stack import combine, fit_weights, spread_pair
+from molwm.predictors.stack import combine, fit_weights, rule_weights, spread_pair
 from molwm.train.finetune import FinetuneConfig, run_finetune
-from molwm.train.stack import StackConfig, cross_fit
+from molwm.train.stack import StackConfig, choose_combiner, cross_fit
 
 NAME = "hydration_free_energy"
 SMILES = ["CCO", "CCCO", "CCCCO", "c1ccccc1", "c1ccccc1O", "c1ccccc1N", "CC(=O)O", "CC(=O)OC", "CCN", "CCCN",
@@ -60,6 +60,38 @@ def test_cross_fitted_validation_predictions_use_weights_fitted_without_their_ro
 
 
 @pytest.mark.unit
+def test_each_combiner_rule_gives_weights_on_the_simplex():
+    y = np.array([0.0, 1.0, 2.0, 3.0])
+    preds = np.stack([y + 0.1, y + 1.0, y - 0.2, y + 3.0])  # members' squared errors 0.01, 1, 0.04, 9
+    assert rule_weights("equal", preds, y, "regression") == pytest.approx([0.25] * 4)
+    assert rule_weights("best", preds, y, "regression") == pytest.approx([1, 0, 0, 0])
+    assert rule_weights("top3", preds, y, "regression") == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0])
+    w = rule_weights("simplex", preds, y, "regression")
+    assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    assert w @ preds == pytest.approx(y, abs=1e-3)  # the offsets cancel: better than any one member
+
+
+@pytest.mark.unit
+def test_the_combiner_is_the_rule_with_the_lowest_cross_fitted_validation_loss():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(50, 2))
+    # target 0: six members each off by their own noise (averaging helps); target 1: one good member, five useless
+    preds = np.stack([y + rng.normal(size=y.shape) for _ in range(6)])
+    preds[1:, :, 1] = rng.normal(size=(5, 50))
+    preds[0, :, 1] = y[:, 1] + 0.05 * rng.normal(size=50)
+    rules, mean, sigma, losses = choose_combiner(preds, y, "regression", 5, seed=0, combiner="auto")
+    assert set(losses) == {"simplex", "equal", "top3", "best"}
+    for j, rule in enumerate(rules):
+        assert losses[rule][j] == min(v[j] for v in losses.values())
+        assert np.mean((mean[:, j] - y[:, j]) ** 2) == pytest.approx(losses[rule][j])
+    assert rules[0] != "best" and losses["equal"][0] < losses["best"][0] / 3
+    assert rules[1] in ("best", "simplex") and losses[rules[1]][1] < 0.01
+    assert (sigma >= 0).all()
+    forced, *_ = choose_combiner(preds, y, "regression", 5, seed=0, combiner="equal")
+    assert forced == ["equal", "equal"]
+
+
+@pytest.mark.unit
 def test_boosted_trees_round_trip_and_refuse_changed_text():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(80, 5)), rng.normal(size=80)
@@ -95,6 +127,8 @@ def test_stack_config_refuses_unknown_or_graphless_member_lists(repo_root):
         StackConfig(members=["molwm_base", "xgboost"]).validate()
     with pytest.raises(ConfigError, match="at least one of"):
         StackConfig(members=["gbm", "rf_rdkit2d"]).validate()
+    with pytest.raises(ConfigError, match="stack.combiner must be auto or one of"):
+        StackConfig(combiner="median").validate()
     with pytest.raises(ConfigError, match="needs from_model"):
         load_config(FinetuneConfig, repo_root / "configs/finetune/tiny.yaml", ["mode=stack"])
     # a stack without the pretrained members needs no pretrained model
@@ -128,6 +162,9 @@ def test_a_stack_fits_saves_without_pickle_and_answers_with_its_members(graph_pr
     assert frame.loc[ok, NAME].to_numpy() == pytest.approx(stacked)
     assert frame.status[1] != "ok" and np.isnan(frame[NAME][1])
     assert frame.uncertainty[0].endswith("stack of 6 members x 1 seeds")
+    saved = np.load(tmp_path / "out" / "stack" / "predictions_seed0.npz")  # any other combiner can be scored
+    assert saved["val"].shape[:2] == (6, len(saved["val_rows"])) and saved["test"].shape[1] == len(saved["y_test"])
+    assert saved["weights"] == pytest.approx(weights[0]) and saved["rules"][0] in ("simplex", "equal", "top3", "best")
 
 
 @pytest.mark.integration
