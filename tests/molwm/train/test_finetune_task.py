@@ -120,3 +120,31 @@ def test_a_fine_tune_resumes_its_members(repo_root, tmp_path, capsys):
     b = load_checkpoint(again.checkpoint)["members"]
     for ma, mb in zip(a, b):
         assert all(torch.equal(ma[k], mb[k]) for k in ma if isinstance(ma[k], torch.Tensor))
+
+
+def test_the_cached_positional_code_is_the_per_batch_code_and_draws_the_same_signs(repo_root, tmp_path):
+    from molwm.encoders.graph import GraphEncoderConfig
+
+    cfg = load_config(FinetuneConfig, repo_root / "configs/finetune/tiny.yaml", [f"cache_dir={tmp_path / 'c'}"])
+    prep = prepare_dataset(PrepareConfig(dataset=cfg.dataset, limit=cfg.limit, cache_dir=cfg.cache_dir, progress=False))
+    graphs = CachedGraphs(prep.cache, with_labels=True)
+    enc = GraphEncoderConfig(rw_steps=8, lap_k=4)
+    data = LabelledGraphs(graphs, enc, prep.cache.meta()["smiles"].tolist())
+    rows = np.random.default_rng(0).permutation(len(graphs))[:40]
+    cached = data.batch(rows, torch.Generator().manual_seed(7))
+    direct = enc.prepare(graphs.batch(rows), torch.Generator().manual_seed(7))
+    assert cached.pe.shape == direct.pe.shape == (cached.num_nodes, 12)
+    # the random-walk code does not depend on the eigenbasis
+    assert cached.pe[:, :8] == pytest.approx(direct.pe[:, :8], abs=1e-5)
+    # the Laplacian code can differ by the eigenbasis LAPACK returns (a repeated eigenvalue, or a sign); on
+    # every molecule whose canonical code is the same both ways, the signed codes must agree: the same draws
+    plain_c, plain_d = data.batch(rows).pe, enc.prepare(graphs.batch(rows)).pe
+    same = [k for k in range(len(rows)) if torch.allclose(plain_c[cached.batch == k], plain_d[direct.batch == k],
+                                                           atol=1e-4)]
+    assert len(same) >= len(rows) // 2
+    flipped = 0
+    for k in same:
+        a, b = cached.pe[cached.batch == k, 8:], direct.pe[direct.batch == k, 8:]
+        assert torch.allclose(a, b, atol=1e-4)
+        flipped += int(not torch.allclose(a, plain_c[cached.batch == k, 8:], atol=1e-4))
+    assert flipped > 0  # the generator did flip some signs
