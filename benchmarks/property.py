@@ -43,8 +43,9 @@ import property_molwm as pmw
 
 CLASSICAL = ["rf_morgan", "rf_rdkit2d", "svm_ecfp", "minimol_mlp"]
 ALL = [*CLASSICAL, "chemprop", "molwm_base", "molwm_scratch", "molwm_stack"]
-STACK_MEMBERS = ["molwm_base", "molwm_scratch", "molwm_tabular", "rf_rdkit2d", "gbm", "svm_tanimoto"]
-"""The members of ``mode=stack``; each is reported as its own row ``stack:<member>`` from the stack's run."""
+STACK_MEMBERS = ["molwm_base", "molwm_scratch", "molwm_tabular", "rf_rdkit2d", "gbm", "svm_tanimoto", "minimol_mlp"]
+"""The members ``mode=stack`` can hold (``minimol_mlp`` only when asked); each one a run has is reported as its
+own row ``stack:<member>``."""
 LABEL = {"rf_morgan": "RF, Morgan 2048 r2", "rf_rdkit2d": "RF, RDKit 2D descriptors",
          "svm_ecfp": "SVM, ECFP 1024 r2 (MoleculeACE)", "minimol_mlp": "MiniMol fingerprints + MLP",
          "chemprop": "Chemprop v2 (defaults)", "molwm_base": "molwm, fine-tuned from --molwm-from",
@@ -191,7 +192,7 @@ def tables(report: dict) -> str:
     """Markdown: a table per packaged set, one for the MoleculeACE targets, the summaries."""
     lines = []
     ace = {n: r for n, r in report["sets"].items() if r["group"] == "moleculeace"}
-    methods = shown(report["config"]["methods"])
+    methods = [m for m in shown(report["config"]["methods"]) if any(m in r["methods"] for r in report["sets"].values())]
     if ace:
         lines += ["| target | n_train / val / test (cliff) | " + " | ".join(methods) + " |",
                   "|---|---|" + "---|" * len(methods)]
