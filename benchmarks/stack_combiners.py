@@ -23,19 +23,38 @@ from pathlib import Path
 import numpy as np
 
 from molwm.predictors.stack import COMBINERS, rule_weights
+from molwm.train.stack import choose_combiner
 
 
 def score_file(path: Path) -> dict:
-    """Test RMSE of ``auto`` (the saved weights) and of every fixed rule, the chosen rule and CPU seconds."""
+    """Per rule (``auto``: the saved weights and the rules the run chose): test RMSE, test predictions, and
+    which test rows the calibrated 90% interval covers (``conformal_fixed`` on the rule's out-of-fold
+    validation predictions, as ``mode=stack`` calibrates a one-seed stack); the chosen rule; CPU seconds."""
+    from molwm.predictors.stack import combine, spread_pair
+    from molwm.train.stack import cross_fit
+    from molwm.uncertainty.calibration import fit_calibrator
+
     d = np.load(path)
     val, test, y_val, y_test = d["val"][..., 0], d["test"][..., 0], d["y_val"][:, 0], d["y_test"][:, 0]
+    if np.isin(y_val[np.isfinite(y_val)], (0.0, 1.0)).all():
+        return {}  # a classification set: not scored here
     ok = np.isfinite(y_test)
-
-    def rmse(w: np.ndarray) -> float:
-        return float(np.sqrt(np.mean((w @ test[:, ok] - y_test[ok]) ** 2)))
-
-    out = {"auto": rmse(d["weights"][:, 0]), "rule": str(d["rules"][0])}
-    out.update({r: rmse(rule_weights(r, val, y_val, "regression")) for r in COMBINERS})
+    seed = int(re.sub(r"\D", "", path.stem) or 0)
+    out = {"rule": str(d["rules"][0]), "test_rows": d["test_rows"], "y_test": y_test, "pred": {}, "covered": {}}
+    for rule in ("auto", *COMBINERS):
+        if rule == "auto":
+            w, (m, sd) = d["weights"][:, 0], choose_combiner(val[:, :, None], y_val[:, None], "regression", 5, seed,
+                                                            "auto")[1:3]
+        else:
+            w = rule_weights(rule, val, y_val, "regression")
+            m, sd = cross_fit(val[:, :, None], y_val[:, None], "regression", 5, seed, rule)
+        cal = fit_calibrator("conformal_fixed", "regression", spread_pair(m, sd), y_val[:, None], 0.9)
+        tm, ts = combine(test[None, :, :, None], w[None, :, None])
+        lo, hi = cal.interval(0, tm[:, 0], ts[:, 0], 0.9)
+        out["pred"][rule] = tm[:, 0]
+        out[rule] = float(np.sqrt(np.mean((tm[ok, 0] - y_test[ok]) ** 2)))
+        out["covered"][rule] = ((y_test[ok] >= lo[ok]) & (y_test[ok] <= hi[ok])).tolist()
+    out["nested_val"] = nested_validation(val, y_val, seed)
     names = [str(n) for n in d["names"]]
     out["members"] = {n: float(np.sqrt(np.mean((test[k, ok] - y_test[ok]) ** 2))) for k, n in enumerate(names)}
     if "cpu_seconds" in d.files:
@@ -43,18 +62,59 @@ def score_file(path: Path) -> dict:
     return out
 
 
+def nested_validation(val: np.ndarray, y_val: np.ndarray, seed: int, folds: int = 5) -> dict[str, float]:
+    """Validation rows only: each rule's (and ``auto``'s) squared error on outer folds of the validation rows,
+    the rule (for ``auto``: the choice, itself cross-fitted) made from the other folds. Says whether choosing
+    the rule pays without reading a test row."""
+    order = np.random.default_rng([seed, 7_919]).permutation(len(y_val))
+    err = {r: [] for r in ("auto", *COMBINERS)}
+    for f in range(folds):
+        held = order[f::folds]
+        inner = np.setdiff1d(order, held)
+        rules, *_ = choose_combiner(val[:, inner, None], y_val[inner, None], "regression", 5, seed, "auto")
+        for r in err:
+            w = rule_weights(rules[0] if r == "auto" else r, val[:, inner], y_val[inner], "regression")
+            err[r] += list((w @ val[:, held] - y_val[held]) ** 2)
+    return {r: float(np.sqrt(np.mean(e))) for r, e in err.items()}
+
+
 def collect(works: list[Path]) -> dict[str, list[dict]]:
     """Per target (the folder under ``molwm/``), one scored dict per seed file found."""
     found: dict[str, list[dict]] = defaultdict(list)
     for work in works:
         for path in sorted(work.glob("molwm/*/stack/seed*/stack/predictions_seed*.npz")):
-            found[path.parts[-5]].append(score_file(path))
+            scored = score_file(path)
+            if scored:
+                found[path.parts[-5]].append(scored)
     return dict(found)
+
+
+def cliff_rmse(target: str, runs: list[dict], rules: list[str]) -> dict[str, float]:
+    """Per rule, the cliff RMSE (MoleculeACE's activity-cliff test molecules), mean over seeds."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import property_data as pdata
+    import property_methods as pm
+
+    s = pdata.moleculeace_sets([target], [0], Path("/tmp/stack-combiners-cards"))[0]
+    out = {}
+    for r in rules:
+        vals = []
+        for x in runs:
+            rows = np.asarray(x["test_rows"])
+            if not np.allclose(s.y[rows], x["y_test"]):
+                raise SystemExit(f"{target}: the saved test rows are not MoleculeACE's test rows")
+            vals.append(pm.cliff_rmse(s.y[rows], x["pred"][r], s.cliff[rows]))
+        out[r] = float(np.mean(vals))
+    return out
 
 
 def report(found: dict[str, list[dict]]) -> tuple[str, dict]:
     """Markdown: per target the mean test RMSE over seeds of ``auto`` and each rule, then the means and counts."""
     rules = ["auto", *COMBINERS]
+    full = max(len(v) for v in found.values()) if found else 0
+    found = {t: v for t, v in found.items() if len(v) == full}  # targets still running are left out
     lines = ["| target | seeds | " + " | ".join(rules) + " | auto chose |", "|---|---|" + "---|" * (len(rules) + 1)]
     per_target = {}
     for target in sorted(found, key=lambda t: int(re.sub(r"\D", "", t) or 0)):
@@ -72,6 +132,21 @@ def report(found: dict[str, list[dict]]) -> tuple[str, dict]:
             f"{r} {summary['mean_rmse'][r]:.3f}" for r in rules) + ".",
                   "auto at most the fixed rule's RMSE on: " + ", ".join(
             f"{r} {n}/{len(per_target)}" for r, n in summary["auto_not_worse_than"].items()) + " targets."]
+        covered = {r: np.concatenate([x["covered"][r] for runs in found.values() for x in runs]) for r in rules}
+        summary["coverage_90_pooled"] = {r: float(c.mean()) for r, c in covered.items()}
+        lines.append(f"90% coverage pooled over {len(covered['auto'])} test rows (conformal, one width, on each "
+                     "rule's out-of-fold validation predictions): " + ", ".join(
+            f"{r} {c.mean():.3f}" for r, c in covered.items()) + ".")
+        cliff = {t: cliff_rmse(t, runs, rules) for t, runs in found.items() if t.startswith("CHEMBL")}
+        if cliff:
+            summary["mean_rmse_cliff"] = {r: float(np.mean([c[r] for c in cliff.values()])) for r in rules}
+            lines.append(f"Cliff RMSE, mean over {len(cliff)} MoleculeACE targets: " + ", ".join(
+                f"{r} {v:.3f}" for r, v in summary["mean_rmse_cliff"].items()) + ".")
+        nested = {r: float(np.mean([np.mean([x["nested_val"][r] for x in runs]) for runs in found.values()]))
+                  for r in rules}
+        summary["nested_validation_rmse"] = nested
+        lines.append("Validation rows only (nested cross-fitting, no test row read), mean RMSE: " + ", ".join(
+            f"{r} {v:.3f}" for r, v in nested.items()) + ".")
         cpu = [x["cpu_seconds"] for runs in found.values() for x in runs if "cpu_seconds" in x]
         if cpu:
             summary["cpu_seconds"] = {n: float(sum(c[n] for c in cpu)) for n in cpu[0]}
