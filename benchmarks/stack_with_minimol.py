@@ -4,7 +4,9 @@ For every MoleculeACE target a ``property.py --methods molwm_stack`` run finishe
 six members' validation and test predictions are read back (``predictions_seed<S>.npz``), the
 MiniMol member (:class:`molwm.predictors.minimol.MiniMolMLP`, the class ``stack.members``
 uses) is fitted on the same seed's training rows with the same seed, and the seven members are
-combined exactly as ``mode=stack`` does (``combiner: auto``, the same cross-fitting folds): the
+combined exactly as ``mode=stack`` does (``--combiner``, by default ``simplex`` as in ``mode=stack``; the
+same cross-fitting folds); the six saved members are recombined the same way, so the two rows
+differ only by the member: the
 result is the stack a run with ``minimol_mlp`` among its members would give (the member is last,
 seeds its own generator and is fitted after the others, so it changes none of them), apart from
 MiniMol fingerprints read from the benchmark feature cache. Prints per target the 6-member stack,
@@ -35,8 +37,14 @@ from molwm.train.stack import choose_combiner
 ROWS = ("stack", "stack + minimol", "minimol member")
 
 
-def restack(s, path: Path, x: np.ndarray, seed: int) -> dict:
-    """One seed: the saved stack, the stack with the MiniMol member, and that member alone (test RMSE, cliff)."""
+def _weights(preds: np.ndarray, y: np.ndarray, seed: int, combiner: str) -> np.ndarray:
+    """``[K, T]`` weights as ``mode=stack`` makes them with ``stack.combiner=combiner``."""
+    rules, *_ = choose_combiner(preds, y, "regression", 5, seed, combiner)
+    return np.stack([rule_weights(r, preds[:, :, j], y[:, j], "regression") for j, r in enumerate(rules)], 1)
+
+
+def restack(s, path: Path, x: np.ndarray, seed: int, combiner: str = "simplex") -> dict:
+    """One seed: the six saved members stacked, the same with the MiniMol member, and that member alone."""
     d = np.load(path)
     split = next(sp for sp, sd in zip(s.splits, s.seeds) if sd == seed)
     train, val, test = (np.asarray(r) for r in split)
@@ -46,13 +54,11 @@ def restack(s, path: Path, x: np.ndarray, seed: int) -> dict:
     member = MiniMolMLP.fit({"minimol": x[train]}, y[train], {"minimol": x[val]}, y[val], "regression", seed)
     pv = np.concatenate([d["val"], member.predict({"minimol": x[val]})[None]])
     pt = np.concatenate([d["test"], member.predict({"minimol": x[test]})[None]])
-    rules, *_ = choose_combiner(pv, y[val], "regression", 5, seed, "auto")
-    w = np.stack([rule_weights(r, pv[:, :, j], y[val, j], "regression") for j, r in enumerate(rules)], 1)
-    preds = {"stack": combine(d["test"][None], d["weights"][None])[0][:, 0],
+    w6, w = _weights(d["val"], y[val], seed, combiner), _weights(pv, y[val], seed, combiner)
+    preds = {"stack": combine(d["test"][None], w6[None])[0][:, 0],
              "stack + minimol": combine(pt[None], w[None])[0][:, 0], "minimol member": pt[-1, :, 0]}
     return {k: {"rmse": pm.rmse(s.y[test], p), "rmse_cliff": pm.cliff_rmse(s.y[test], p, s.cliff[test]),
-                "rule": rules[0] if k == "stack + minimol" else None, "minimol_weight": float(w[-1, 0])}
-            for k, p in preds.items()}
+                "minimol_weight": float(w[-1, 0])} for k, p in preds.items()}
 
 
 def main() -> None:
@@ -60,6 +66,7 @@ def main() -> None:
     parser.add_argument("--work", required=True, help="comma-separated property.py work folders of stack runs")
     parser.add_argument("--feature-cache", default=os.path.join(os.environ.get("MOLWM_CACHE", os.path.expanduser(
         "~/.cache/molwm")), "bench-features"))
+    parser.add_argument("--combiner", default="simplex", choices=["simplex", "equal", "top3", "best", "auto"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     store = pm.FeatureStore(Path(args.feature_cache))
@@ -74,7 +81,7 @@ def main() -> None:
         seeds = [int(p.stem.rsplit("seed", 1)[1]) for p in paths]
         s = pdata.moleculeace_sets([target], seeds, Path("/tmp/stack-with-minimol"))[0]
         x = store.get("minimol", s.smiles)
-        per_seed = [restack(s, p, x, seed) for p, seed in zip(paths, seeds)]
+        per_seed = [restack(s, p, x, seed, args.combiner) for p, seed in zip(paths, seeds)]
         results[target] = {k: {m: float(np.mean([r[k][m] for r in per_seed])) for m in ("rmse", "rmse_cliff")}
                            for k in ROWS}
         results[target]["seeds"] = seeds
