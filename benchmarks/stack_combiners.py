@@ -6,7 +6,8 @@
 :data:`molwm.predictors.stack.COMBINERS` makes from the validation rows alone, and scores the
 stacked test predictions: the rows say what choosing the rule on cross-fitted validation loss
 (``auto``, the saved weights) cost or gained against each fixed rule, with the members unchanged.
-It also sums each member's CPU seconds. Regression targets only (the first target of each file).
+It also sums each member's CPU seconds. The first target of each file; classification sets get
+their ROC-AUC per rule only.
 Usage::
 
     python benchmarks/stack_combiners.py --work outputs/bench/i29b/mace_stack_a-work,outputs/bench/i29b/mace_stack_b-work
@@ -36,11 +37,17 @@ def score_file(path: Path) -> dict:
 
     d = np.load(path)
     val, test, y_val, y_test = d["val"][..., 0], d["test"][..., 0], d["y_val"][:, 0], d["y_test"][:, 0]
-    if np.isin(y_val[np.isfinite(y_val)], (0.0, 1.0)).all():
-        return {}  # a classification set: not scored here
     ok = np.isfinite(y_test)
     seed = int(re.sub(r"\D", "", path.stem) or 0)
-    out = {"rule": str(d["rules"][0]), "test_rows": d["test_rows"], "y_test": y_test, "pred": {}, "covered": {}}
+    if np.isin(y_val[np.isfinite(y_val)], (0.0, 1.0)).all():  # classification: ROC-AUC per rule only
+        from sklearn.metrics import roc_auc_score
+
+        out = {"task": "classification", "rule": str(d["rules"][0])}
+        for rule in ("auto", *COMBINERS):
+            w = d["weights"][:, 0] if rule == "auto" else rule_weights(rule, val, y_val, "classification")
+            out[rule] = float(roc_auc_score(y_test[ok], (w @ test)[ok]))
+        return out
+    out = {"task": "regression", "rule": str(d["rules"][0]), "test_rows": d["test_rows"], "y_test": y_test, "pred": {}, "covered": {}}
     for rule in ("auto", *COMBINERS):
         if rule == "auto":
             w, (m, sd) = d["weights"][:, 0], choose_combiner(val[:, :, None], y_val[:, None], "regression", 5, seed,
@@ -115,14 +122,26 @@ def report(found: dict[str, list[dict]]) -> tuple[str, dict]:
     rules = ["auto", *COMBINERS]
     full = max(len(v) for v in found.values()) if found else 0
     found = {t: v for t, v in found.items() if len(v) == full}  # targets still running are left out
+    classified = {t: v for t, v in found.items() if v[0]["task"] == "classification"}
+    found = {t: v for t, v in found.items() if t not in classified}
+    extra = []
+    if classified:
+        extra = ["", "| classification set | seeds | " + " | ".join(f"{r} ROC-AUC" for r in rules) + " |",
+                 "|---|---|" + "---|" * len(rules)]
+        for t, runs in classified.items():
+            extra.append(f"| {t} | {len(runs)} | " + " | ".join(
+                f"{np.mean([x[r] for x in runs]):.3f} ± {np.std([x[r] for x in runs], ddof=1) if len(runs) > 1 else 0:.3f}"
+                for r in rules) + " |")
     lines = ["| target | seeds | " + " | ".join(rules) + " | auto chose |", "|---|---|" + "---|" * (len(rules) + 1)]
     per_target = {}
     for target in sorted(found, key=lambda t: int(re.sub(r"\D", "", t) or 0)):
         runs = found[target]
         per_target[target] = {r: float(np.mean([x[r] for x in runs])) for r in rules}
+        spread = {r: float(np.std([x[r] for x in runs], ddof=1)) if len(runs) > 1 else 0.0 for r in rules}
+        per_target[target].update({f"{r}_std": v for r, v in spread.items()})
         chose = ", ".join(sorted(x["rule"] for x in runs))
-        lines.append(f"| {target} | {len(runs)} | " + " | ".join(f"{per_target[target][r]:.3f}" for r in rules)
-                     + f" | {chose} |")
+        lines.append(f"| {target} | {len(runs)} | " + " | ".join(f"{per_target[target][r]:.3f} ± {spread[r]:.3f}"
+                                                                 for r in rules) + f" | {chose} |")
     summary = {"n_targets": len(per_target)}
     if per_target:
         summary["mean_rmse"] = {r: float(np.mean([v[r] for v in per_target.values()])) for r in rules}
@@ -153,7 +172,9 @@ def report(found: dict[str, list[dict]]) -> tuple[str, dict]:
             total = sum(summary["cpu_seconds"].values())
             lines.append("CPU seconds by member (all seeds and targets): " + ", ".join(
                 f"{n} {s:.0f} ({s / total:.0%})" for n, s in summary["cpu_seconds"].items()) + ".")
-    return "\n".join(lines), {"per_target": per_target, "summary": summary}
+    return "\n".join(lines + extra), {"per_target": per_target, "summary": summary,
+                                      "classification": {t: [{r: x[r] for r in rules} for x in v]
+                                                         for t, v in classified.items()}}
 
 
 def main() -> None:
