@@ -157,6 +157,8 @@ def report(found: dict[str, list[dict]]) -> tuple[str, dict]:
                      "rule's out-of-fold validation predictions): " + ", ".join(
             f"{r} {c.mean():.3f}" for r, c in covered.items()) + ".")
         cliff = {t: cliff_rmse(t, runs, rules) for t, runs in found.items() if t.startswith("CHEMBL")}
+        for t, c in cliff.items():
+            per_target[t].update({f"{r}_cliff": v for r, v in c.items()})
         if cliff:
             summary["mean_rmse_cliff"] = {r: float(np.mean([c[r] for c in cliff.values()])) for r in rules}
             lines.append(f"Cliff RMSE, mean over {len(cliff)} MoleculeACE targets: " + ", ".join(
