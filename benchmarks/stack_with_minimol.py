@@ -77,7 +77,10 @@ def main() -> None:
         for path in sorted(Path(work).glob("molwm/*/stack/seed*/stack/predictions_seed*.npz")):
             found.setdefault(path.parts[-5], []).append(path)
     results = {}
+    full = max((len(v) for v in found.values()), default=0)
     for target, paths in sorted(found.items()):
+        if len(paths) < full:  # a target whose run was stopped part-way
+            continue
         seeds = [int(p.stem.rsplit("seed", 1)[1]) for p in paths]
         s = pdata.moleculeace_sets([target], seeds, Path("/tmp/stack-with-minimol"))[0]
         x = store.get("minimol", s.smiles)
