@@ -132,10 +132,14 @@ class FaissHNSW:
     def build(cls, unit: np.ndarray, settings: dict, threads: int) -> "FaissHNSW":
         faiss = _require("faiss")
         settings = {**cls.defaults, **settings}
+        previous = faiss.omp_get_max_threads()  # FAISS and torch share one OpenMP runtime: put it back after
         faiss.omp_set_num_threads(threads)
-        index = faiss.IndexHNSWFlat(unit.shape[1], settings["M"], faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = settings["ef_construction"]
-        index.add(np.ascontiguousarray(unit, dtype=np.float32))
+        try:
+            index = faiss.IndexHNSWFlat(unit.shape[1], settings["M"], faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = settings["ef_construction"]
+            index.add(np.ascontiguousarray(unit, dtype=np.float32))
+        finally:
+            faiss.omp_set_num_threads(previous)
         index.hnsw.efSearch = settings["ef_search"]
         return cls(index, settings)
 

@@ -104,3 +104,14 @@ def test_index_json_records_what_it_was_built_from(tmp_path, base):
     assert {"model", "model_digest", "reference", "backend", "settings", "recall_at_10", "build_seconds",
             "query_1000_seconds", "digest"} <= set(meta)
     assert meta["settings"]["connectivity"] == 32
+
+
+def test_building_a_faiss_index_leaves_torch_threads_as_they_were():
+    """FAISS and torch share one OpenMP runtime: a build with 2 threads must not leave torch on 2 (it made
+    later bit-exact resume tests in the same process fail)."""
+    pytest.importorskip("faiss")
+    import torch
+
+    before = torch.get_num_threads()
+    SEARCHERS["faiss-hnsw"].build(_clustered(), {}, threads=before + 1)
+    assert torch.get_num_threads() == before
