@@ -210,6 +210,12 @@ class CachedGraphs:
             return np.zeros(0, np.int64)
         return np.concatenate([np.asarray(a.index)[:n] for a, n in zip(self.shards, np.diff(self.offsets))])
 
+    def atom_counts(self) -> np.ndarray:
+        """Atoms of every molecule, in cache order (read from the shards' offsets, no graph built)."""
+        if not self.shards:
+            return np.zeros(0, np.int64)
+        return np.concatenate([np.diff(np.asarray(a.atom_ptr))[:n] for a, n in zip(self.shards, np.diff(self.offsets))])
+
     def batch(self, rows: Sequence[int] | np.ndarray) -> GraphBatch:
         """Molecules at cache positions ``rows``, in that order."""
         rows = np.asarray(rows, dtype=np.int64)

@@ -130,6 +130,8 @@ def test_the_cached_positional_code_is_the_per_batch_code_and_draws_the_same_sig
     graphs = CachedGraphs(prep.cache, with_labels=True)
     enc = GraphEncoderConfig(rw_steps=8, lap_k=4)
     data = LabelledGraphs(graphs, enc, prep.cache.meta()["smiles"].tolist())
+    # the size order reads the shards' offsets: the same counts as building every molecule's graph
+    assert graphs.atom_counts().tolist() == graphs.batch(np.arange(len(graphs))).ptr.diff().tolist()
     rows = np.random.default_rng(0).permutation(len(graphs))[:40]
     cached = data.batch(rows, torch.Generator().manual_seed(7))
     direct = enc.prepare(graphs.batch(rows), torch.Generator().manual_seed(7))
